@@ -1,0 +1,121 @@
+//! BLAKE3 with domain separation: every hash cairn computes starts with a `cairn/.../vN`
+//! label, and no label is a prefix of another, so a hash made for one purpose can never
+//! be presented as one made for another.
+
+use crate::bytes::fixed_bytes;
+
+fixed_bytes!(
+    /// A 32-byte digest (BLAKE3 unless stated otherwise).
+    Hash32,
+    32
+);
+
+/// Every domain label cairn hashes or signs under. Adding one here keeps the
+/// prefix-freeness test honest.
+pub mod domain {
+    /// Content commitment `C` (DESIGN.md §4), used as BLAKE3 keyed-hash input prefix.
+    pub const CONTENT: &str = "cairn/content/v1";
+    /// Record leaf (DESIGN.md §4).
+    pub const RECORD_LEAF: &str = "cairn/leaf/v1";
+    /// Leaf of an erasure receipt in a custodian's receipt batch.
+    pub const ERASURE_LEAF: &str = "cairn/leaf/erasure/v1";
+    /// Leaf of a consent event.
+    pub const CONSENT_LEAF: &str = "cairn/leaf/consent/v1";
+    /// Leaf of an access-log event.
+    pub const ACCESS_LEAF: &str = "cairn/leaf/access/v1";
+    /// Random padding leaf that hides a batch's real size.
+    pub const PADDING_LEAF: &str = "cairn/leaf/padding/v1";
+    /// Custodian manifest hash.
+    pub const MANIFEST: &str = "cairn/manifest/v1";
+    /// Key id of a public key.
+    pub const KEY_ID: &str = "cairn/key-id/v1";
+    /// Genesis identity hash.
+    pub const GENESIS: &str = "cairn/genesis/v1";
+    /// Block header hash.
+    pub const BLOCK: &str = "cairn/block/v1";
+    /// Hash over a block's transactions.
+    pub const BLOCK_BODY: &str = "cairn/block-body/v1";
+    /// Seed of the batch-verification coefficients.
+    pub const BATCH_VERIFY: &str = "cairn/batch-verify/v1";
+
+    /// Signed: an HTTP API request.
+    pub const SIG_REQUEST: &str = "cairn/sig/request/v1";
+    /// Signed: a batch commitment.
+    pub const SIG_BATCH_COMMIT: &str = "cairn/sig/batch-commit/v1";
+    /// Signed: a membership change.
+    pub const SIG_MEMBERSHIP: &str = "cairn/sig/membership/v1";
+    /// Signed: an erasure receipt.
+    pub const SIG_ERASURE_RECEIPT: &str = "cairn/sig/erasure-receipt/v1";
+    /// Signed: an answer to a liveness challenge.
+    pub const SIG_CHALLENGE: &str = "cairn/sig/challenge/v1";
+
+    /// All labels, for the prefix-freeness check.
+    pub const ALL: &[&str] = &[
+        CONTENT,
+        RECORD_LEAF,
+        ERASURE_LEAF,
+        CONSENT_LEAF,
+        ACCESS_LEAF,
+        PADDING_LEAF,
+        MANIFEST,
+        KEY_ID,
+        GENESIS,
+        BLOCK,
+        BLOCK_BODY,
+        BATCH_VERIFY,
+        SIG_REQUEST,
+        SIG_BATCH_COMMIT,
+        SIG_MEMBERSHIP,
+        SIG_ERASURE_RECEIPT,
+        SIG_CHALLENGE,
+    ];
+}
+
+/// `blake3(domain || part_0 || part_1 || ...)`. Callers only pass fixed-length parts or
+/// a single trailing variable-length part, so the concatenation is unambiguous.
+pub fn hash_parts(domain: &str, parts: &[&[u8]]) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(domain.as_bytes());
+    for part in parts {
+        h.update(part);
+    }
+    Hash32(*h.finalize().as_bytes())
+}
+
+/// Plain BLAKE3 of some bytes (no domain label: used only inside labelled constructions).
+pub fn blake3(bytes: &[u8]) -> Hash32 {
+    Hash32(*blake3::hash(bytes).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_domain_label_is_a_prefix_of_another() {
+        for (i, a) in domain::ALL.iter().enumerate() {
+            for (j, b) in domain::ALL.iter().enumerate() {
+                if i != j {
+                    assert!(!b.starts_with(a), "{a} is a prefix of {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn domain_changes_the_hash() {
+        assert_ne!(hash_parts(domain::RECORD_LEAF, &[b"x"]), hash_parts(domain::ERASURE_LEAF, &[b"x"]));
+    }
+
+    #[test]
+    fn hex_and_bcs_forms() {
+        let h = hash_parts(domain::BLOCK, &[]);
+        let text = h.to_string();
+        assert_eq!(text.len(), 64);
+        assert_eq!(text.parse::<Hash32>().unwrap(), h);
+        let bytes = crate::encoding::encode(&h).unwrap();
+        assert_eq!(bytes.len(), 33, "length prefix plus 32 bytes");
+        assert_eq!(crate::encoding::decode::<Hash32>(&bytes, 64).unwrap(), h);
+        assert!("abcd".parse::<Hash32>().is_err());
+    }
+}

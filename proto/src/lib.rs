@@ -1,0 +1,23 @@
+//! Define every format a peer or a regulator verifies: canonical encoding, domain-separated
+//! hashing and signatures, Merkle proofs, records, batch commitments, block headers,
+//! erasure receipts, membership and the genesis file.
+//!
+//! Architecture invariant: this crate does no I/O, spawns nothing and depends on no
+//! runtime crate (tokio, libp2p, sled, redb, axum). Time and randomness are inputs.
+
+pub mod batch;
+pub mod bytes;
+pub mod encoding;
+pub mod erasure;
+pub mod genesis;
+pub mod hash;
+pub mod identity;
+pub mod keyfile;
+pub mod ledger;
+pub mod membership;
+pub mod merkle;
+pub mod record;
+pub mod version;
+
+pub use hash::Hash32;
+pub use identity::{KeyId, Keypair, PublicKey, Rules, SecretSeed, Signature};
