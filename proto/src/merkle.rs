@@ -7,17 +7,25 @@
 //! gives the same path shape). cairn therefore only verifies against a size and root
 //! taken together from one signed batch commitment or one certified block header.
 
-/// A node or leaf hash.
+/// A node or leaf hash of the production tree.
 pub type Digest = [u8; 32];
 
 /// The hash function of a tree.
 pub trait MerkleHasher {
+    /// A node or leaf hash. Production uses `[u8; 32]`; a test may use byte vectors to
+    /// check that malformed input is refused by comparison rather than by parsing.
+    type Digest: Clone + Eq;
     /// `H(0x00 || data)`.
-    fn hash_leaf(&self, data: &[u8]) -> Digest;
+    fn hash_leaf(&self, data: &[u8]) -> Self::Digest;
     /// `H(0x01 || left || right)`.
-    fn hash_children(&self, left: &Digest, right: &Digest) -> Digest;
+    fn hash_children(&self, left: &Self::Digest, right: &Self::Digest) -> Self::Digest;
     /// `H("")`, the root of the empty tree.
-    fn hash_empty(&self) -> Digest;
+    fn hash_empty(&self) -> Self::Digest;
+    /// Whether a digest could have come from this hash (right length). Fixed-size digest
+    /// types are always well formed.
+    fn is_well_formed(&self, _digest: &Self::Digest) -> bool {
+        true
+    }
 }
 
 /// BLAKE3 in the RFC 6962 shape: what cairn uses in production.
@@ -25,6 +33,7 @@ pub trait MerkleHasher {
 pub struct Blake3Merkle;
 
 impl MerkleHasher for Blake3Merkle {
+    type Digest = Digest;
     fn hash_leaf(&self, data: &[u8]) -> Digest {
         let mut h = blake3::Hasher::new();
         h.update(&[0x00]);
@@ -76,6 +85,9 @@ pub enum ProofError {
     /// The proof has the wrong number of hashes for the claimed position and sizes.
     #[error("proof has the wrong number of hashes")]
     WrongLength,
+    /// A leaf or proof hash is not a digest of this hash function.
+    #[error("a hash in the proof is malformed")]
+    MalformedDigest,
     /// The proof does not lead to the claimed root.
     #[error("proof does not match the root")]
     RootMismatch,
@@ -88,10 +100,10 @@ fn split_point(n: u64) -> u64 {
 }
 
 /// Root of a list of leaf hashes (already `hash_leaf`ed).
-pub fn root<H: MerkleHasher>(hasher: &H, leaf_hashes: &[Digest]) -> Digest {
+pub fn root<H: MerkleHasher>(hasher: &H, leaf_hashes: &[H::Digest]) -> H::Digest {
     let mut tree = Tree::new(hasher);
     for leaf in leaf_hashes {
-        tree.push(*leaf);
+        tree.push(leaf.clone());
     }
     tree.root()
 }
@@ -99,10 +111,10 @@ pub fn root<H: MerkleHasher>(hasher: &H, leaf_hashes: &[Digest]) -> Digest {
 /// An append-only tree that keeps every complete subtree hash, so roots and proofs for
 /// any earlier size cost O(log² n) hashes.
 #[derive(Debug, Clone)]
-pub struct Tree<'h, H> {
+pub struct Tree<'h, H: MerkleHasher> {
     hasher: &'h H,
     /// `levels[j][i]` is the hash of the complete subtree over leaves `i·2^j .. (i+1)·2^j`.
-    levels: Vec<Vec<Digest>>,
+    levels: Vec<Vec<H::Digest>>,
 }
 
 impl<'h, H: MerkleHasher> Tree<'h, H> {
@@ -112,7 +124,7 @@ impl<'h, H: MerkleHasher> Tree<'h, H> {
     }
 
     /// Appends one leaf hash and completes every subtree it closes.
-    pub fn push(&mut self, leaf_hash: Digest) {
+    pub fn push(&mut self, leaf_hash: H::Digest) {
         let mut carry = leaf_hash;
         let mut level = 0;
         loop {
@@ -137,18 +149,18 @@ impl<'h, H: MerkleHasher> Tree<'h, H> {
     }
 
     /// Root of the whole tree.
-    pub fn root(&self) -> Digest {
+    pub fn root(&self) -> H::Digest {
         self.subtree(0, self.size())
     }
 
     /// Root the tree had when it held `size` leaves.
-    pub fn root_at(&self, size: u64) -> Result<Digest, ProofError> {
+    pub fn root_at(&self, size: u64) -> Result<H::Digest, ProofError> {
         self.check_size(size)?;
         Ok(self.subtree(0, size))
     }
 
     /// Inclusion proof of leaf `index` in the tree of `size` leaves (RFC 9162 §2.1.3.1).
-    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Digest>, ProofError> {
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<H::Digest>, ProofError> {
         self.check_size(size)?;
         if index >= size {
             return Err(ProofError::IndexOutOfRange { index, size });
@@ -170,7 +182,7 @@ impl<'h, H: MerkleHasher> Tree<'h, H> {
     }
 
     /// Consistency proof between the trees of `size1` and `size2` leaves (RFC 9162 §2.1.4.1).
-    pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Digest>, ProofError> {
+    pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<H::Digest>, ProofError> {
         self.check_size(size2)?;
         if size1 > size2 {
             return Err(ProofError::SizesOutOfOrder { size1, size2 });
@@ -211,7 +223,7 @@ impl<'h, H: MerkleHasher> Tree<'h, H> {
     /// `MTH(D[lo..hi])`. Every range reached from the RFC recursion starts at a multiple
     /// of the smallest power of two not below its length, so complete subtrees are looked
     /// up and only the right edge is hashed.
-    fn subtree(&self, lo: u64, hi: u64) -> Digest {
+    fn subtree(&self, lo: u64, hi: u64) -> H::Digest {
         let n = hi - lo;
         if n == 0 {
             return self.hasher.hash_empty();
@@ -219,7 +231,7 @@ impl<'h, H: MerkleHasher> Tree<'h, H> {
         if n.is_power_of_two() && lo % n == 0 {
             let level = n.trailing_zeros() as usize;
             if let Some(h) = self.levels.get(level).and_then(|row| row.get((lo / n) as usize)) {
-                return *h;
+                return h.clone();
             }
         }
         if n == 1 {
@@ -239,15 +251,18 @@ pub fn verify_inclusion<H: MerkleHasher>(
     hasher: &H,
     index: u64,
     size: u64,
-    leaf_hash: &Digest,
-    proof: &[Digest],
-    root: &Digest,
+    leaf_hash: &H::Digest,
+    proof: &[H::Digest],
+    root: &H::Digest,
 ) -> Result<(), ProofError> {
     if index >= size {
         return Err(ProofError::IndexOutOfRange { index, size });
     }
+    if !hasher.is_well_formed(leaf_hash) || !proof.iter().all(|p| hasher.is_well_formed(p)) {
+        return Err(ProofError::MalformedDigest);
+    }
     let (mut fnode, mut snode) = (index, size - 1);
-    let mut r = *leaf_hash;
+    let mut r = leaf_hash.clone();
     for p in proof {
         if snode == 0 {
             return Err(ProofError::WrongLength);
@@ -279,12 +294,15 @@ pub fn verify_consistency<H: MerkleHasher>(
     hasher: &H,
     size1: u64,
     size2: u64,
-    root1: &Digest,
-    root2: &Digest,
-    proof: &[Digest],
+    root1: &H::Digest,
+    root2: &H::Digest,
+    proof: &[H::Digest],
 ) -> Result<(), ProofError> {
     if size1 > size2 {
         return Err(ProofError::SizesOutOfOrder { size1, size2 });
+    }
+    if size1 == 0 {
+        return Err(ProofError::EmptyOldTree);
     }
     if size1 == size2 {
         if !proof.is_empty() {
@@ -292,10 +310,10 @@ pub fn verify_consistency<H: MerkleHasher>(
         }
         return if root1 == root2 { Ok(()) } else { Err(ProofError::RootMismatch) };
     }
-    if size1 == 0 {
-        return Err(ProofError::EmptyOldTree);
+    if !proof.iter().all(|p| hasher.is_well_formed(p)) {
+        return Err(ProofError::MalformedDigest);
     }
-    let (first, rest): (&Digest, &[Digest]) = if size1.is_power_of_two() {
+    let (first, rest): (&H::Digest, &[H::Digest]) = if size1.is_power_of_two() {
         (root1, proof)
     } else {
         match proof.split_first() {
@@ -308,7 +326,7 @@ pub fn verify_consistency<H: MerkleHasher>(
         fnode >>= 1;
         snode >>= 1;
     }
-    let (mut fr, mut sr) = (*first, *first);
+    let (mut fr, mut sr) = (first.clone(), first.clone());
     for c in rest {
         if snode == 0 {
             return Err(ProofError::WrongLength);
@@ -360,7 +378,7 @@ mod tests {
         let d = leaves(70);
         let mut tree = Tree::new(&Blake3Merkle);
         for (i, leaf) in d.iter().enumerate() {
-            tree.push(*leaf);
+            tree.push(leaf.clone());
             assert_eq!(tree.root(), reference_root(&Blake3Merkle, &d[..=i]), "size {}", i + 1);
         }
         for size in 0..=70 {
