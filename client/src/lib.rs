@@ -1,1 +1,4 @@
-//! Stub
+//! Talk to cairn nodes and verify what they return offline; the library behind the
+//! `cairn` command.
+
+pub mod keys;

@@ -1,2 +1,112 @@
-//! Stub
-fn main(){}
+//! `cairn-node`: parse arguments and run the chosen command.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use cairn_node::identity::NodeIdentity;
+use cairn_node::setup::{GenesisSpec, MemberArg, build_genesis, parse_member_arg};
+use cairn_proto::genesis::parse_time;
+use cairn_proto::membership::Role;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cairn-node", version, about = "Run a cairn consortium node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a data directory and the node's key; print its public key and peer id.
+    Init {
+        /// Data directory to create.
+        #[arg(long, default_value = "cairn-data")]
+        data_dir: PathBuf,
+    },
+    /// Build a genesis file from member public keys (hex).
+    Genesis {
+        /// Name of the chain (a-z, 0-9, '-').
+        #[arg(long)]
+        chain_id: String,
+        /// Start time, RFC 3339 (default: now).
+        #[arg(long)]
+        time: Option<String>,
+        /// An organisation and one admin key: NAME=KEY (repeat the name for more keys).
+        #[arg(long = "organisation", value_name = "NAME=KEY", required = true, value_parser = parse_member_arg)]
+        organisations: Vec<MemberArg>,
+        /// A validator: ORG=KEY or ORG=KEY:POWER.
+        #[arg(long = "validator", value_name = "ORG=KEY[:POWER]", required = true, value_parser = parse_member_arg)]
+        validators: Vec<MemberArg>,
+        /// A gateway key: ORG=KEY.
+        #[arg(long = "gateway", value_name = "ORG=KEY", value_parser = parse_member_arg)]
+        gateways: Vec<MemberArg>,
+        /// An accessor key: ORG=KEY.
+        #[arg(long = "accessor", value_name = "ORG=KEY", value_parser = parse_member_arg)]
+        accessors: Vec<MemberArg>,
+        /// A regulator key: ORG=KEY.
+        #[arg(long = "regulator", value_name = "ORG=KEY", value_parser = parse_member_arg)]
+        regulators: Vec<MemberArg>,
+        /// File to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Init { data_dir } => init(data_dir),
+        Command::Genesis { chain_id, time, organisations, validators, gateways, accessors, regulators, out } => {
+            let genesis_time_ms = match time {
+                Some(t) => parse_time(&t)?,
+                None => now_ms()?,
+            };
+            let members = [(Role::Gateway, gateways), (Role::Accessor, accessors), (Role::Regulator, regulators)]
+                .into_iter()
+                .flat_map(|(role, args)| args.into_iter().map(move |a| (role, a)))
+                .collect();
+            let spec = GenesisSpec { chain_id, genesis_time_ms, organisations, validators, members };
+            genesis(&spec, out)
+        }
+    }
+}
+
+fn init(data_dir: PathBuf) -> anyhow::Result<()> {
+    let id = NodeIdentity::create(&data_dir)?;
+    println!("created {}", data_dir.join(cairn_node::identity::KEY_FILE).display());
+    println!("public key: {}", id.public_key());
+    println!("key id:     {}", id.public_key().key_id());
+    println!("peer id:    {}", id.peer_id()?);
+    Ok(())
+}
+
+fn genesis(spec: &GenesisSpec, out: PathBuf) -> anyhow::Result<()> {
+    let genesis = build_genesis(spec).context("invalid genesis")?;
+    let text = genesis.to_toml()?;
+    if out.exists() {
+        bail!("{} already exists; refusing to overwrite a genesis file", out.display());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {}", out.display());
+    println!("genesis hash: {}", genesis.hash()?);
+    println!(
+        "{} organisations, {} validators, {} other member keys",
+        genesis.membership.organisations.len(),
+        genesis.membership.validators.len(),
+        genesis.membership.members.len()
+    );
+    Ok(())
+}
+
+fn now_ms() -> anyhow::Result<u64> {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    Ok(u64::try_from(since.as_millis())?)
+}

@@ -95,6 +95,15 @@ impl Genesis {
     }
 }
 
+/// Parses an RFC 3339 date-time with an offset (`2026-11-22T09:30:00+09:00`) into Unix
+/// milliseconds, the way the genesis file's `genesis_time` is read.
+pub fn parse_time(text: &str) -> Result<u64, FieldError> {
+    let t: Datetime = text
+        .parse()
+        .map_err(|e| FieldError::new("genesis_time", format!("{text:?} is not an RFC 3339 date-time: {e}")))?;
+    unix_ms(&t)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -213,9 +222,18 @@ public_key = "{g}"
     #[test]
     fn errors_name_the_offending_field() {
         let cases = [
-            (sample().replace("organisation = \"hospital\"\npublic_key", "organisation = \"nobody\"\npublic_key"), "validators[1].organisation"),
-            (sample().replace(&format!("public_key = \"{}\"", key(5)), &format!("public_key = \"{}\"", key(3))), "members[0].public_key"),
-            (sample().replace("voting_power = 1\n\n[[validators]]", "voting_power = 0\n\n[[validators]]"), "validators[0].voting_power"),
+            (
+                sample().replace("organisation = \"hospital\"\npublic_key", "organisation = \"nobody\"\npublic_key"),
+                "validators[1].organisation",
+            ),
+            (
+                sample().replace(&format!("public_key = \"{}\"", key(5)), &format!("public_key = \"{}\"", key(3))),
+                "members[0].public_key",
+            ),
+            (
+                sample().replace("voting_power = 1\n\n[[validators]]", "voting_power = 0\n\n[[validators]]"),
+                "validators[0].voting_power",
+            ),
             (sample().replace("busan-health", "Busan Health"), "chain_id"),
             (sample().replace("version = 1", "version = 2"), "version"),
             (sample().replace("2026-11-22T09:30:00+09:00", "2026-11-22"), "genesis_time"),
@@ -235,6 +253,14 @@ public_key = "{g}"
         assert!(msg.contains("line"), "{msg}");
         let text = sample() + "\nsurprise = 1\n";
         assert!(matches!(Genesis::from_toml(&text), Err(GenesisError::Syntax(m)) if m.contains("surprise")));
+    }
+
+    #[test]
+    fn parse_time_reads_offsets() {
+        assert_eq!(parse_time("1970-01-01T00:00:01Z").unwrap(), 1_000);
+        assert_eq!(parse_time("1970-01-01T09:00:00.5+09:00").unwrap(), 500);
+        assert!(parse_time("1969-12-31T23:59:59Z").is_err());
+        assert!(parse_time("yesterday").is_err());
     }
 
     #[test]

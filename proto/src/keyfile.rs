@@ -44,7 +44,10 @@ pub fn render(seed: &SecretSeed) -> Zeroizing<String> {
 pub fn parse(text: &str) -> Result<SecretSeed, KeyFileError> {
     let file: KeyFile = toml::from_str(text).map_err(|e| KeyFileError::Format(e.to_string()))?;
     if file.kind != KIND || file.version != 1 {
-        return Err(KeyFileError::Format(format!("kind {:?} version {} is not {KIND} version 1", file.kind, file.version)));
+        return Err(KeyFileError::Format(format!(
+            "kind {:?} version {} is not {KIND} version 1",
+            file.kind, file.version
+        )));
     }
     let bytes = Zeroizing::new(decode_hex::<32>(&file.seed).map_err(|e| KeyFileError::Format(format!("seed: {e}")))?);
     let seed = SecretSeed::from_bytes(*bytes);

@@ -228,7 +228,7 @@ impl<'h, H: MerkleHasher> Tree<'h, H> {
         if n == 0 {
             return self.hasher.hash_empty();
         }
-        if n.is_power_of_two() && lo % n == 0 {
+        if n.is_power_of_two() && lo.is_multiple_of(n) {
             let level = n.trailing_zeros() as usize;
             if let Some(h) = self.levels.get(level).and_then(|row| row.get((lo / n) as usize)) {
                 return h.clone();
@@ -378,7 +378,7 @@ mod tests {
         let d = leaves(70);
         let mut tree = Tree::new(&Blake3Merkle);
         for (i, leaf) in d.iter().enumerate() {
-            tree.push(leaf.clone());
+            tree.push(*leaf);
             assert_eq!(tree.root(), reference_root(&Blake3Merkle, &d[..=i]), "size {}", i + 1);
         }
         for size in 0..=70 {

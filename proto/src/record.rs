@@ -94,8 +94,8 @@ impl Manifest {
     /// Builds a manifest from custodians in any order.
     pub fn new(mut custodians: Vec<KeyId>) -> Result<Self, ManifestError> {
         custodians.sort();
-        if let Some(w) = custodians.windows(2).find(|w| w[0] == w[1]) {
-            return Err(ManifestError::Duplicate(w[0]));
+        if let Some(dup) = custodians.iter().zip(custodians.iter().skip(1)).find_map(|(a, b)| (a == b).then_some(*a)) {
+            return Err(ManifestError::Duplicate(dup));
         }
         if custodians.is_empty() {
             return Err(ManifestError::Empty);

@@ -3,6 +3,9 @@
 //! refused, except for the size ambiguity that RFC 9162 proofs carry by design (see
 //! `size_flips_are_refused_unless_the_path_shape_is_the_same`).
 
+// Test code: a failed expectation ends the test with a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use cairn_proto::merkle::{Blake3Merkle, Digest, MerkleHasher, Tree, verify_consistency, verify_inclusion};
 use proptest::prelude::*;
 

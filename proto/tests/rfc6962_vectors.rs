@@ -1,6 +1,9 @@
 //! The published RFC 6962 / RFC 9162 proof vectors (transparency-dev, SHA-256) against
 //! cairn's generic verifier. Every case must give its expected verdict.
 
+// Test code: a failed expectation ends the test with a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -83,7 +86,9 @@ fn run(kind: &str, check: fn(&serde_json::Value) -> bool) -> (usize, usize) {
 fn every_published_case_gets_its_expected_verdict() {
     let (inc, inc_err) = run("inclusion", inclusion_ok);
     let (con, con_err) = run("consistency", consistency_ok);
-    println!("RFC 6962 vectors: {inc} inclusion cases ({inc_err} must fail), {con} consistency cases ({con_err} must fail), all verdicts as expected");
+    println!(
+        "RFC 6962 vectors: {inc} inclusion cases ({inc_err} must fail), {con} consistency cases ({con_err} must fail), all verdicts as expected"
+    );
     // The published set holds 98 + 98 cases; fewer means files went missing.
     assert_eq!((inc, con), (98, 98), "vector set is incomplete");
     assert!(inc_err < inc && con_err < con, "the set must hold cases that pass too");

@@ -1,0 +1,5 @@
+//! Run a cairn consortium node: its identity, its setup commands, and (as the issues
+//! land) the ledger, the vault, the peer protocols and the HTTP API.
+
+pub mod identity;
+pub mod setup;
