@@ -5,21 +5,27 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
-/// Path of a workspace binary built beside the test executable (`target/<profile>/`).
+/// Path of a workspace binary, built beside the test executable (`target/<profile>/`).
 ///
-/// The workspace test command (`cargo nextest run --workspace`) builds every binary
-/// before running tests.
+/// cargo builds a package's binaries for that package's own tests only, so the first
+/// call in each test process runs `cargo build` for the binaries (a no-op when they are
+/// up to date) rather than trust whatever an earlier build left there.
 pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "cairn-node", "-p", "cairn-client", "--bins"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the cairn binaries failed");
+    });
     let exe = std::env::current_exe().unwrap_or_default();
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from).unwrap_or_default();
-    let path = profile_dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built; run the workspace test command (cargo nextest run --workspace)",
-        path.display()
-    );
-    path
+    profile_dir.join(name)
 }
 
 /// Runs a binary with arguments and returns its output.
