@@ -55,6 +55,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    cairn_node::harden::refuse_core_dumps().context("refusing core dumps")?;
     match Cli::parse().command {
         Command::Init { data_dir } => init(data_dir),
         Command::Genesis { chain_id, time, organisations, validators, gateways, accessors, regulators, out } => {

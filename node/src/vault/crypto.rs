@@ -1,0 +1,109 @@
+//! Keys, randomness and authenticated encryption (XChaCha20-Poly1305, random 24-byte
+//! nonces) for the vault. Every key type wipes itself when dropped.
+
+use chacha20poly1305::aead::Aead as _;
+use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305, XNonce};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use super::error::VaultError;
+
+/// Nonce length of XChaCha20-Poly1305.
+pub const NONCE_LEN: usize = 24;
+/// Tag length of Poly1305.
+pub const TAG_LEN: usize = 16;
+
+/// A 32-byte secret key. Never printed; wiped on drop.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct Key32([u8; 32]);
+
+impl std::fmt::Debug for Key32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key32(..)")
+    }
+}
+
+impl Key32 {
+    /// A fresh key from the operating system's RNG.
+    pub fn random() -> Result<Self, VaultError> {
+        let mut k = Self([0u8; 32]);
+        fill_random(&mut k.0)?;
+        Ok(k)
+    }
+    /// Wraps key bytes (from a decrypted node or the root slot).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+    /// The key bytes.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+    /// A subkey for one purpose: `blake3::derive_key(context, self)`.
+    pub fn derive(&self, context: &str) -> Key32 {
+        Key32(blake3::derive_key(context, &self.0))
+    }
+    /// A 16-byte opaque handle for one purpose: nothing about the key can be learnt from it.
+    pub fn handle(&self, context: &str) -> [u8; 16] {
+        let full = Zeroizing::new(blake3::derive_key(context, &self.0));
+        let mut h = [0u8; 16];
+        h.copy_from_slice(&full[..16]);
+        h
+    }
+}
+
+impl serde::Serialize for Key32 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut bytes = <[u8; 32]>::deserialize(d)?;
+        let key = Key32(bytes);
+        bytes.zeroize();
+        Ok(key)
+    }
+}
+
+/// Fills `buf` from the operating system's RNG.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), VaultError> {
+    getrandom::fill(buf).map_err(|e| VaultError::Fatal(format!("no randomness from the OS: {e}")))
+}
+
+/// `nonce || ciphertext || tag` of `plaintext` under `key`, binding `aad`.
+pub fn seal(key: &Key32, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce)?;
+    let cipher = XChaCha20Poly1305::new(key.expose().into());
+    let ct = cipher
+        .encrypt(&XNonce::from(nonce), chacha20poly1305::aead::Payload { msg: plaintext, aad })
+        .map_err(|_| VaultError::Fatal("encryption failed".into()))?;
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+/// Opens what [`seal`] produced; `None` if the key, the `aad` or the bytes are wrong.
+pub fn open(key: &Key32, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let (nonce, ct) = sealed.split_at_checked(NONCE_LEN)?;
+    let nonce = <[u8; NONCE_LEN]>::try_from(nonce).ok()?;
+    let cipher = XChaCha20Poly1305::new(key.expose().into());
+    cipher.decrypt(&XNonce::from(nonce), chacha20poly1305::aead::Payload { msg: ct, aad }).ok().map(Zeroizing::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_and_refuse_wrong_key_or_aad() {
+        let k = Key32::random().unwrap();
+        let sealed = seal(&k, b"ad", b"reading").unwrap();
+        assert_eq!(open(&k, b"ad", &sealed).unwrap().as_slice(), b"reading");
+        assert!(open(&k, b"other", &sealed).is_none());
+        assert!(open(&Key32::random().unwrap(), b"ad", &sealed).is_none());
+        assert!(open(&k, b"ad", &sealed[..10]).is_none());
+        assert_ne!(seal(&k, b"ad", b"reading").unwrap(), sealed, "fresh nonce each time");
+    }
+}

@@ -1,0 +1,362 @@
+//! The key-wrapping tree (Reardon et al., CCS 2013, adapted): the root key `R` seals the
+//! root node, which holds the keys of directory nodes, which hold the keys of buckets,
+//! whose key seals each of the bucket's key-slot entries (`(rid, dk, s)` of a record, or
+//! a subject's index key). Destroying an entry means giving its bucket, the bucket's
+//! directory and the root fresh keys: every older copy on disk is then sealed under keys
+//! that exist nowhere.
+//!
+//! Versions are shadowed: a rotated bucket or directory is written under a new
+//! generation number beside the old one, and the root node under the new epoch, so the
+//! root slot write is the single commit point.
+
+use std::collections::{BTreeSet, HashMap};
+
+use cairn_proto::encoding::{decode, encode};
+use cairn_proto::record::RecordId;
+use serde::{Deserialize, Serialize};
+
+use super::crypto::{Key32, open, seal};
+use super::error::VaultError;
+use super::kv::{KvStore, WriteBatch};
+use super::layout::{self, aad, label};
+use super::root::RootState;
+
+/// Largest node or entry the vault will decode.
+const NODE_LIMIT: usize = 1 << 20;
+
+/// Where a key-slot entry lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotAddr {
+    /// Bucket id (directory × fanout + index in directory).
+    pub bucket: u32,
+    /// Slot in the bucket.
+    pub slot: u16,
+}
+
+/// A key-slot entry, sealed under its bucket's key.
+#[derive(Serialize, Deserialize)]
+pub enum Entry {
+    /// A record's data key and commitment secret.
+    Record {
+        /// Record id.
+        rid: RecordId,
+        /// Data key.
+        dk: Key32,
+        /// Commitment secret `s`.
+        s: Key32,
+    },
+    /// A subject's index key.
+    Subject {
+        /// The subject reference, encoded.
+        subject: Vec<u8>,
+        /// Key of the subject's index.
+        key: Key32,
+    },
+}
+
+/// A child's key and generation, as its parent stores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildRef {
+    /// Key sealing the child.
+    pub key: Key32,
+    /// Generation of the child's current version.
+    pub generation: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RootNode {
+    version: u8,
+    epoch: u64,
+    fanout: u32,
+    bucket_slots: u16,
+    dirs: Vec<ChildRef>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DirNode {
+    version: u8,
+    buckets: Vec<ChildRef>,
+}
+
+/// What a slot holds (in memory only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotUse {
+    /// Nothing.
+    Free,
+    /// A record's keys.
+    Record(RecordId),
+    /// A subject's index key.
+    Subject(Vec<u8>),
+}
+
+/// A bucket of key slots.
+#[derive(Debug)]
+pub struct Bucket {
+    /// Its current key and generation.
+    pub node: ChildRef,
+    /// Its slots.
+    pub slots: Vec<SlotUse>,
+}
+
+/// The tree in memory: keys of every node, and what each slot holds. Entries themselves
+/// stay on disk, sealed, and are opened on demand.
+#[derive(Debug)]
+pub struct Tree {
+    /// Committed epoch.
+    pub epoch: u64,
+    /// Committed root key.
+    pub root: Key32,
+    /// Buckets per directory and directories under the root.
+    pub fanout: u32,
+    /// Slots per bucket.
+    pub bucket_slots: u16,
+    /// Directory keys and generations.
+    pub dirs: Vec<ChildRef>,
+    /// Buckets by id.
+    pub buckets: Vec<Bucket>,
+    /// Buckets with a free slot.
+    open_buckets: BTreeSet<u32>,
+}
+
+/// What loading found.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The tree.
+    pub tree: Tree,
+    /// Live records.
+    pub records: HashMap<RecordId, SlotAddr>,
+    /// Live subjects by encoded reference.
+    pub subjects: HashMap<Vec<u8>, SlotAddr>,
+    /// Store keys of entry versions no node refers to (left by an interrupted put).
+    pub orphans: Vec<Vec<u8>>,
+}
+
+impl Tree {
+    /// A new, empty tree for a new vault.
+    pub fn new(root: RootState, fanout: u32, bucket_slots: u16) -> Self {
+        Self {
+            epoch: root.epoch,
+            root: root.key,
+            fanout,
+            bucket_slots,
+            dirs: Vec::new(),
+            buckets: Vec::new(),
+            open_buckets: BTreeSet::new(),
+        }
+    }
+
+    /// Slots in a full tree.
+    pub fn capacity(&self) -> u64 {
+        u64::from(self.fanout) * u64::from(self.fanout) * u64::from(self.bucket_slots)
+    }
+
+    /// Free slots left.
+    pub fn free_slots(&self) -> u64 {
+        let used_buckets_free: u64 = self
+            .open_buckets
+            .iter()
+            .filter_map(|b| self.buckets.get(*b as usize))
+            .map(|b| b.slots.iter().filter(|s| **s == SlotUse::Free).count() as u64)
+            .sum();
+        let unallocated = u64::from(self.fanout) * u64::from(self.fanout) - self.buckets.len() as u64;
+        used_buckets_free + unallocated * u64::from(self.bucket_slots)
+    }
+
+    /// The directory of a bucket.
+    pub fn dir_of(&self, bucket: u32) -> u32 {
+        bucket / self.fanout
+    }
+
+    /// Sealed root node for `epoch` under `root`, with the given directory references.
+    pub fn seal_root_node(&self, epoch: u64, root: &Key32, dirs: &[ChildRef]) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
+        let node = RootNode {
+            version: 1,
+            epoch,
+            fanout: self.fanout,
+            bucket_slots: self.bucket_slots,
+            dirs: dirs.to_vec(),
+        };
+        let key = layout::root_node(epoch);
+        let value = seal(&root.derive(label::ROOT_NODE), &aad(label::ROOT_NODE, &key), &encode(&node)?)?;
+        Ok((key, value))
+    }
+
+    /// Sealed directory node `dir` at its generation in `dir_ref`, listing `buckets`.
+    pub fn seal_dir(dir: u32, dir_ref: &ChildRef, buckets: &[ChildRef]) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
+        let node = DirNode { version: 1, buckets: buckets.to_vec() };
+        let key = layout::dir_node(dir, dir_ref.generation);
+        let value = seal(&dir_ref.key, &aad(label::DIR, &key), &encode(&node)?)?;
+        Ok((key, value))
+    }
+
+    /// Sealed entry at `addr` under the bucket reference `bucket`.
+    pub fn seal_entry(addr: SlotAddr, bucket: &ChildRef, entry: &Entry) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
+        let key = layout::entry(addr.bucket, addr.slot, bucket.generation);
+        let plain = zeroize::Zeroizing::new(encode(entry)?);
+        let value = seal(&bucket.key, &aad(label::ENTRY, &key), &plain)?;
+        Ok((key, value))
+    }
+
+    /// Opens the live entry at `addr`.
+    pub fn read_entry(&self, kv: &dyn KvStore, addr: SlotAddr) -> Result<Entry, VaultError> {
+        let bucket = self.bucket(addr.bucket)?;
+        let key = layout::entry(addr.bucket, addr.slot, bucket.node.generation);
+        let sealed = kv.get(&key)?.ok_or_else(|| corrupt(format!("entry {addr:?} missing")))?;
+        open_entry(&bucket.node.key, &key, &sealed).ok_or_else(|| corrupt(format!("entry {addr:?} does not open")))
+    }
+
+    /// The bucket with this id.
+    pub fn bucket(&self, id: u32) -> Result<&Bucket, VaultError> {
+        self.buckets.get(id as usize).ok_or_else(|| corrupt(format!("no bucket {id}")))
+    }
+
+    /// Directory references with `dir`'s reference replaced.
+    fn bucket_refs(&self, dir: u32) -> Vec<ChildRef> {
+        let start = (dir * self.fanout) as usize;
+        let end = (start + self.fanout as usize).min(self.buckets.len());
+        self.buckets.get(start..end).unwrap_or_default().iter().map(|b| b.node.clone()).collect()
+    }
+
+    /// Sealed directory node for `dir` as it is in memory.
+    pub fn seal_dir_current(&self, dir: u32) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
+        let dir_ref = self.dirs.get(dir as usize).ok_or_else(|| corrupt(format!("no directory {dir}")))?;
+        Self::seal_dir(dir, dir_ref, &self.bucket_refs(dir))
+    }
+
+    /// Bucket references of `dir` as they would be with some buckets replaced.
+    pub fn bucket_refs_with(&self, dir: u32, replaced: &HashMap<u32, ChildRef>) -> Vec<ChildRef> {
+        let start = dir * self.fanout;
+        self.bucket_refs(dir)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| replaced.get(&(start + i as u32)).cloned().unwrap_or(r))
+            .collect()
+    }
+
+    /// Takes a free slot for `what`, creating a bucket (and a directory) when needed;
+    /// the node rewrites this causes are added to `batch`.
+    pub fn allocate(&mut self, batch: &mut WriteBatch, what: SlotUse) -> Result<SlotAddr, VaultError> {
+        let bucket_id = match self.open_buckets.first() {
+            Some(b) => *b,
+            None => self.new_bucket(batch)?,
+        };
+        let bucket = self.buckets.get_mut(bucket_id as usize).ok_or_else(|| corrupt("open bucket vanished"))?;
+        let slot = bucket.slots.iter().position(|s| *s == SlotUse::Free).ok_or_else(|| corrupt("open bucket is full"))?;
+        if let Some(s) = bucket.slots.get_mut(slot) {
+            *s = what;
+        }
+        if !bucket.slots.contains(&SlotUse::Free) {
+            self.open_buckets.remove(&bucket_id);
+        }
+        Ok(SlotAddr { bucket: bucket_id, slot: slot as u16 })
+    }
+
+    fn new_bucket(&mut self, batch: &mut WriteBatch) -> Result<u32, VaultError> {
+        let id = self.buckets.len() as u32;
+        if u64::from(id) >= u64::from(self.fanout) * u64::from(self.fanout) {
+            return Err(VaultError::Full(self.capacity()));
+        }
+        let dir = self.dir_of(id);
+        if dir as usize == self.dirs.len() {
+            self.dirs.push(ChildRef { key: Key32::random()?, generation: self.epoch });
+            let (k, v) = self.seal_root_node(self.epoch, &self.root, &self.dirs)?;
+            batch.put(k, v);
+        }
+        self.buckets.push(Bucket {
+            node: ChildRef { key: Key32::random()?, generation: self.epoch },
+            slots: vec![SlotUse::Free; usize::from(self.bucket_slots)],
+        });
+        self.open_buckets.insert(id);
+        let (k, v) = self.seal_dir_current(dir)?;
+        batch.put(k, v);
+        Ok(id)
+    }
+
+    /// Marks a slot free (after its erasure committed).
+    pub fn free(&mut self, addr: SlotAddr) {
+        if let Some(s) = self.buckets.get_mut(addr.bucket as usize).and_then(|b| b.slots.get_mut(usize::from(addr.slot))) {
+            *s = SlotUse::Free;
+            self.open_buckets.insert(addr.bucket);
+        }
+    }
+
+    /// Loads the tree that `root` seals.
+    pub fn load(kv: &dyn KvStore, root: RootState) -> Result<Loaded, VaultError> {
+        let key = layout::root_node(root.epoch);
+        let sealed = kv.get(&key)?.ok_or_else(|| {
+            corrupt(format!("the root slot is at epoch {} but the vault has no root node for it", root.epoch))
+        })?;
+        let plain = open(&root.key.derive(label::ROOT_NODE), &aad(label::ROOT_NODE, &key), &sealed)
+            .ok_or_else(|| corrupt("the root node does not open with the root slot's key"))?;
+        let node: RootNode = decode(&plain, NODE_LIMIT).map_err(|e| corrupt(format!("root node: {e}")))?;
+        if node.epoch != root.epoch || node.fanout == 0 || node.bucket_slots == 0 {
+            return Err(corrupt("root node does not match the root slot"));
+        }
+        let mut tree = Tree::new(root, node.fanout, node.bucket_slots);
+        let (mut records, mut subjects, mut orphans) = (HashMap::new(), HashMap::new(), Vec::new());
+        for (d, dir_ref) in node.dirs.iter().enumerate() {
+            let key = layout::dir_node(d as u32, dir_ref.generation);
+            let sealed = kv.get(&key)?.ok_or_else(|| corrupt(format!("directory {d} missing")))?;
+            let plain = open(&dir_ref.key, &aad(label::DIR, &key), &sealed)
+                .ok_or_else(|| corrupt(format!("directory {d} does not open")))?;
+            let dir: DirNode = decode(&plain, NODE_LIMIT).map_err(|e| corrupt(format!("directory {d}: {e}")))?;
+            for (i, bucket_ref) in dir.buckets.into_iter().enumerate() {
+                let id = d as u32 * tree.fanout + i as u32;
+                if id as usize != tree.buckets.len() {
+                    return Err(corrupt(format!("bucket {id} out of order")));
+                }
+                let mut slots = vec![SlotUse::Free; usize::from(tree.bucket_slots)];
+                for (key, sealed) in kv.scan_prefix(&layout::entry_prefix(id))? {
+                    let Some((slot, generation)) = layout::parse_entry(&key) else {
+                        orphans.push(key);
+                        continue;
+                    };
+                    let place = slots.get_mut(usize::from(slot));
+                    match (generation == bucket_ref.generation, place) {
+                        (true, Some(place)) => {
+                            let entry = open_entry(&bucket_ref.key, &key, &sealed)
+                                .ok_or_else(|| corrupt(format!("entry {id}/{slot} does not open")))?;
+                            let addr = SlotAddr { bucket: id, slot };
+                            *place = match entry {
+                                Entry::Record { rid, .. } => {
+                                    records.insert(rid, addr);
+                                    SlotUse::Record(rid)
+                                }
+                                Entry::Subject { subject, .. } => {
+                                    subjects.insert(subject.clone(), addr);
+                                    SlotUse::Subject(subject)
+                                }
+                            };
+                        }
+                        _ => orphans.push(key),
+                    }
+                }
+                if slots.contains(&SlotUse::Free) {
+                    tree.open_buckets.insert(id);
+                }
+                tree.buckets.push(Bucket { node: bucket_ref, slots });
+            }
+        }
+        tree.dirs = node.dirs;
+        Ok(Loaded { tree, records, subjects, orphans })
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Record { rid, .. } => write!(f, "Entry::Record({rid}, ..)"),
+            Entry::Subject { .. } => f.write_str("Entry::Subject(..)"),
+        }
+    }
+}
+
+fn open_entry(bucket_key: &Key32, store_key: &[u8], sealed: &[u8]) -> Option<Entry> {
+    let plain = open(bucket_key, &aad(label::ENTRY, store_key), sealed)?;
+    decode(&plain, NODE_LIMIT).ok()
+}
+
+/// An integrity failure of the store.
+pub fn corrupt(what: impl std::fmt::Display) -> VaultError {
+    VaultError::Fatal(format!("vault integrity: {what}"))
+}

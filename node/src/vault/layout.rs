@@ -1,0 +1,73 @@
+//! Names of everything the vault writes to its store. Every key is a position in the key
+//! tree or an opaque handle derived from a keystore secret; every value is sealed. The
+//! associated data of each sealed value is its own store key under a purpose label, so
+//! no ciphertext can be moved to another place and still open.
+
+/// Root node of an epoch: `r || epoch`.
+pub fn root_node(epoch: u64) -> Vec<u8> {
+    [&b"r"[..], &epoch.to_be_bytes()].concat()
+}
+
+/// Directory node version: `d || dir || generation`.
+pub fn dir_node(dir: u32, generation: u64) -> Vec<u8> {
+    [&b"d"[..], &dir.to_be_bytes(), &generation.to_be_bytes()].concat()
+}
+
+/// Prefix of every version of one bucket's entries.
+pub fn entry_prefix(bucket: u32) -> Vec<u8> {
+    [&b"e"[..], &bucket.to_be_bytes()].concat()
+}
+
+/// Key-slot entry version: `e || bucket || slot || generation`.
+pub fn entry(bucket: u32, slot: u16, generation: u64) -> Vec<u8> {
+    [&b"e"[..], &bucket.to_be_bytes(), &slot.to_be_bytes(), &generation.to_be_bytes()].concat()
+}
+
+/// Splits an entry key into `(slot, generation)`.
+pub fn parse_entry(key: &[u8]) -> Option<(u16, u64)> {
+    let slot = u16::from_be_bytes(key.get(5..7)?.try_into().ok()?);
+    let generation = u64::from_be_bytes(key.get(7..15)?.try_into().ok()?);
+    (key.len() == 15).then_some((slot, generation))
+}
+
+/// Record blob: `b || handle`.
+pub fn blob(handle: &[u8; 16]) -> Vec<u8> {
+    [&b"b"[..], handle].concat()
+}
+
+/// Subject index: `s || handle`.
+pub fn subject_index(handle: &[u8; 16]) -> Vec<u8> {
+    [&b"s"[..], handle].concat()
+}
+
+/// Intent journal copy sealed under the epoch's old root (0) or new root (1).
+pub fn journal(copy: u8) -> Vec<u8> {
+    vec![b'j', copy]
+}
+
+/// Purpose labels: key derivation contexts and associated-data prefixes.
+pub mod label {
+    /// Root node key, derived from the root.
+    pub const ROOT_NODE: &str = "cairn/vault/root-node/v1";
+    /// Journal key, derived from a root.
+    pub const JOURNAL: &str = "cairn/vault/journal/v1";
+    /// Directory node.
+    pub const DIR: &str = "cairn/vault/dir/v1";
+    /// Key-slot entry.
+    pub const ENTRY: &str = "cairn/vault/entry/v1";
+    /// Record payload (`ct`).
+    pub const PAYLOAD: &str = "cairn/vault/payload/v1";
+    /// Record metadata key, derived from `dk`.
+    pub const META: &str = "cairn/vault/meta/v1";
+    /// Record blob handle, derived from `dk`.
+    pub const BLOB_HANDLE: &str = "cairn/vault/blob-handle/v1";
+    /// Subject index key, derived from the subject key.
+    pub const SUBJECT_INDEX: &str = "cairn/vault/subject-index/v1";
+    /// Subject index handle, derived from the subject key.
+    pub const SUBJECT_HANDLE: &str = "cairn/vault/subject-handle/v1";
+}
+
+/// Associated data: `label || store key`.
+pub fn aad(label: &str, key: &[u8]) -> Vec<u8> {
+    [label.as_bytes(), key].concat()
+}

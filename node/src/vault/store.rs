@@ -1,0 +1,566 @@
+//! The vault: put, get and erase records over a key-value store and a root store.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use cairn_proto::encoding::{decode, encode};
+use cairn_proto::record::{CommitmentSecret, Manifest, RecordHeader, RecordId, content_commitment, record_leaf};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::crypto::{Key32, fill_random, open, seal};
+use super::error::VaultError;
+use super::fault::{self, FaultPoint};
+use super::keytree::{ChildRef, Entry, SlotAddr, SlotUse, Tree, corrupt};
+use super::kv::{KvStore, SledStore, WriteBatch};
+use super::layout::{self, aad, label};
+use super::root::{FileRootSlot, RootState, RootStore};
+use super::{ErasureEvidence, NewRecord, PutReceipt, StoredRecord, SubjectRef, VaultConfig};
+
+const BLOB_LIMIT: usize = 1 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    header: RecordHeader,
+    manifest: Manifest,
+    subject: Option<SubjectRef>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Blob {
+    meta: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+/// The intent journal of an erasure epoch, sealed twice: under a key derived from the
+/// old root and under one derived from the new root. Whichever opens with the root found
+/// at start-up says whether to finish (new) or undo (old) the epoch.
+#[derive(Serialize, Deserialize)]
+struct Journal {
+    version: u8,
+    from_epoch: u64,
+    to_epoch: u64,
+    /// Buckets rotated, with their generation before the epoch.
+    buckets: Vec<(u32, u64)>,
+    /// Directories rotated, with their generation before the epoch.
+    dirs: Vec<(u32, u64)>,
+    /// Blobs and subject indexes to remove once the epoch committed.
+    commit_remove: Vec<Vec<u8>>,
+    /// Subject indexes to remove if the epoch is undone.
+    rollback_remove: Vec<Vec<u8>>,
+}
+
+/// Result of [`Vault::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Committed epoch.
+    pub epoch: u64,
+    /// Records that opened and matched their commitment.
+    pub records_ok: usize,
+    /// Subjects whose index opened and lists only live records.
+    pub subjects_ok: usize,
+}
+
+/// The vault. Owned by one task; every method runs to completion before the next.
+pub struct Vault<K: KvStore, R: RootStore> {
+    kv: K,
+    roots: R,
+    tree: Tree,
+    records: HashMap<RecordId, SlotAddr>,
+    subjects: HashMap<Vec<u8>, SlotAddr>,
+    config: VaultConfig,
+}
+
+impl<K: KvStore, R: RootStore> std::fmt::Debug for Vault<K, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("epoch", &self.tree.epoch).field("records", &self.records.len()).finish()
+    }
+}
+
+impl Vault<SledStore, FileRootSlot> {
+    /// Opens the vault in `dir` (`dir/db` for sled, `dir/root.slot` for the root).
+    pub fn open_dir(dir: &Path, config: VaultConfig) -> Result<Self, VaultError> {
+        std::fs::create_dir_all(dir)?;
+        let kv = SledStore::open(&dir.join("db"))?;
+        let roots = FileRootSlot::open(&dir.join("root.slot"), config.fault)?;
+        Self::open(kv, roots, config)
+    }
+}
+
+impl<K: KvStore, R: RootStore> Vault<K, R> {
+    /// Opens a vault: loads the root, finishes or undoes an interrupted erasure epoch,
+    /// loads the key tree and removes entry versions that no node refers to.
+    pub fn open(kv: K, mut roots: R, config: VaultConfig) -> Result<Self, VaultError> {
+        if config.fanout == 0 || config.bucket_slots == 0 {
+            return Err(VaultError::Invalid("fanout and bucket_slots must be at least 1".into()));
+        }
+        let root = match roots.load()? {
+            Some(root) => root,
+            None => Self::initialise(&kv, &mut roots, &config)?,
+        };
+        Self::recover(&kv, &root)?;
+        let loaded = Tree::load(&kv, root)?;
+        if !loaded.orphans.is_empty() {
+            let mut batch = WriteBatch::default();
+            loaded.orphans.into_iter().for_each(|k| batch.remove(k));
+            tracing::info!(count = batch.len(), "vault: removed entry versions no node refers to");
+            kv.apply(batch)?;
+        }
+        tracing::info!(epoch = loaded.tree.epoch, records = loaded.records.len(), "vault opened");
+        Ok(Self { kv, roots, tree: loaded.tree, records: loaded.records, subjects: loaded.subjects, config })
+    }
+
+    fn initialise(kv: &K, roots: &mut R, config: &VaultConfig) -> Result<RootState, VaultError> {
+        let leftovers = kv.scan_prefix(b"")?;
+        if leftovers.iter().any(|(k, _)| k != &layout::root_node(0)) {
+            return Err(corrupt("the vault holds data but the root slot is empty; the root may be lost"));
+        }
+        let root = RootState { epoch: 0, key: Key32::random()? };
+        let tree = Tree::new(root.clone(), config.fanout, config.bucket_slots);
+        let (k, v) = tree.seal_root_node(0, &root.key, &[])?;
+        let mut batch = WriteBatch::default();
+        batch.put(k, v);
+        kv.apply(batch)?;
+        kv.sync()?;
+        roots.commit(&root)?;
+        Ok(root)
+    }
+
+    /// Finishes or undoes an epoch that a crash interrupted.
+    fn recover(kv: &K, root: &RootState) -> Result<(), VaultError> {
+        let journal_key = root.key.derive(label::JOURNAL);
+        let mut found = None;
+        for copy in [0u8, 1] {
+            let key = layout::journal(copy);
+            if let Some(sealed) = kv.get(&key)?
+                && let Some(plain) = open(&journal_key, &aad(label::JOURNAL, &key), &sealed)
+            {
+                let journal: Journal = decode(&plain, BLOB_LIMIT).map_err(|e| corrupt(format!("journal: {e}")))?;
+                found = Some((copy, journal));
+            }
+        }
+        let mut batch = WriteBatch::default();
+        match found {
+            Some((1, j)) if j.to_epoch == root.epoch => {
+                tracing::info!(epoch = root.epoch, "vault: finishing the clean-up of a committed erasure epoch");
+                Self::cleanup_batch(kv, &j, true, &mut batch)?;
+            }
+            Some((0, j)) if j.from_epoch == root.epoch => {
+                tracing::info!(epoch = root.epoch, "vault: undoing an erasure epoch that did not commit");
+                Self::cleanup_batch(kv, &j, false, &mut batch)?;
+            }
+            Some(_) => return Err(corrupt("the journal does not match the root slot's epoch")),
+            None => {
+                // Copies sealed under roots that no longer exist are garbage.
+                for copy in [0u8, 1] {
+                    if kv.get(&layout::journal(copy))?.is_some() {
+                        batch.remove(layout::journal(copy));
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            kv.apply(batch)?;
+            kv.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Removals that finish (`committed`) or undo an epoch.
+    fn cleanup_batch(kv: &K, j: &Journal, committed: bool, batch: &mut WriteBatch) -> Result<(), VaultError> {
+        for (bucket, old_generation) in &j.buckets {
+            let drop_generation = if committed { *old_generation } else { j.to_epoch };
+            for (key, _) in kv.scan_prefix(&layout::entry_prefix(*bucket))? {
+                if layout::parse_entry(&key).is_some_and(|(_, g)| g == drop_generation) {
+                    batch.remove(key);
+                }
+            }
+        }
+        for (dir, old_generation) in &j.dirs {
+            batch.remove(layout::dir_node(*dir, if committed { *old_generation } else { j.to_epoch }));
+        }
+        batch.remove(layout::root_node(if committed { j.from_epoch } else { j.to_epoch }));
+        let extra = if committed { &j.commit_remove } else { &j.rollback_remove };
+        extra.iter().for_each(|k| batch.remove(k.clone()));
+        batch.remove(layout::journal(0));
+        batch.remove(layout::journal(1));
+        Ok(())
+    }
+
+    /// Committed keystore epoch.
+    pub fn epoch(&self) -> u64 {
+        self.tree.epoch
+    }
+
+    /// Number of live records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True if no record is stored.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Ids of the live records, sorted.
+    pub fn record_ids(&self) -> Vec<RecordId> {
+        let mut ids: Vec<_> = self.records.keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Stores one record; acknowledged (durable) when it returns.
+    pub fn put(&mut self, record: NewRecord) -> Result<PutReceipt, VaultError> {
+        self.put_batch(vec![record])?.pop().ok_or_else(|| corrupt("put returned nothing"))
+    }
+
+    fn check_new(&self, i: usize, r: &NewRecord) -> Result<(), VaultError> {
+        let bad = |what: String| Err(VaultError::Invalid(format!("record {i}: {what}")));
+        if r.payload.is_empty() || r.payload.len() > self.config.max_payload {
+            return bad(format!("payload is {} bytes; 1 to {} allowed", r.payload.len(), self.config.max_payload));
+        }
+        if r.purpose.is_empty() || r.purpose.len() > 64 || !r.purpose.bytes().all(|b| b.is_ascii_graphic()) {
+            return bad(format!("purpose {:?} must be 1 to 64 printable ASCII characters", r.purpose));
+        }
+        if r.retain_until_ms <= r.received_at_ms {
+            return bad("retention must end after the record was received".into());
+        }
+        if let Err(e) = r.manifest.check() {
+            return bad(format!("manifest: {e}"));
+        }
+        if let Some(s) = &r.subject
+            && (s.local.is_empty() || s.local.len() > 256)
+        {
+            return bad("subject reference must be 1 to 256 bytes".into());
+        }
+        Ok(())
+    }
+
+    /// Stores records in one atomic, durable batch; acknowledged when it returns. On an
+    /// error nothing is stored.
+    pub fn put_batch(&mut self, records: Vec<NewRecord>) -> Result<Vec<PutReceipt>, VaultError> {
+        for (i, r) in records.iter().enumerate() {
+            self.check_new(i, r)?;
+        }
+        let new_subjects: BTreeSet<Vec<u8>> = records
+            .iter()
+            .filter_map(|r| r.subject.as_ref().map(encode).transpose().ok().flatten())
+            .filter(|s| !self.subjects.contains_key(s))
+            .collect();
+        let needed = (records.len() + new_subjects.len()) as u64;
+        if needed > self.tree.free_slots() {
+            return Err(VaultError::Full(self.tree.capacity()));
+        }
+
+        let mut batch = WriteBatch::default();
+        let mut receipts = Vec::with_capacity(records.len());
+        let mut by_subject: BTreeMap<Vec<u8>, Vec<RecordId>> = BTreeMap::new();
+        let mut placed = Vec::with_capacity(records.len());
+        for record in records {
+            let rid = self.fresh_rid()?;
+            let (dk, s) = (Key32::random()?, Key32::random()?);
+            let header = RecordHeader {
+                version: 1,
+                rid,
+                gateway: record.gateway,
+                content_type: record.content_type,
+                purpose: record.purpose,
+                received_at_ms: record.received_at_ms,
+                retain_until_ms: record.retain_until_ms,
+            };
+            let payload = seal(&dk, &payload_aad(&rid, &header)?, &record.payload)?;
+            let commitment = content_commitment(&CommitmentSecret::from_bytes(*s.expose()), &payload);
+            let leaf = record_leaf(&rid, &record.manifest.hash()?, &commitment);
+            if let Some(subject) = &record.subject {
+                by_subject.entry(encode(subject)?).or_default().push(rid);
+            }
+            let meta = Meta { header, manifest: record.manifest, subject: record.subject };
+            let meta = seal(&dk.derive(label::META), &aad(label::META, &rid.0), &Zeroizing::new(encode(&meta)?))?;
+            batch.put(layout::blob(&dk.handle(label::BLOB_HANDLE)), encode(&Blob { meta, payload })?);
+            let addr = self.tree.allocate(&mut batch, SlotUse::Record(rid))?;
+            let bucket = &self.tree.bucket(addr.bucket)?.node;
+            let (k, v) = Tree::seal_entry(addr, bucket, &Entry::Record { rid, dk, s })?;
+            batch.put(k, v);
+            placed.push((rid, addr));
+            receipts.push(PutReceipt { rid, commitment, leaf });
+        }
+        let mut new_subject_slots = Vec::new();
+        for (subject, rids) in by_subject {
+            let (key, mut index) = match self.subjects.get(&subject) {
+                Some(addr) => {
+                    let key = self.subject_key(*addr)?;
+                    let index = self.read_index(&key)?;
+                    (key, index)
+                }
+                None => {
+                    let key = Key32::random()?;
+                    let addr = self.tree.allocate(&mut batch, SlotUse::Subject(subject.clone()))?;
+                    let bucket = &self.tree.bucket(addr.bucket)?.node;
+                    let (k, v) = Tree::seal_entry(addr, bucket, &Entry::Subject { subject: subject.clone(), key: key.clone() })?;
+                    batch.put(k, v);
+                    new_subject_slots.push((subject, addr));
+                    (key, Vec::new())
+                }
+            };
+            index.extend(rids);
+            let (k, v) = seal_index(&key, &index)?;
+            batch.put(k, v);
+        }
+        self.kv.apply(batch)?;
+        fault::hit(self.config.fault, FaultPoint::PutBeforeSync);
+        self.kv.sync()?;
+        self.records.extend(placed);
+        self.subjects.extend(new_subject_slots);
+        Ok(receipts)
+    }
+
+    fn fresh_rid(&self) -> Result<RecordId, VaultError> {
+        loop {
+            let mut rid = RecordId([0; 16]);
+            fill_random(&mut rid.0)?;
+            if !self.records.contains_key(&rid) {
+                return Ok(rid);
+            }
+        }
+    }
+
+    fn subject_key(&self, addr: SlotAddr) -> Result<Key32, VaultError> {
+        match self.tree.read_entry(&self.kv, addr)? {
+            Entry::Subject { key, .. } => Ok(key),
+            Entry::Record { .. } => Err(corrupt(format!("slot {addr:?} should hold a subject"))),
+        }
+    }
+
+    fn read_index(&self, key: &Key32) -> Result<Vec<RecordId>, VaultError> {
+        let store_key = layout::subject_index(&key.handle(label::SUBJECT_HANDLE));
+        let sealed = self.kv.get(&store_key)?.ok_or_else(|| corrupt("subject index missing"))?;
+        let plain = open(&key.derive(label::SUBJECT_INDEX), &aad(label::SUBJECT_INDEX, &store_key), &sealed)
+            .ok_or_else(|| corrupt("subject index does not open"))?;
+        decode(&plain, BLOB_LIMIT).map_err(|e| corrupt(format!("subject index: {e}")))
+    }
+
+    fn record_keys(&self, rid: &RecordId) -> Result<(Key32, Key32), VaultError> {
+        let addr = self.records.get(rid).ok_or(VaultError::NotFound(*rid))?;
+        match self.tree.read_entry(&self.kv, *addr)? {
+            Entry::Record { rid: stored, dk, s } if stored == *rid => Ok((dk, s)),
+            _ => Err(corrupt(format!("slot {addr:?} does not hold record {rid}"))),
+        }
+    }
+
+    /// Reads a record and recomputes its commitment and leaf.
+    pub fn get(&self, rid: &RecordId) -> Result<StoredRecord, VaultError> {
+        let (dk, s) = self.record_keys(rid)?;
+        let blob_key = layout::blob(&dk.handle(label::BLOB_HANDLE));
+        let raw = self.kv.get(&blob_key)?.ok_or_else(|| corrupt(format!("record {rid} has keys but no blob")))?;
+        let blob: Blob = decode(&raw, BLOB_LIMIT).map_err(|e| corrupt(format!("blob of {rid}: {e}")))?;
+        let meta = open(&dk.derive(label::META), &aad(label::META, &rid.0), &blob.meta)
+            .ok_or_else(|| corrupt(format!("metadata of {rid} does not open")))?;
+        let meta: Meta = decode(&meta, BLOB_LIMIT).map_err(|e| corrupt(format!("metadata of {rid}: {e}")))?;
+        let payload = open(&dk, &payload_aad(rid, &meta.header)?, &blob.payload)
+            .ok_or_else(|| corrupt(format!("payload of {rid} does not open")))?;
+        let commitment = content_commitment(&CommitmentSecret::from_bytes(*s.expose()), &blob.payload);
+        let leaf = record_leaf(rid, &meta.manifest.hash()?, &commitment);
+        Ok(StoredRecord { header: meta.header, manifest: meta.manifest, subject: meta.subject, payload, commitment, leaf })
+    }
+
+    /// Records of a subject.
+    pub fn subject_records(&self, subject: &SubjectRef) -> Result<Vec<RecordId>, VaultError> {
+        let addr = self.subjects.get(&encode(subject)?).ok_or(VaultError::SubjectNotFound)?;
+        self.read_index(&self.subject_key(*addr)?)
+    }
+
+    /// Erases records in one epoch; acknowledged (keys destroyed) when it returns. On a
+    /// rejection (unknown or repeated id) nothing changes.
+    pub fn erase(&mut self, rids: &[RecordId]) -> Result<Vec<ErasureEvidence>, VaultError> {
+        self.run_epoch(rids, None)
+    }
+
+    /// Erases every record of a subject, and the subject's index and key.
+    pub fn erase_subject(&mut self, subject: &SubjectRef) -> Result<Vec<ErasureEvidence>, VaultError> {
+        let id = encode(subject)?;
+        let addr = *self.subjects.get(&id).ok_or(VaultError::SubjectNotFound)?;
+        let rids = self.read_index(&self.subject_key(addr)?)?;
+        self.run_epoch(&rids, Some(id))
+    }
+
+    fn run_epoch(&mut self, rids: &[RecordId], drop_subject: Option<Vec<u8>>) -> Result<Vec<ErasureEvidence>, VaultError> {
+        if rids.is_empty() && drop_subject.is_none() {
+            return Err(VaultError::Invalid("nothing to erase".into()));
+        }
+        if rids.len() > self.config.max_erase_batch {
+            return Err(VaultError::Invalid(format!("{} records; at most {} per erasure", rids.len(), self.config.max_erase_batch)));
+        }
+        let unique: BTreeSet<_> = rids.iter().collect();
+        if unique.len() != rids.len() {
+            return Err(VaultError::Invalid("a record id is listed twice".into()));
+        }
+        if let Some(missing) = rids.iter().find(|r| !self.records.contains_key(r)) {
+            return Err(VaultError::NotFound(*missing));
+        }
+        let (from, to) = (self.tree.epoch, self.tree.epoch + 1);
+
+        // What changes: slots cleared, subject entries re-keyed, blobs and indexes to drop.
+        let mut cleared: BTreeSet<SlotAddr> = BTreeSet::new();
+        let mut rewritten: BTreeMap<SlotAddr, Entry> = BTreeMap::new();
+        let (mut commit_remove, mut rollback_remove) = (Vec::new(), Vec::new());
+        let mut new_indexes = WriteBatch::default();
+        let mut removed_by_subject: BTreeMap<Vec<u8>, BTreeSet<RecordId>> = BTreeMap::new();
+        for rid in rids {
+            let (dk, _) = self.record_keys(rid)?;
+            if let Some(subject) = self.get(rid)?.subject {
+                removed_by_subject.entry(encode(&subject)?).or_default().insert(*rid);
+            }
+            commit_remove.push(layout::blob(&dk.handle(label::BLOB_HANDLE)));
+            cleared.insert(*self.records.get(rid).ok_or(VaultError::NotFound(*rid))?);
+        }
+        if let Some(id) = &drop_subject {
+            removed_by_subject.entry(id.clone()).or_default();
+        }
+        for (subject, removed) in &removed_by_subject {
+            let addr = *self.subjects.get(subject).ok_or_else(|| corrupt("record names an unknown subject"))?;
+            let old_key = self.subject_key(addr)?;
+            commit_remove.push(layout::subject_index(&old_key.handle(label::SUBJECT_HANDLE)));
+            if drop_subject.as_ref() == Some(subject) {
+                cleared.insert(addr);
+                continue;
+            }
+            // Re-key the subject so no readable index version lists an erased record.
+            let index: Vec<RecordId> = self.read_index(&old_key)?.into_iter().filter(|r| !removed.contains(r)).collect();
+            let key = Key32::random()?;
+            let (k, v) = seal_index(&key, &index)?;
+            rollback_remove.push(k.clone());
+            new_indexes.put(k, v);
+            rewritten.insert(addr, Entry::Subject { subject: subject.clone(), key });
+        }
+
+        // New keys on every path from a changed slot to the root.
+        let buckets: BTreeSet<u32> = cleared.iter().chain(rewritten.keys()).map(|a| a.bucket).collect();
+        let dirs: BTreeSet<u32> = buckets.iter().map(|b| self.tree.dir_of(*b)).collect();
+        let mut batch = WriteBatch::default();
+        let mut new_buckets: HashMap<u32, ChildRef> = HashMap::new();
+        for b in &buckets {
+            let node = ChildRef { key: Key32::random()?, generation: to };
+            let bucket = self.tree.bucket(*b)?;
+            for (slot, used) in bucket.slots.iter().enumerate() {
+                let addr = SlotAddr { bucket: *b, slot: slot as u16 };
+                if *used == SlotUse::Free || cleared.contains(&addr) {
+                    continue;
+                }
+                let entry = match rewritten.remove(&addr) {
+                    Some(e) => e,
+                    None => self.tree.read_entry(&self.kv, addr)?,
+                };
+                let (k, v) = Tree::seal_entry(addr, &node, &entry)?;
+                batch.put(k, v);
+            }
+            new_buckets.insert(*b, node);
+        }
+        let mut dir_refs = self.tree.dirs.clone();
+        for d in &dirs {
+            let node = ChildRef { key: Key32::random()?, generation: to };
+            let (k, v) = Tree::seal_dir(*d, &node, &self.tree.bucket_refs_with(*d, &new_buckets))?;
+            batch.put(k, v);
+            if let Some(r) = dir_refs.get_mut(*d as usize) {
+                *r = node;
+            }
+        }
+        let new_root = RootState { epoch: to, key: Key32::random()? };
+        let (k, v) = self.tree.seal_root_node(to, &new_root.key, &dir_refs)?;
+        batch.put(k, v);
+        let journal = Journal {
+            version: 1,
+            from_epoch: from,
+            to_epoch: to,
+            buckets: buckets.iter().map(|b| self.tree.bucket(*b).map(|x| (*b, x.node.generation))).collect::<Result<_, _>>()?,
+            dirs: dirs.iter().map(|d| (*d, self.tree.dirs.get(*d as usize).map_or(0, |r| r.generation))).collect(),
+            commit_remove,
+            rollback_remove,
+        };
+        let plain = Zeroizing::new(encode(&journal)?);
+        for (copy, root) in [(0u8, &self.tree.root), (1, &new_root.key)] {
+            let key = layout::journal(copy);
+            batch.put(key.clone(), seal(&root.derive(label::JOURNAL), &aad(label::JOURNAL, &key), &plain)?);
+        }
+        for (k, v) in new_indexes.into_ops() {
+            if let Some(v) = v {
+                batch.put(k, v);
+            }
+        }
+
+        // Commit: new versions durable, then the root slot.
+        self.kv.apply(batch)?;
+        fault::hit(self.config.fault, FaultPoint::EraseAfterNewVersions);
+        self.kv.sync()?;
+        fault::hit(self.config.fault, FaultPoint::EraseAfterSync);
+        self.roots.commit(&new_root)?;
+        fault::hit(self.config.fault, FaultPoint::EraseAfterCommit);
+
+        // The epoch is committed: update memory, then clean up.
+        for (b, node) in new_buckets {
+            if let Some(bucket) = self.tree.buckets.get_mut(b as usize) {
+                bucket.node = node;
+            }
+        }
+        self.tree.dirs = dir_refs;
+        self.tree.epoch = to;
+        self.tree.root = new_root.key;
+        for addr in &cleared {
+            self.tree.free(*addr);
+        }
+        for rid in rids {
+            self.records.remove(rid);
+        }
+        if let Some(id) = &drop_subject {
+            self.subjects.remove(id);
+        }
+        let mut cleanup = WriteBatch::default();
+        Self::cleanup_batch(&self.kv, &journal, true, &mut cleanup)?;
+        self.kv.apply(cleanup)?;
+        fault::hit(self.config.fault, FaultPoint::EraseAfterCleanup);
+        tracing::info!(epoch = to, records = rids.len(), buckets = buckets.len(), "vault: erasure epoch committed");
+        Ok(rids.iter().map(|rid| ErasureEvidence { rid: *rid, epoch_before: from, epoch_after: to }).collect())
+    }
+
+    /// Opens every live record and subject index and checks commitments and links.
+    pub fn verify(&self) -> Result<VerifyReport, VaultError> {
+        let mut records_ok = 0;
+        for rid in self.records.keys() {
+            let r = self.get(rid)?;
+            if r.header.rid != *rid {
+                return Err(corrupt(format!("record {rid} carries header of {}", r.header.rid)));
+            }
+            records_ok += 1;
+        }
+        let mut subjects_ok = 0;
+        for addr in self.subjects.values() {
+            let index = self.read_index(&self.subject_key(*addr)?)?;
+            if let Some(gone) = index.iter().find(|r| !self.records.contains_key(r)) {
+                return Err(corrupt(format!("a subject index lists record {gone}, which is not live")));
+            }
+            subjects_ok += 1;
+        }
+        Ok(VerifyReport { epoch: self.tree.epoch, records_ok, subjects_ok })
+    }
+
+    /// Test hook: the data key and commitment secret of a live record.
+    #[cfg(test)]
+    pub(crate) fn secrets_of(&self, rid: &RecordId) -> Result<(Key32, Key32), VaultError> {
+        self.record_keys(rid)
+    }
+
+    /// Test hook: the key-value store.
+    #[cfg(test)]
+    pub(crate) fn kv(&self) -> &K {
+        &self.kv
+    }
+}
+
+fn payload_aad(rid: &RecordId, header: &RecordHeader) -> Result<Vec<u8>, VaultError> {
+    Ok([label::PAYLOAD.as_bytes(), &rid.0, &encode(header)?].concat())
+}
+
+fn seal_index(key: &Key32, index: &[RecordId]) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
+    let store_key = layout::subject_index(&key.handle(label::SUBJECT_HANDLE));
+    let value = seal(&key.derive(label::SUBJECT_INDEX), &aad(label::SUBJECT_INDEX, &store_key), &encode(index)?)?;
+    Ok((store_key, value))
+}
