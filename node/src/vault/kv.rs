@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::error::VaultError;
 
@@ -116,10 +116,11 @@ impl KvStore for SledStore {
     }
 }
 
-/// An in-memory store for tests and for the contract suite.
-#[derive(Debug, Default)]
+/// An in-memory store for tests and for the contract suite. Clones share one map, so a
+/// test can "reopen" a vault over the same contents.
+#[derive(Debug, Default, Clone)]
 pub struct MemStore {
-    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    map: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
 }
 
 impl MemStore {

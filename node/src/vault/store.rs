@@ -553,6 +553,12 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     pub(crate) fn kv(&self) -> &K {
         &self.kv
     }
+
+    /// Test hook: the committed root key.
+    #[cfg(test)]
+    pub(crate) fn root_key(&self) -> Key32 {
+        self.tree.root.clone()
+    }
 }
 
 fn payload_aad(rid: &RecordId, header: &RecordHeader) -> Result<Vec<u8>, VaultError> {

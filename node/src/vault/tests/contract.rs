@@ -1,0 +1,179 @@
+//! The vault contract, run against sled (with the file root slot) and against memory.
+
+use cairn_proto::record::{Manifest, RecordId, record_leaf};
+
+use super::{canary, reading};
+use crate::vault::kv::{KvStore, MemStore};
+use crate::vault::root::{MemRootStore, RootStore};
+use crate::vault::{Vault, VaultConfig, VaultError};
+
+/// Opens (and reopens) a vault over the same storage.
+trait Backend {
+    type K: KvStore;
+    type R: RootStore;
+    fn open(&self, config: VaultConfig) -> Vault<Self::K, Self::R>;
+}
+
+struct Sled(tempfile::TempDir);
+impl Backend for Sled {
+    type K = crate::vault::kv::SledStore;
+    type R = crate::vault::root::FileRootSlot;
+    fn open(&self, config: VaultConfig) -> Vault<Self::K, Self::R> {
+        Vault::open_dir(self.0.path(), config).unwrap()
+    }
+}
+
+#[derive(Default)]
+struct Memory(MemStore, MemRootStore);
+impl Backend for Memory {
+    type K = MemStore;
+    type R = MemRootStore;
+    fn open(&self, config: VaultConfig) -> Vault<MemStore, MemRootStore> {
+        Vault::open(self.0.clone(), self.1.clone(), config).unwrap()
+    }
+}
+
+fn small() -> VaultConfig {
+    // 3 directories × 3 buckets × 4 slots: exercises every level with few records.
+    VaultConfig { fanout: 3, bucket_slots: 4, ..VaultConfig::default() }
+}
+
+fn put_get_round_trip(b: &impl Backend) {
+    let mut v = b.open(VaultConfig::default());
+    let input = reading(&canary(), None);
+    let receipt = v.put(input.clone()).unwrap();
+    let got = v.get(&receipt.rid).unwrap();
+    assert_eq!(got.payload.as_slice(), input.payload.as_slice());
+    assert_eq!(got.header.rid, receipt.rid);
+    assert_eq!(got.header.purpose, "TREAT");
+    assert_eq!(got.commitment, receipt.commitment);
+    assert_eq!(got.leaf, receipt.leaf);
+    assert_eq!(got.leaf, record_leaf(&receipt.rid, &input.manifest.hash().unwrap(), &receipt.commitment));
+    assert!(matches!(v.get(&RecordId([0; 16])), Err(VaultError::NotFound(_))));
+}
+
+fn survives_reopen(b: &impl Backend) {
+    let rids: Vec<_> = {
+        let mut v = b.open(small());
+        (0..20).map(|i| v.put(reading(&format!("r{i}"), Some("Patient/1"))).unwrap().rid).collect()
+    };
+    let v = b.open(small());
+    let mut sorted = rids.clone();
+    sorted.sort();
+    assert_eq!(v.record_ids(), sorted);
+    for (i, rid) in rids.iter().enumerate() {
+        assert!(String::from_utf8_lossy(&v.get(rid).unwrap().payload).contains(&format!("\"r{i}\"")));
+    }
+    let report = v.verify().unwrap();
+    assert_eq!((report.records_ok, report.subjects_ok), (20, 1));
+}
+
+fn erase_is_final_and_spares_the_rest(b: &impl Backend) {
+    let mut v = b.open(small());
+    let rids: Vec<_> = (0..30).map(|i| v.put(reading(&format!("r{i}"), None)).unwrap().rid).collect();
+    let doomed: Vec<RecordId> = rids.iter().step_by(3).copied().collect();
+    let before = v.epoch();
+    let evidence = v.erase(&doomed).unwrap();
+    assert_eq!(evidence.len(), doomed.len());
+    assert!(evidence.iter().all(|e| e.epoch_before == before && e.epoch_after == before + 1));
+    assert_eq!(v.epoch(), before + 1, "one root write for the whole batch");
+    drop(v);
+    let v = b.open(small());
+    assert_eq!(v.epoch(), before + 1);
+    for rid in &rids {
+        let gone = doomed.contains(rid);
+        assert_eq!(matches!(v.get(rid), Err(VaultError::NotFound(_))), gone, "{rid}");
+    }
+    assert_eq!(v.verify().unwrap().records_ok, 20);
+}
+
+fn rejections_change_nothing(b: &impl Backend) {
+    let mut v = b.open(small());
+    let rid = v.put(reading("keep", None)).unwrap().rid;
+    let epoch = v.epoch();
+    let unknown = RecordId([9; 16]);
+    assert!(matches!(v.erase(&[rid, unknown]), Err(VaultError::NotFound(r)) if r == unknown));
+    assert!(matches!(v.erase(&[rid, rid]), Err(VaultError::Invalid(_))));
+    assert!(matches!(v.erase(&[]), Err(VaultError::Invalid(_))));
+    let mut bad = vec![reading("ok", None), reading("ok", None)];
+    bad[1].payload.clear();
+    assert!(matches!(v.put_batch(bad), Err(VaultError::Invalid(m)) if m.starts_with("record 1")));
+    let mut bad = reading("x", None);
+    bad.payload = vec![b'x'; 64 * 1024 + 1];
+    assert!(matches!(v.put(bad), Err(VaultError::Invalid(_))));
+    let mut bad = reading("x", None);
+    bad.purpose = "no spaces".into();
+    assert!(matches!(v.put(bad), Err(VaultError::Invalid(_))));
+    let mut bad = reading("x", None);
+    bad.retain_until_ms = bad.received_at_ms;
+    assert!(matches!(v.put(bad), Err(VaultError::Invalid(_))));
+    let mut bad = reading("x", None);
+    bad.manifest = Manifest { version: 1, custodians: vec![] };
+    assert!(matches!(v.put(bad), Err(VaultError::Invalid(_))));
+    assert_eq!((v.len(), v.epoch()), (1, epoch));
+    drop(v);
+    let v = b.open(small());
+    assert_eq!((v.len(), v.epoch()), (1, epoch));
+    v.get(&rid).unwrap();
+}
+
+fn subjects_index_and_erase(b: &impl Backend) {
+    let mut v = b.open(small());
+    let alice: Vec<_> = (0..5).map(|i| v.put(reading(&format!("a{i}"), Some("Patient/alice"))).unwrap().rid).collect();
+    let bob: Vec<_> = (0..3).map(|i| v.put(reading(&format!("b{i}"), Some("Patient/bob"))).unwrap().rid).collect();
+    let alice_ref = v.get(&alice[0]).unwrap().subject.unwrap();
+    let bob_ref = v.get(&bob[0]).unwrap().subject.unwrap();
+    assert_eq!(v.subject_records(&alice_ref).unwrap(), alice);
+    v.erase(&[alice[1]]).unwrap();
+    let remaining: Vec<_> = alice.iter().copied().filter(|r| *r != alice[1]).collect();
+    assert_eq!(v.subject_records(&alice_ref).unwrap(), remaining);
+    let evidence = v.erase_subject(&alice_ref).unwrap();
+    assert_eq!(evidence.len(), 4);
+    assert!(matches!(v.subject_records(&alice_ref), Err(VaultError::SubjectNotFound)));
+    assert!(matches!(v.erase_subject(&alice_ref), Err(VaultError::SubjectNotFound)));
+    drop(v);
+    let mut v = b.open(small());
+    assert_eq!(v.record_ids().len(), 3);
+    assert_eq!(v.subject_records(&bob_ref).unwrap(), bob);
+    assert_eq!(v.verify().unwrap().subjects_ok, 1);
+    // A new record for an erased subject starts a new index.
+    let again = v.put(reading("a-new", Some("Patient/alice"))).unwrap().rid;
+    assert_eq!(v.subject_records(&alice_ref).unwrap(), vec![again]);
+}
+
+fn full_vault_refuses_and_reuses_erased_slots(b: &impl Backend) {
+    let mut v = b.open(small());
+    // 36 slots: 35 records and one subject entry.
+    let batch: Vec<_> = (0..35).map(|i| reading(&format!("f{i}"), (i == 0).then_some("Patient/full"))).collect();
+    let rids: Vec<_> = v.put_batch(batch).unwrap().into_iter().map(|r| r.rid).collect();
+    assert!(matches!(v.put(reading("one too many", None)), Err(VaultError::Full(36))));
+    assert_eq!(v.len(), 35);
+    v.erase(&rids[10..14]).unwrap();
+    let new: Vec<_> = (0..4).map(|i| v.put(reading(&format!("n{i}"), None)).unwrap().rid).collect();
+    drop(v);
+    let v = b.open(small());
+    assert_eq!(v.len(), 35);
+    for rid in new.iter().chain(&rids[..10]) {
+        v.get(rid).unwrap();
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),*) => {
+        mod sled_backend {
+            $(#[test] fn $name() { super::$name(&super::Sled(tempfile::tempdir().unwrap())); })*
+        }
+        mod memory_backend {
+            $(#[test] fn $name() { super::$name(&super::Memory::default()); })*
+        }
+    };
+}
+
+contract!(
+    put_get_round_trip,
+    survives_reopen,
+    erase_is_final_and_spares_the_rest,
+    rejections_change_nothing,
+    subjects_index_and_erase,
+    full_vault_refuses_and_reuses_erased_slots
+);
