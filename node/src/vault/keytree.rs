@@ -63,19 +63,21 @@ pub struct ChildRef {
     pub generation: u64,
 }
 
+/// The root node: directory keys, sealed under a key derived from the root.
 #[derive(Serialize, Deserialize)]
-struct RootNode {
-    version: u8,
-    epoch: u64,
-    fanout: u32,
-    bucket_slots: u16,
-    dirs: Vec<ChildRef>,
+pub(crate) struct RootNode {
+    pub version: u8,
+    pub epoch: u64,
+    pub fanout: u32,
+    pub bucket_slots: u16,
+    pub dirs: Vec<ChildRef>,
 }
 
+/// A directory node: bucket keys, sealed under the directory's key.
 #[derive(Serialize, Deserialize)]
-struct DirNode {
-    version: u8,
-    buckets: Vec<ChildRef>,
+pub(crate) struct DirNode {
+    pub version: u8,
+    pub buckets: Vec<ChildRef>,
 }
 
 /// What a slot holds (in memory only).
@@ -168,14 +170,14 @@ impl Tree {
     }
 
     /// Sealed root node for `epoch` under `root`, with the given directory references.
-    pub fn seal_root_node(&self, epoch: u64, root: &Key32, dirs: &[ChildRef]) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
-        let node = RootNode {
-            version: 1,
-            epoch,
-            fanout: self.fanout,
-            bucket_slots: self.bucket_slots,
-            dirs: dirs.to_vec(),
-        };
+    pub fn seal_root_node(
+        &self,
+        epoch: u64,
+        root: &Key32,
+        dirs: &[ChildRef],
+    ) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
+        let node =
+            RootNode { version: 1, epoch, fanout: self.fanout, bucket_slots: self.bucket_slots, dirs: dirs.to_vec() };
         let key = layout::root_node(epoch);
         let value = seal(&root.derive(label::ROOT_NODE), &aad(label::ROOT_NODE, &key), &encode(&node)?)?;
         Ok((key, value))
@@ -241,7 +243,8 @@ impl Tree {
             None => self.new_bucket(batch)?,
         };
         let bucket = self.buckets.get_mut(bucket_id as usize).ok_or_else(|| corrupt("open bucket vanished"))?;
-        let slot = bucket.slots.iter().position(|s| *s == SlotUse::Free).ok_or_else(|| corrupt("open bucket is full"))?;
+        let slot =
+            bucket.slots.iter().position(|s| *s == SlotUse::Free).ok_or_else(|| corrupt("open bucket is full"))?;
         if let Some(s) = bucket.slots.get_mut(slot) {
             *s = what;
         }
@@ -274,7 +277,9 @@ impl Tree {
 
     /// Marks a slot free (after its erasure committed).
     pub fn free(&mut self, addr: SlotAddr) {
-        if let Some(s) = self.buckets.get_mut(addr.bucket as usize).and_then(|b| b.slots.get_mut(usize::from(addr.slot))) {
+        if let Some(s) =
+            self.buckets.get_mut(addr.bucket as usize).and_then(|b| b.slots.get_mut(usize::from(addr.slot)))
+        {
             *s = SlotUse::Free;
             self.open_buckets.insert(addr.bucket);
         }

@@ -23,7 +23,7 @@ pub mod keytree;
 pub mod kv;
 pub mod layout;
 pub mod root;
-mod store;
+pub(crate) mod store;
 
 #[cfg(test)]
 mod tests;

@@ -19,17 +19,19 @@ use super::{ErasureEvidence, NewRecord, PutReceipt, StoredRecord, SubjectRef, Va
 
 const BLOB_LIMIT: usize = 1 << 20;
 
+/// A record's metadata, sealed under a key derived from its `dk`.
 #[derive(Serialize, Deserialize)]
-struct Meta {
-    header: RecordHeader,
-    manifest: Manifest,
-    subject: Option<SubjectRef>,
+pub(crate) struct Meta {
+    pub header: RecordHeader,
+    pub manifest: Manifest,
+    pub subject: Option<SubjectRef>,
 }
 
+/// What a record's blob holds: sealed metadata and the payload ciphertext `ct`.
 #[derive(Serialize, Deserialize)]
-struct Blob {
-    meta: Vec<u8>,
-    payload: Vec<u8>,
+pub(crate) struct Blob {
+    pub meta: Vec<u8>,
+    pub payload: Vec<u8>,
 }
 
 /// The intent journal of an erasure epoch, sealed twice: under a key derived from the
@@ -296,7 +298,8 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
                     let key = Key32::random()?;
                     let addr = self.tree.allocate(&mut batch, SlotUse::Subject(subject.clone()))?;
                     let bucket = &self.tree.bucket(addr.bucket)?.node;
-                    let (k, v) = Tree::seal_entry(addr, bucket, &Entry::Subject { subject: subject.clone(), key: key.clone() })?;
+                    let (k, v) =
+                        Tree::seal_entry(addr, bucket, &Entry::Subject { subject: subject.clone(), key: key.clone() })?;
                     batch.put(k, v);
                     new_subject_slots.push((subject, addr));
                     (key, Vec::new())
@@ -360,7 +363,14 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             .ok_or_else(|| corrupt(format!("payload of {rid} does not open")))?;
         let commitment = content_commitment(&CommitmentSecret::from_bytes(*s.expose()), &blob.payload);
         let leaf = record_leaf(rid, &meta.manifest.hash()?, &commitment);
-        Ok(StoredRecord { header: meta.header, manifest: meta.manifest, subject: meta.subject, payload, commitment, leaf })
+        Ok(StoredRecord {
+            header: meta.header,
+            manifest: meta.manifest,
+            subject: meta.subject,
+            payload,
+            commitment,
+            leaf,
+        })
     }
 
     /// Records of a subject.
@@ -383,12 +393,20 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         self.run_epoch(&rids, Some(id))
     }
 
-    fn run_epoch(&mut self, rids: &[RecordId], drop_subject: Option<Vec<u8>>) -> Result<Vec<ErasureEvidence>, VaultError> {
+    fn run_epoch(
+        &mut self,
+        rids: &[RecordId],
+        drop_subject: Option<Vec<u8>>,
+    ) -> Result<Vec<ErasureEvidence>, VaultError> {
         if rids.is_empty() && drop_subject.is_none() {
             return Err(VaultError::Invalid("nothing to erase".into()));
         }
         if rids.len() > self.config.max_erase_batch {
-            return Err(VaultError::Invalid(format!("{} records; at most {} per erasure", rids.len(), self.config.max_erase_batch)));
+            return Err(VaultError::Invalid(format!(
+                "{} records; at most {} per erasure",
+                rids.len(),
+                self.config.max_erase_batch
+            )));
         }
         let unique: BTreeSet<_> = rids.iter().collect();
         if unique.len() != rids.len() {
@@ -425,7 +443,8 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
                 continue;
             }
             // Re-key the subject so no readable index version lists an erased record.
-            let index: Vec<RecordId> = self.read_index(&old_key)?.into_iter().filter(|r| !removed.contains(r)).collect();
+            let index: Vec<RecordId> =
+                self.read_index(&old_key)?.into_iter().filter(|r| !removed.contains(r)).collect();
             let key = Key32::random()?;
             let (k, v) = seal_index(&key, &index)?;
             rollback_remove.push(k.clone());
@@ -471,7 +490,10 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             version: 1,
             from_epoch: from,
             to_epoch: to,
-            buckets: buckets.iter().map(|b| self.tree.bucket(*b).map(|x| (*b, x.node.generation))).collect::<Result<_, _>>()?,
+            buckets: buckets
+                .iter()
+                .map(|b| self.tree.bucket(*b).map(|x| (*b, x.node.generation)))
+                .collect::<Result<_, _>>()?,
             dirs: dirs.iter().map(|d| (*d, self.tree.dirs.get(*d as usize).map_or(0, |r| r.generation))).collect(),
             commit_remove,
             rollback_remove,
@@ -561,7 +583,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     }
 }
 
-fn payload_aad(rid: &RecordId, header: &RecordHeader) -> Result<Vec<u8>, VaultError> {
+pub(crate) fn payload_aad(rid: &RecordId, header: &RecordHeader) -> Result<Vec<u8>, VaultError> {
     Ok([label::PAYLOAD.as_bytes(), &rid.0, &encode(header)?].concat())
 }
 

@@ -67,7 +67,8 @@ impl std::io::Write for Log {
 fn no_plaintext_ever_and_no_key_or_old_root_after_erasure() {
     let log = Log::default();
     let sink = log.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || sink.clone()).with_max_level(tracing::Level::TRACE).finish();
+    let subscriber =
+        tracing_subscriber::fmt().with_writer(move || sink.clone()).with_max_level(tracing::Level::TRACE).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let dir = tempfile::tempdir().unwrap();
