@@ -45,7 +45,7 @@ impl Key32 {
     pub fn handle(&self, context: &str) -> [u8; 16] {
         let full = Zeroizing::new(blake3::derive_key(context, &self.0));
         let mut h = [0u8; 16];
-        h.copy_from_slice(&full[..16]);
+        h.iter_mut().zip(full.iter()).for_each(|(d, s)| *d = *s);
         h
     }
 }

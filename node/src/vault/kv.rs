@@ -8,6 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use super::error::VaultError;
 
+/// Key-value pairs, in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Writes applied together or not at all.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
@@ -42,7 +47,7 @@ pub trait KvStore: Send {
     /// The value of `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, VaultError>;
     /// Every pair whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, VaultError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, VaultError>;
     /// Applies a batch atomically (all or nothing, also across a crash).
     fn apply(&self, batch: WriteBatch) -> Result<(), VaultError>;
     /// Returns once everything applied so far survives a power failure.
@@ -94,7 +99,7 @@ impl KvStore for SledStore {
         Ok(self.db.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, VaultError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, VaultError> {
         self.db.scan_prefix(prefix).map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into)).collect()
     }
 
@@ -120,11 +125,11 @@ impl KvStore for SledStore {
 /// test can "reopen" a vault over the same contents.
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
-    map: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
+    map: Arc<Mutex<Map>>,
 }
 
 impl MemStore {
-    fn map(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>>, VaultError> {
+    fn map(&self) -> Result<std::sync::MutexGuard<'_, Map>, VaultError> {
         self.map.lock().map_err(|_| VaultError::Fatal("memory store lock poisoned".into()))
     }
 }
@@ -134,7 +139,7 @@ impl KvStore for MemStore {
         Ok(self.map()?.get(key).cloned())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, VaultError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, VaultError> {
         let map = self.map()?;
         Ok(map
             .range(prefix.to_vec()..)

@@ -48,12 +48,14 @@ const BODY_LEN: usize = 8 + 8 + 32;
 const USED_LEN: usize = BODY_LEN + 32;
 
 fn encode_slot(state: &RootState) -> zeroize::Zeroizing<[u8; SLOT_LEN]> {
+    let mut used = zeroize::Zeroizing::new(Vec::with_capacity(USED_LEN));
+    used.extend_from_slice(MAGIC);
+    used.extend_from_slice(&state.epoch.to_le_bytes());
+    used.extend_from_slice(state.key.expose());
+    let check = blake3::hash(&used);
+    used.extend_from_slice(check.as_bytes());
     let mut slot = zeroize::Zeroizing::new([0u8; SLOT_LEN]);
-    slot[..8].copy_from_slice(MAGIC);
-    slot[8..16].copy_from_slice(&state.epoch.to_le_bytes());
-    slot[16..48].copy_from_slice(state.key.expose());
-    let check = blake3::hash(&slot[..BODY_LEN]);
-    slot[BODY_LEN..USED_LEN].copy_from_slice(check.as_bytes());
+    slot.iter_mut().zip(used.iter()).for_each(|(d, s)| *d = *s);
     slot
 }
 
@@ -104,7 +106,8 @@ impl FileRootSlot {
     fn read_slots(&self) -> Result<[Option<RootState>; 2], VaultError> {
         let mut buf = zeroize::Zeroizing::new([0u8; 2 * SLOT_LEN]);
         self.file.read_exact_at(buf.as_mut_slice(), 0)?;
-        Ok([decode_slot(&buf[..SLOT_LEN]), decode_slot(&buf[SLOT_LEN..])])
+        let (a, b) = buf.split_at(SLOT_LEN);
+        Ok([decode_slot(a), decode_slot(b)])
     }
 
     /// Path of the slot file.
@@ -131,7 +134,8 @@ impl RootStore for FileRootSlot {
         let new_index = state.epoch % 2;
         if self.fault == Some(FaultPoint::RootTornWrite) {
             let bytes = encode_slot(state);
-            self.file.write_all_at(&bytes[..40], new_index * SLOT_LEN as u64)?;
+            let torn = bytes.get(..40).unwrap_or_default();
+            self.file.write_all_at(torn, new_index * SLOT_LEN as u64)?;
             self.file.sync_data()?;
             fault::hit(self.fault, FaultPoint::RootTornWrite);
         }

@@ -7,6 +7,7 @@
 mod adversary;
 mod contract;
 mod crash;
+mod durability;
 mod forensic;
 
 use cairn_proto::KeyId;
