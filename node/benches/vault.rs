@@ -1,0 +1,122 @@
+//! Vault throughput and latency on 256-byte readings, single thread, on a real sled
+//! database and root slot file. Run: `cargo bench -p cairn-node --bench vault`
+//! (optionally `-- --records N`). Results go to BENCHMARKS.md.
+
+// A benchmark binary: a failed expectation ends it with a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::time::{Duration, Instant};
+
+use cairn_node::vault::{NewRecord, Vault, VaultConfig};
+use cairn_proto::KeyId;
+use cairn_proto::record::{ContentType, Manifest, RecordId};
+
+fn reading(i: u64) -> NewRecord {
+    let mut payload = format!(
+        r#"{{"resourceType":"Observation","status":"final","code":{{"coding":[{{"system":"http://loinc.org","code":"41950-7"}}]}},"valueQuantity":{{"value":{i},"unit":"steps"}},"effectiveDateTime":"2026-11-22T10:00:00Z","note":""#
+    );
+    while payload.len() < 254 {
+        payload.push('x');
+    }
+    payload.push_str("\"}");
+    assert_eq!(payload.len(), 256);
+    NewRecord {
+        gateway: KeyId([7; 16]),
+        content_type: ContentType::FhirObservationJson,
+        purpose: "TREAT".into(),
+        received_at_ms: 1,
+        retain_until_ms: 2,
+        subject: None,
+        manifest: Manifest::new(vec![KeyId([1; 16]), KeyId([2; 16])]).unwrap(),
+        payload: payload.into_bytes(),
+    }
+}
+
+fn rate(n: usize, d: Duration) -> String {
+    format!("{:>10.0} records/s", n as f64 / d.as_secs_f64())
+}
+
+/// A small deterministic shuffle so erasures hit records all over the tree.
+fn shuffle(ids: &mut [RecordId], mut seed: u64) {
+    for i in (1..ids.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        ids.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let records: usize = args.iter().position(|a| a == "--records").and_then(|i| args.get(i + 1)).map_or(200_000, |n| n.parse().unwrap());
+    let dir = tempfile::tempdir_in(std::env::var("CAIRN_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string())).unwrap();
+    let config = VaultConfig::default();
+    println!("vault benchmark: {records} records of 256 bytes, fanout {}, {} slots per bucket, data in {}", config.fanout, config.bucket_slots, dir.path().display());
+    let mut v = Vault::open_dir(dir.path(), config).unwrap();
+
+    // put, in batches of 1000 (one fsync per batch)
+    let start = Instant::now();
+    let mut ids = Vec::with_capacity(records);
+    for chunk in 0..records / 1000 {
+        let batch = (0..1000).map(|i| reading((chunk * 1000 + i) as u64)).collect();
+        ids.extend(v.put_batch(batch).unwrap().into_iter().map(|r| r.rid));
+        if chunk % 50 == 49 {
+            eprintln!("  put {} / {records}", ids.len());
+        }
+    }
+    println!("put, batches of 1000:  {}", rate(ids.len(), start.elapsed()));
+
+    let start = Instant::now();
+    for i in 0..1000 {
+        let batch = (0..100).map(|j| reading(i * 100 + j)).collect();
+        ids.extend(v.put_batch(batch).unwrap().into_iter().map(|r| r.rid));
+    }
+    println!("put, batches of 100:   {}", rate(100_000, start.elapsed()));
+
+    let mut lat = Vec::new();
+    for i in 0..500 {
+        let t = Instant::now();
+        ids.push(v.put(reading(i)).unwrap().rid);
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!("put, one per call:     {}  (p50 {:?}, p99 {:?}; each call fsyncs)", rate(500, lat.iter().sum()), lat[250], lat[495]);
+
+    // get, random order
+    let mut order = ids.clone();
+    shuffle(&mut order, 0x9e3779b97f4a7c15);
+    let start = Instant::now();
+    for rid in order.iter().take(100_000) {
+        assert_eq!(v.get(rid).unwrap().payload.len(), 256);
+    }
+    println!("get, random:           {}", rate(100_000.min(order.len()), start.elapsed()));
+
+    // erase, random records, batches of 1000
+    let mut doomed = order.into_iter();
+    let start = Instant::now();
+    let mut erased = 0;
+    for round in 0..20 {
+        let batch: Vec<_> = doomed.by_ref().take(1000).collect();
+        erased += v.erase(&batch).unwrap().len();
+        if round % 5 == 4 {
+            eprintln!("  erased {erased}");
+        }
+    }
+    println!("erase, batches of 1000: {}", rate(erased, start.elapsed()));
+
+    for (size, reps) in [(1usize, 50), (100, 10), (10_000, 1)] {
+        let mut lat = Vec::new();
+        for _ in 0..reps {
+            let batch: Vec<_> = doomed.by_ref().take(size).collect();
+            let t = Instant::now();
+            v.erase(&batch).unwrap();
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        println!("erase latency, batch of {size:>6}: p50 {:?}  max {:?}", lat[lat.len() / 2], lat[lat.len() - 1]);
+    }
+    let t = Instant::now();
+    drop(v);
+    let v = Vault::open_dir(dir.path(), VaultConfig::default()).unwrap();
+    println!("reopen with {} records: {:?}", v.len(), t.elapsed());
+}
