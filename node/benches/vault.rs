@@ -48,10 +48,22 @@ fn shuffle(ids: &mut [RecordId], mut seed: u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let records: usize = args.iter().position(|a| a == "--records").and_then(|i| args.get(i + 1)).map_or(200_000, |n| n.parse().unwrap());
-    let dir = tempfile::tempdir_in(std::env::var("CAIRN_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string())).unwrap();
+    let records: usize = args
+        .iter()
+        .position(|a| a == "--records")
+        .and_then(|i| args.get(i + 1))
+        .map_or(200_000, |n| n.parse().unwrap());
+    let dir = tempfile::tempdir_in(
+        std::env::var("CAIRN_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+    )
+    .unwrap();
     let config = VaultConfig::default();
-    println!("vault benchmark: {records} records of 256 bytes, fanout {}, {} slots per bucket, data in {}", config.fanout, config.bucket_slots, dir.path().display());
+    println!(
+        "vault benchmark: {records} records of 256 bytes, fanout {}, {} slots per bucket, data in {}",
+        config.fanout,
+        config.bucket_slots,
+        dir.path().display()
+    );
     let mut v = Vault::open_dir(dir.path(), config).unwrap();
 
     // put, in batches of 1000 (one fsync per batch)
@@ -80,7 +92,12 @@ fn main() {
         lat.push(t.elapsed());
     }
     lat.sort();
-    println!("put, one per call:     {}  (p50 {:?}, p99 {:?}; each call fsyncs)", rate(500, lat.iter().sum()), lat[250], lat[495]);
+    println!(
+        "put, one per call:     {}  (p50 {:?}, p99 {:?}; each call fsyncs)",
+        rate(500, lat.iter().sum()),
+        lat[250],
+        lat[495]
+    );
 
     // get, random order
     let mut order = ids.clone();

@@ -50,18 +50,28 @@ impl Key32 {
     }
 }
 
+/// Keys are written as one byte string (not 32 separate bytes): encoding key-heavy nodes
+/// is a copy.
 impl serde::Serialize for Key32 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        s.serialize_bytes(&self.0)
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Key32 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut bytes = <[u8; 32]>::deserialize(d)?;
-        let key = Key32(bytes);
-        bytes.zeroize();
-        Ok(key)
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key32;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("32 key bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Key32, E> {
+                let bytes: [u8; 32] = v.try_into().map_err(|_| E::invalid_length(v.len(), &self))?;
+                Ok(Key32(bytes))
+            }
+        }
+        d.deserialize_bytes(KeyVisitor)
     }
 }
 

@@ -3,7 +3,8 @@
 //! whose key seals each of the bucket's key-slot entries (`(rid, dk, s)` of a record, or
 //! a subject's index key). Destroying an entry means giving its bucket, the bucket's
 //! directory and the root fresh keys: every older copy on disk is then sealed under keys
-//! that exist nowhere.
+//! that exist nowhere. A bucket's slots are sealed together as one node, so rotating a
+//! bucket costs one small encryption and one write whatever its occupancy.
 //!
 //! Versions are shadowed: a rotated bucket or directory is written under a new
 //! generation number beside the old one, and the root node under the new epoch, so the
@@ -21,8 +22,11 @@ use super::kv::{KvStore, WriteBatch};
 use super::layout::{self, aad, label};
 use super::root::RootState;
 
-/// Largest node or entry the vault will decode.
+/// Largest node the vault will decode.
 const NODE_LIMIT: usize = 1 << 20;
+
+/// Buckets created together, so a directory is rewritten once per group.
+pub const BUCKET_GROUP: u32 = 16;
 
 /// Where a key-slot entry lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,7 +37,7 @@ pub struct SlotAddr {
     pub slot: u16,
 }
 
-/// A key-slot entry, sealed under its bucket's key.
+/// A key-slot entry, sealed with its bucket's other slots under the bucket's key.
 #[derive(Serialize, Deserialize)]
 pub enum Entry {
     /// A record's data key and commitment secret.
@@ -71,6 +75,13 @@ pub(crate) struct RootNode {
     pub fanout: u32,
     pub bucket_slots: u16,
     pub dirs: Vec<ChildRef>,
+}
+
+/// A bucket node: the key slots, sealed under the bucket's key.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct BucketNode {
+    pub version: u8,
+    pub slots: Vec<Option<Entry>>,
 }
 
 /// A directory node: bucket keys, sealed under the directory's key.
@@ -118,6 +129,8 @@ pub struct Tree {
     pub buckets: Vec<Bucket>,
     /// Buckets with a free slot.
     open_buckets: BTreeSet<u32>,
+    /// Buckets created in memory whose node is not yet in the store.
+    pub unwritten: BTreeSet<u32>,
 }
 
 /// What loading found.
@@ -129,8 +142,6 @@ pub struct Loaded {
     pub records: HashMap<RecordId, SlotAddr>,
     /// Live subjects by encoded reference.
     pub subjects: HashMap<Vec<u8>, SlotAddr>,
-    /// Store keys of entry versions no node refers to (left by an interrupted put).
-    pub orphans: Vec<Vec<u8>>,
 }
 
 impl Tree {
@@ -144,6 +155,7 @@ impl Tree {
             dirs: Vec::new(),
             buckets: Vec::new(),
             open_buckets: BTreeSet::new(),
+            unwritten: BTreeSet::new(),
         }
     }
 
@@ -191,20 +203,38 @@ impl Tree {
         Ok((key, value))
     }
 
-    /// Sealed entry at `addr` under the bucket reference `bucket`.
-    pub fn seal_entry(addr: SlotAddr, bucket: &ChildRef, entry: &Entry) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
-        let key = layout::entry(addr.bucket, addr.slot, bucket.generation);
-        let plain = zeroize::Zeroizing::new(encode(entry)?);
-        let value = seal(&bucket.key, &aad(label::ENTRY, &key), &plain)?;
+    /// Sealed bucket node `id` at the generation in `bucket`, holding `slots`.
+    pub fn seal_bucket(
+        id: u32,
+        bucket: &ChildRef,
+        slots: Vec<Option<Entry>>,
+    ) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
+        let key = layout::bucket(id, bucket.generation);
+        let plain = zeroize::Zeroizing::new(encode(&BucketNode { version: 1, slots })?);
+        let value = seal(&bucket.key, &aad(label::BUCKET, &key), &plain)?;
         Ok((key, value))
+    }
+
+    /// Opens the current version of bucket `id` (all empty if it was created in memory
+    /// and not yet written).
+    pub fn read_bucket(&self, kv: &dyn KvStore, id: u32) -> Result<Vec<Option<Entry>>, VaultError> {
+        let bucket = self.bucket(id)?;
+        if self.unwritten.contains(&id) {
+            return Ok(empty_slots(self.bucket_slots));
+        }
+        let key = layout::bucket(id, bucket.node.generation);
+        let sealed = kv.get(&key)?.ok_or_else(|| corrupt(format!("bucket {id} missing")))?;
+        open_bucket(&bucket.node.key, &key, &sealed, self.bucket_slots)
+            .ok_or_else(|| corrupt(format!("bucket {id} does not open")))
     }
 
     /// Opens the live entry at `addr`.
     pub fn read_entry(&self, kv: &dyn KvStore, addr: SlotAddr) -> Result<Entry, VaultError> {
-        let bucket = self.bucket(addr.bucket)?;
-        let key = layout::entry(addr.bucket, addr.slot, bucket.node.generation);
-        let sealed = kv.get(&key)?.ok_or_else(|| corrupt(format!("entry {addr:?} missing")))?;
-        open_entry(&bucket.node.key, &key, &sealed).ok_or_else(|| corrupt(format!("entry {addr:?} does not open")))
+        self.read_bucket(kv, addr.bucket)?
+            .into_iter()
+            .nth(usize::from(addr.slot))
+            .flatten()
+            .ok_or_else(|| corrupt(format!("slot {addr:?} is empty")))
     }
 
     /// The bucket with this id.
@@ -254,25 +284,42 @@ impl Tree {
         Ok(SlotAddr { bucket: bucket_id, slot: slot as u16 })
     }
 
+    /// Creates up to [`BUCKET_GROUP`] buckets at once (one directory rewrite for all),
+    /// writing their empty nodes into `batch` unless the caller fills them; returns the
+    /// first.
     fn new_bucket(&mut self, batch: &mut WriteBatch) -> Result<u32, VaultError> {
-        let id = self.buckets.len() as u32;
-        if u64::from(id) >= u64::from(self.fanout) * u64::from(self.fanout) {
+        let first = self.buckets.len() as u32;
+        if u64::from(first) >= u64::from(self.fanout) * u64::from(self.fanout) {
             return Err(VaultError::Full(self.capacity()));
         }
-        let dir = self.dir_of(id);
+        let dir = self.dir_of(first);
         if dir as usize == self.dirs.len() {
             self.dirs.push(ChildRef { key: Key32::random()?, generation: self.epoch });
             let (k, v) = self.seal_root_node(self.epoch, &self.root, &self.dirs)?;
             batch.put(k, v);
         }
-        self.buckets.push(Bucket {
-            node: ChildRef { key: Key32::random()?, generation: self.epoch },
-            slots: vec![SlotUse::Free; usize::from(self.bucket_slots)],
-        });
-        self.open_buckets.insert(id);
+        let dir_end = (dir + 1) * self.fanout;
+        for id in first..(first + BUCKET_GROUP).min(dir_end) {
+            self.buckets.push(Bucket {
+                node: ChildRef { key: Key32::random()?, generation: self.epoch },
+                slots: vec![SlotUse::Free; usize::from(self.bucket_slots)],
+            });
+            self.open_buckets.insert(id);
+            self.unwritten.insert(id);
+        }
         let (k, v) = self.seal_dir_current(dir)?;
         batch.put(k, v);
-        Ok(id)
+        Ok(first)
+    }
+
+    /// Writes empty nodes for buckets created but not filled by the caller.
+    pub fn write_unwritten(&mut self, batch: &mut WriteBatch) -> Result<(), VaultError> {
+        for id in std::mem::take(&mut self.unwritten) {
+            let node = &self.bucket(id)?.node;
+            let (k, v) = Self::seal_bucket(id, node, empty_slots(self.bucket_slots))?;
+            batch.put(k, v);
+        }
+        Ok(())
     }
 
     /// Marks a slot free (after its erasure committed).
@@ -298,7 +345,7 @@ impl Tree {
             return Err(corrupt("root node does not match the root slot"));
         }
         let mut tree = Tree::new(root, node.fanout, node.bucket_slots);
-        let (mut records, mut subjects, mut orphans) = (HashMap::new(), HashMap::new(), Vec::new());
+        let (mut records, mut subjects) = (HashMap::new(), HashMap::new());
         for (d, dir_ref) in node.dirs.iter().enumerate() {
             let key = layout::dir_node(d as u32, dir_ref.generation);
             let sealed = kv.get(&key)?.ok_or_else(|| corrupt(format!("directory {d} missing")))?;
@@ -310,31 +357,24 @@ impl Tree {
                 if id as usize != tree.buckets.len() {
                     return Err(corrupt(format!("bucket {id} out of order")));
                 }
-                let mut slots = vec![SlotUse::Free; usize::from(tree.bucket_slots)];
-                for (key, sealed) in kv.scan_prefix(&layout::entry_prefix(id))? {
-                    let Some((slot, generation)) = layout::parse_entry(&key) else {
-                        orphans.push(key);
-                        continue;
-                    };
-                    let place = slots.get_mut(usize::from(slot));
-                    match (generation == bucket_ref.generation, place) {
-                        (true, Some(place)) => {
-                            let entry = open_entry(&bucket_ref.key, &key, &sealed)
-                                .ok_or_else(|| corrupt(format!("entry {id}/{slot} does not open")))?;
-                            let addr = SlotAddr { bucket: id, slot };
-                            *place = match entry {
-                                Entry::Record { rid, .. } => {
-                                    records.insert(rid, addr);
-                                    SlotUse::Record(rid)
-                                }
-                                Entry::Subject { subject, .. } => {
-                                    subjects.insert(subject.clone(), addr);
-                                    SlotUse::Subject(subject)
-                                }
-                            };
+                let key = layout::bucket(id, bucket_ref.generation);
+                let sealed = kv.get(&key)?.ok_or_else(|| corrupt(format!("bucket {id} missing")))?;
+                let entries = open_bucket(&bucket_ref.key, &key, &sealed, tree.bucket_slots)
+                    .ok_or_else(|| corrupt(format!("bucket {id} does not open")))?;
+                let mut slots = Vec::with_capacity(entries.len());
+                for (slot, entry) in entries.into_iter().enumerate() {
+                    let addr = SlotAddr { bucket: id, slot: slot as u16 };
+                    slots.push(match entry {
+                        None => SlotUse::Free,
+                        Some(Entry::Record { rid, .. }) => {
+                            records.insert(rid, addr);
+                            SlotUse::Record(rid)
                         }
-                        _ => orphans.push(key),
-                    }
+                        Some(Entry::Subject { subject, .. }) => {
+                            subjects.insert(subject.clone(), addr);
+                            SlotUse::Subject(subject)
+                        }
+                    });
                 }
                 if slots.contains(&SlotUse::Free) {
                     tree.open_buckets.insert(id);
@@ -343,7 +383,7 @@ impl Tree {
             }
         }
         tree.dirs = node.dirs;
-        Ok(Loaded { tree, records, subjects, orphans })
+        Ok(Loaded { tree, records, subjects })
     }
 }
 
@@ -356,9 +396,15 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-fn open_entry(bucket_key: &Key32, store_key: &[u8], sealed: &[u8]) -> Option<Entry> {
-    let plain = open(bucket_key, &aad(label::ENTRY, store_key), sealed)?;
-    decode(&plain, NODE_LIMIT).ok()
+/// Opens a bucket node; `None` if it does not open or has the wrong number of slots.
+pub(crate) fn open_bucket(key: &Key32, store_key: &[u8], sealed: &[u8], slots: u16) -> Option<Vec<Option<Entry>>> {
+    let plain = open(key, &aad(label::BUCKET, store_key), sealed)?;
+    let node: BucketNode = decode(&plain, NODE_LIMIT).ok()?;
+    (node.slots.len() == usize::from(slots)).then_some(node.slots)
+}
+
+fn empty_slots(n: u16) -> Vec<Option<Entry>> {
+    (0..n).map(|_| None).collect()
 }
 
 /// An integrity failure of the store.

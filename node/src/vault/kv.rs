@@ -81,14 +81,22 @@ impl SledStore {
     }
 }
 
+/// `fdatasync` of every file under `dir`, then `fsync` of `dir`. sled's background
+/// threads may remove a file (an old snapshot) between listing and opening it; a file
+/// that is gone needs no sync.
 fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            sync_tree(&entry.path())?;
-        } else if kind.is_file() {
-            std::fs::File::open(entry.path())?.sync_data()?;
+        let path = entry.path();
+        let result = match entry.file_type()? {
+            kind if kind.is_dir() => sync_tree(&path),
+            kind if kind.is_file() => std::fs::File::open(&path).and_then(|f| f.sync_data()),
+            _ => Ok(()),
+        };
+        match result {
+            Err(e) if !gone(&e) => return Err(e),
+            _ => {}
         }
     }
     std::fs::File::open(dir)?.sync_all()

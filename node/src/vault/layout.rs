@@ -13,21 +13,9 @@ pub fn dir_node(dir: u32, generation: u64) -> Vec<u8> {
     [&b"d"[..], &dir.to_be_bytes(), &generation.to_be_bytes()].concat()
 }
 
-/// Prefix of every version of one bucket's entries.
-pub fn entry_prefix(bucket: u32) -> Vec<u8> {
-    [&b"e"[..], &bucket.to_be_bytes()].concat()
-}
-
-/// Key-slot entry version: `e || bucket || slot || generation`.
-pub fn entry(bucket: u32, slot: u16, generation: u64) -> Vec<u8> {
-    [&b"e"[..], &bucket.to_be_bytes(), &slot.to_be_bytes(), &generation.to_be_bytes()].concat()
-}
-
-/// Splits an entry key into `(slot, generation)`.
-pub fn parse_entry(key: &[u8]) -> Option<(u16, u64)> {
-    let slot = u16::from_be_bytes(key.get(5..7)?.try_into().ok()?);
-    let generation = u64::from_be_bytes(key.get(7..15)?.try_into().ok()?);
-    (key.len() == 15).then_some((slot, generation))
+/// Bucket node version (the bucket's key slots): `e || bucket || generation`.
+pub fn bucket(bucket: u32, generation: u64) -> Vec<u8> {
+    [&b"e"[..], &bucket.to_be_bytes(), &generation.to_be_bytes()].concat()
 }
 
 /// Record blob: `b || handle`.
@@ -53,8 +41,8 @@ pub mod label {
     pub const JOURNAL: &str = "cairn/vault/journal/v1";
     /// Directory node.
     pub const DIR: &str = "cairn/vault/dir/v1";
-    /// Key-slot entry.
-    pub const ENTRY: &str = "cairn/vault/entry/v1";
+    /// Bucket node (key slots).
+    pub const BUCKET: &str = "cairn/vault/bucket/v1";
     /// Record payload (`ct`).
     pub const PAYLOAD: &str = "cairn/vault/payload/v1";
     /// Record metadata key, derived from `dk`.

@@ -53,9 +53,10 @@ pub struct VaultConfig {
 
 impl Default for VaultConfig {
     fn default() -> Self {
-        // 1024 × 1024 buckets × 256 slots: 268 million slots; a rotation re-seals at most
-        // one bucket (256 entries), its directory (1024 keys) and the root node per path.
-        Self { fanout: 1024, bucket_slots: 256, max_payload: 64 * 1024, max_erase_batch: 100_000, fault: None }
+        // 1024 directories × 1024 buckets × 64 slots: 67 million slots. Rotating a path
+        // re-seals one bucket node (64 slots, about 6 KiB), one directory (1024 keys,
+        // 41 KiB) and the root node; see BENCHMARKS.md for what the sizes cost.
+        Self { fanout: 1024, bucket_slots: 64, max_payload: 64 * 1024, max_erase_batch: 100_000, fault: None }
     }
 }
 

@@ -90,8 +90,8 @@ impl Vault<SledStore, FileRootSlot> {
 }
 
 impl<K: KvStore, R: RootStore> Vault<K, R> {
-    /// Opens a vault: loads the root, finishes or undoes an interrupted erasure epoch,
-    /// loads the key tree and removes entry versions that no node refers to.
+    /// Opens a vault: loads the root, finishes or undoes an interrupted erasure epoch and
+    /// loads the key tree.
     pub fn open(kv: K, mut roots: R, config: VaultConfig) -> Result<Self, VaultError> {
         if config.fanout == 0 || config.bucket_slots == 0 {
             return Err(VaultError::Invalid("fanout and bucket_slots must be at least 1".into()));
@@ -102,12 +102,6 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         };
         Self::recover(&kv, &root)?;
         let loaded = Tree::load(&kv, root)?;
-        if !loaded.orphans.is_empty() {
-            let mut batch = WriteBatch::default();
-            loaded.orphans.into_iter().for_each(|k| batch.remove(k));
-            tracing::info!(count = batch.len(), "vault: removed entry versions no node refers to");
-            kv.apply(batch)?;
-        }
         tracing::info!(epoch = loaded.tree.epoch, records = loaded.records.len(), "vault opened");
         Ok(Self { kv, roots, tree: loaded.tree, records: loaded.records, subjects: loaded.subjects, config })
     }
@@ -145,11 +139,11 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         match found {
             Some((1, j)) if j.to_epoch == root.epoch => {
                 tracing::info!(epoch = root.epoch, "vault: finishing the clean-up of a committed erasure epoch");
-                Self::cleanup_batch(kv, &j, true, &mut batch)?;
+                Self::cleanup_batch(&j, true, &mut batch);
             }
             Some((0, j)) if j.from_epoch == root.epoch => {
                 tracing::info!(epoch = root.epoch, "vault: undoing an erasure epoch that did not commit");
-                Self::cleanup_batch(kv, &j, false, &mut batch)?;
+                Self::cleanup_batch(&j, false, &mut batch);
             }
             Some(_) => return Err(corrupt("the journal does not match the root slot's epoch")),
             None => {
@@ -169,14 +163,9 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     }
 
     /// Removals that finish (`committed`) or undo an epoch.
-    fn cleanup_batch(kv: &K, j: &Journal, committed: bool, batch: &mut WriteBatch) -> Result<(), VaultError> {
+    fn cleanup_batch(j: &Journal, committed: bool, batch: &mut WriteBatch) {
         for (bucket, old_generation) in &j.buckets {
-            let drop_generation = if committed { *old_generation } else { j.to_epoch };
-            for (key, _) in kv.scan_prefix(&layout::entry_prefix(*bucket))? {
-                if layout::parse_entry(&key).is_some_and(|(_, g)| g == drop_generation) {
-                    batch.remove(key);
-                }
-            }
+            batch.remove(layout::bucket(*bucket, if committed { *old_generation } else { j.to_epoch }));
         }
         for (dir, old_generation) in &j.dirs {
             batch.remove(layout::dir_node(*dir, if committed { *old_generation } else { j.to_epoch }));
@@ -186,7 +175,6 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         extra.iter().for_each(|k| batch.remove(k.clone()));
         batch.remove(layout::journal(0));
         batch.remove(layout::journal(1));
-        Ok(())
     }
 
     /// Committed keystore epoch.
@@ -258,6 +246,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let mut receipts = Vec::with_capacity(records.len());
         let mut by_subject: BTreeMap<Vec<u8>, Vec<RecordId>> = BTreeMap::new();
         let mut placed = Vec::with_capacity(records.len());
+        let mut new_entries: BTreeMap<u32, Vec<(u16, Entry)>> = BTreeMap::new();
         for record in records {
             let rid = self.fresh_rid()?;
             let (dk, s) = (Key32::random()?, Key32::random()?);
@@ -280,9 +269,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             let meta = seal(&dk.derive(label::META), &aad(label::META, &rid.0), &Zeroizing::new(encode(&meta)?))?;
             batch.put(layout::blob(&dk.handle(label::BLOB_HANDLE)), encode(&Blob { meta, payload })?);
             let addr = self.tree.allocate(&mut batch, SlotUse::Record(rid))?;
-            let bucket = &self.tree.bucket(addr.bucket)?.node;
-            let (k, v) = Tree::seal_entry(addr, bucket, &Entry::Record { rid, dk, s })?;
-            batch.put(k, v);
+            new_entries.entry(addr.bucket).or_default().push((addr.slot, Entry::Record { rid, dk, s }));
             placed.push((rid, addr));
             receipts.push(PutReceipt { rid, commitment, leaf });
         }
@@ -297,10 +284,8 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
                 None => {
                     let key = Key32::random()?;
                     let addr = self.tree.allocate(&mut batch, SlotUse::Subject(subject.clone()))?;
-                    let bucket = &self.tree.bucket(addr.bucket)?.node;
-                    let (k, v) =
-                        Tree::seal_entry(addr, bucket, &Entry::Subject { subject: subject.clone(), key: key.clone() })?;
-                    batch.put(k, v);
+                    let entry = Entry::Subject { subject: subject.clone(), key: key.clone() };
+                    new_entries.entry(addr.bucket).or_default().push((addr.slot, entry));
                     new_subject_slots.push((subject, addr));
                     (key, Vec::new())
                 }
@@ -309,6 +294,18 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             let (k, v) = seal_index(&key, &index)?;
             batch.put(k, v);
         }
+        for (id, entries) in new_entries {
+            let mut slots = self.tree.read_bucket(&self.kv, id)?;
+            for (slot, entry) in entries {
+                if let Some(place) = slots.get_mut(usize::from(slot)) {
+                    *place = Some(entry);
+                }
+            }
+            let (k, v) = Tree::seal_bucket(id, &self.tree.bucket(id)?.node, slots)?;
+            batch.put(k, v);
+            self.tree.unwritten.remove(&id);
+        }
+        self.tree.write_unwritten(&mut batch)?;
         self.kv.apply(batch)?;
         fault::hit(self.config.fault, FaultPoint::PutBeforeSync);
         self.kv.sync()?;
@@ -459,19 +456,17 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let mut new_buckets: HashMap<u32, ChildRef> = HashMap::new();
         for b in &buckets {
             let node = ChildRef { key: Key32::random()?, generation: to };
-            let bucket = self.tree.bucket(*b)?;
-            for (slot, used) in bucket.slots.iter().enumerate() {
+            let mut slots = self.tree.read_bucket(&self.kv, *b)?;
+            for (slot, place) in slots.iter_mut().enumerate() {
                 let addr = SlotAddr { bucket: *b, slot: slot as u16 };
-                if *used == SlotUse::Free || cleared.contains(&addr) {
-                    continue;
+                if cleared.contains(&addr) {
+                    *place = None;
+                } else if let Some(entry) = rewritten.remove(&addr) {
+                    *place = Some(entry);
                 }
-                let entry = match rewritten.remove(&addr) {
-                    Some(e) => e,
-                    None => self.tree.read_entry(&self.kv, addr)?,
-                };
-                let (k, v) = Tree::seal_entry(addr, &node, &entry)?;
-                batch.put(k, v);
             }
+            let (k, v) = Tree::seal_bucket(*b, &node, slots)?;
+            batch.put(k, v);
             new_buckets.insert(*b, node);
         }
         let mut dir_refs = self.tree.dirs.clone();
@@ -536,7 +531,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             self.subjects.remove(id);
         }
         let mut cleanup = WriteBatch::default();
-        Self::cleanup_batch(&self.kv, &journal, true, &mut cleanup)?;
+        Self::cleanup_batch(&journal, true, &mut cleanup);
         self.kv.apply(cleanup)?;
         fault::hit(self.config.fault, FaultPoint::EraseAfterCleanup);
         tracing::info!(epoch = to, records = rids.len(), buckets = buckets.len(), "vault: erasure epoch committed");

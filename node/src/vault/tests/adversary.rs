@@ -11,7 +11,7 @@ use cairn_proto::record::RecordId;
 
 use super::{canary, reading};
 use crate::vault::crypto::{Key32, open};
-use crate::vault::keytree::{DirNode, Entry, RootNode};
+use crate::vault::keytree::{BucketNode, DirNode, Entry, RootNode};
 use crate::vault::kv::{KvStore as _, SledStore};
 use crate::vault::layout::{aad, label};
 use crate::vault::store::{Blob, Meta, payload_aad};
@@ -60,10 +60,14 @@ fn recover(pairs: &Pairs, root: &Key32) -> BTreeMap<RecordId, Vec<u8>> {
         }
     }
     let mut out = BTreeMap::new();
-    for (k, v) in with(b'e') {
-        for key in &bucket_keys {
-            let Some(p) = open(key, &aad(label::ENTRY, k), v) else { continue };
-            let Ok(Entry::Record { rid, dk, .. }) = decode::<Entry>(&p, 1 << 20) else { continue };
+    let entries =
+        with(b'e').flat_map(|(k, v)| bucket_keys.iter().filter_map(|key| open(key, &aad(label::BUCKET, k), v)));
+    let entries: Vec<Entry> = entries
+        .flat_map(|p| decode::<BucketNode>(&p, 1 << 20).map(|n| n.slots).unwrap_or_default().into_iter().flatten())
+        .collect();
+    for entry in entries {
+        {
+            let Entry::Record { rid, dk, .. } = entry else { continue };
             let handle = crate::vault::layout::blob(&dk.handle(label::BLOB_HANDLE));
             for (_, raw) in pairs.iter().filter(|(bk, _)| *bk == handle) {
                 let blob: Blob = decode(raw, 1 << 20).unwrap();
