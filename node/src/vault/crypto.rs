@@ -29,6 +29,10 @@ impl Key32 {
         fill_random(&mut k.0)?;
         Ok(k)
     }
+    /// Takes 32 bytes from the front of `pool` (randomness drawn in bulk).
+    pub fn take(pool: &mut &[u8]) -> Result<Self, VaultError> {
+        take_array(pool).map(Self)
+    }
     /// Wraps key bytes (from a decrypted node or the root slot).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
@@ -75,15 +79,33 @@ impl<'de> serde::Deserialize<'de> for Key32 {
     }
 }
 
+/// Takes `N` bytes from the front of `pool`.
+pub fn take_array<const N: usize>(pool: &mut &[u8]) -> Result<[u8; N], VaultError> {
+    let (head, rest) = pool.split_at_checked(N).ok_or_else(|| VaultError::Fatal("randomness pool exhausted".into()))?;
+    *pool = rest;
+    head.try_into().map_err(|_| VaultError::Fatal("randomness pool exhausted".into()))
+}
+
 /// Fills `buf` from the operating system's RNG.
 pub fn fill_random(buf: &mut [u8]) -> Result<(), VaultError> {
     getrandom::fill(buf).map_err(|e| VaultError::Fatal(format!("no randomness from the OS: {e}")))
 }
 
-/// `nonce || ciphertext || tag` of `plaintext` under `key`, binding `aad`.
+/// `nonce || ciphertext || tag` of `plaintext` under `key`, binding `aad`, with a
+/// fresh random nonce.
 pub fn seal(key: &Key32, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
     let mut nonce = [0u8; NONCE_LEN];
     fill_random(&mut nonce)?;
+    seal_with_nonce(key, nonce, aad, plaintext)
+}
+
+/// [`seal`] with a nonce the caller drew from the OS RNG (to draw several at once).
+pub fn seal_with_nonce(
+    key: &Key32,
+    nonce: [u8; NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, VaultError> {
     let cipher = XChaCha20Poly1305::new(key.expose().into());
     let ct = cipher
         .encrypt(&XNonce::from(nonce), chacha20poly1305::aead::Payload { msg: plaintext, aad })

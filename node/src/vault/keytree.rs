@@ -12,10 +12,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use cairn_proto::encoding::{decode, encode};
+use cairn_proto::encoding::encode;
 use cairn_proto::record::RecordId;
 use serde::{Deserialize, Serialize};
 
+use super::codec::decode_own;
 use super::crypto::{Key32, open, seal};
 use super::error::VaultError;
 use super::kv::{KvStore, WriteBatch};
@@ -29,7 +30,7 @@ const NODE_LIMIT: usize = 1 << 20;
 pub const BUCKET_GROUP: u32 = 16;
 
 /// Where a key-slot entry lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SlotAddr {
     /// Bucket id (directory × fanout + index in directory).
     pub bucket: u32,
@@ -48,6 +49,8 @@ pub enum Entry {
         dk: Key32,
         /// Commitment secret `s`.
         s: Key32,
+        /// Slot of the record's subject entry, if it has a subject.
+        subject: Option<SlotAddr>,
     },
     /// A subject's index key.
     Subject {
@@ -237,6 +240,11 @@ impl Tree {
             .ok_or_else(|| corrupt(format!("slot {addr:?} is empty")))
     }
 
+    /// What a slot holds.
+    pub fn slot_use(&self, addr: SlotAddr) -> Result<&SlotUse, VaultError> {
+        self.bucket(addr.bucket)?.slots.get(usize::from(addr.slot)).ok_or_else(|| corrupt(format!("no slot {addr:?}")))
+    }
+
     /// The bucket with this id.
     pub fn bucket(&self, id: u32) -> Result<&Bucket, VaultError> {
         self.buckets.get(id as usize).ok_or_else(|| corrupt(format!("no bucket {id}")))
@@ -340,7 +348,7 @@ impl Tree {
         })?;
         let plain = open(&root.key.derive(label::ROOT_NODE), &aad(label::ROOT_NODE, &key), &sealed)
             .ok_or_else(|| corrupt("the root node does not open with the root slot's key"))?;
-        let node: RootNode = decode(&plain, NODE_LIMIT).map_err(|e| corrupt(format!("root node: {e}")))?;
+        let node: RootNode = decode_own(&plain, NODE_LIMIT, "root node")?;
         if node.epoch != root.epoch || node.fanout == 0 || node.bucket_slots == 0 {
             return Err(corrupt("root node does not match the root slot"));
         }
@@ -351,7 +359,7 @@ impl Tree {
             let sealed = kv.get(&key)?.ok_or_else(|| corrupt(format!("directory {d} missing")))?;
             let plain = open(&dir_ref.key, &aad(label::DIR, &key), &sealed)
                 .ok_or_else(|| corrupt(format!("directory {d} does not open")))?;
-            let dir: DirNode = decode(&plain, NODE_LIMIT).map_err(|e| corrupt(format!("directory {d}: {e}")))?;
+            let dir: DirNode = decode_own(&plain, NODE_LIMIT, "directory")?;
             for (i, bucket_ref) in dir.buckets.into_iter().enumerate() {
                 let id = d as u32 * tree.fanout + i as u32;
                 if id as usize != tree.buckets.len() {
@@ -399,7 +407,7 @@ impl std::fmt::Debug for Entry {
 /// Opens a bucket node; `None` if it does not open or has the wrong number of slots.
 pub(crate) fn open_bucket(key: &Key32, store_key: &[u8], sealed: &[u8], slots: u16) -> Option<Vec<Option<Entry>>> {
     let plain = open(key, &aad(label::BUCKET, store_key), sealed)?;
-    let node: BucketNode = decode(&plain, NODE_LIMIT).ok()?;
+    let node: BucketNode = decode_own(&plain, NODE_LIMIT, "bucket").ok()?;
     (node.slots.len() == usize::from(slots)).then_some(node.slots)
 }
 

@@ -16,6 +16,7 @@
 //!   then on no key that reaches the erased records exists anywhere; removing their
 //!   stale blobs and key versions from sled is clean-up that a restart finishes.
 
+pub mod codec;
 pub mod crypto;
 pub mod error;
 pub mod fault;

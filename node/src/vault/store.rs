@@ -3,12 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use cairn_proto::encoding::{decode, encode};
+use cairn_proto::encoding::encode;
 use cairn_proto::record::{CommitmentSecret, Manifest, RecordHeader, RecordId, content_commitment, record_leaf};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::crypto::{Key32, fill_random, open, seal};
+use super::codec::decode_own;
+use super::crypto::{Key32, NONCE_LEN, fill_random, open, seal, seal_with_nonce, take_array};
 use super::error::VaultError;
 use super::fault::{self, FaultPoint};
 use super::keytree::{ChildRef, Entry, SlotAddr, SlotUse, Tree, corrupt};
@@ -131,7 +132,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             if let Some(sealed) = kv.get(&key)?
                 && let Some(plain) = open(&journal_key, &aad(label::JOURNAL, &key), &sealed)
             {
-                let journal: Journal = decode(&plain, BLOB_LIMIT).map_err(|e| corrupt(format!("journal: {e}")))?;
+                let journal: Journal = decode_own(&plain, BLOB_LIMIT, "journal")?;
                 found = Some((copy, journal));
             }
         }
@@ -243,13 +244,45 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         }
 
         let mut batch = WriteBatch::default();
-        let mut receipts = Vec::with_capacity(records.len());
-        let mut by_subject: BTreeMap<Vec<u8>, Vec<RecordId>> = BTreeMap::new();
-        let mut placed = Vec::with_capacity(records.len());
         let mut new_entries: BTreeMap<u32, Vec<(u16, Entry)>> = BTreeMap::new();
-        for record in records {
-            let rid = self.fresh_rid()?;
-            let (dk, s) = (Key32::random()?, Key32::random()?);
+
+        // Subjects first, so each record's entry can point at its subject's slot.
+        let mut subject_ids = Vec::with_capacity(records.len());
+        let mut by_subject: BTreeMap<Vec<u8>, (SlotAddr, Option<Key32>, Vec<RecordId>)> = BTreeMap::new();
+        for record in &records {
+            let id = record.subject.as_ref().map(encode).transpose()?;
+            if let Some(id) = &id
+                && !by_subject.contains_key(id)
+            {
+                let known = match self.subjects.get(id) {
+                    Some(addr) => (*addr, None),
+                    None => {
+                        let key = Key32::random()?;
+                        let addr = self.tree.allocate(&mut batch, SlotUse::Subject(id.clone()))?;
+                        let entry = Entry::Subject { subject: id.clone(), key: key.clone() };
+                        new_entries.entry(addr.bucket).or_default().push((addr.slot, entry));
+                        (addr, Some(key))
+                    }
+                };
+                by_subject.insert(id.clone(), (known.0, known.1, Vec::new()));
+            }
+            subject_ids.push(id);
+        }
+
+        let mut receipts = Vec::with_capacity(records.len());
+        let mut placed = Vec::with_capacity(records.len());
+        let mut manifest_hashes: Vec<(Manifest, cairn_proto::Hash32)> = Vec::new();
+        for (record, subject_id) in records.into_iter().zip(subject_ids) {
+            // All of a record's randomness in one system call: rid, dk, s and two nonces.
+            let mut random = Zeroizing::new([0u8; 16 + 32 + 32 + 2 * NONCE_LEN]);
+            fill_random(random.as_mut_slice())?;
+            let mut pool: &[u8] = random.as_slice();
+            let rid = RecordId(take_array(&mut pool)?);
+            if self.records.contains_key(&rid) {
+                return Err(corrupt("the OS RNG repeated a 128-bit record id"));
+            }
+            let (dk, s) = (Key32::take(&mut pool)?, Key32::take(&mut pool)?);
+            let (payload_nonce, meta_nonce) = (take_array(&mut pool)?, take_array(&mut pool)?);
             let header = RecordHeader {
                 version: 1,
                 rid,
@@ -259,35 +292,45 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
                 received_at_ms: record.received_at_ms,
                 retain_until_ms: record.retain_until_ms,
             };
-            let payload = seal(&dk, &payload_aad(&rid, &header)?, &record.payload)?;
+            let payload = seal_with_nonce(&dk, payload_nonce, &payload_aad(&rid, &header)?, &record.payload)?;
             let commitment = content_commitment(&CommitmentSecret::from_bytes(*s.expose()), &payload);
-            let leaf = record_leaf(&rid, &record.manifest.hash()?, &commitment);
-            if let Some(subject) = &record.subject {
-                by_subject.entry(encode(subject)?).or_default().push(rid);
-            }
+            let manifest_hash = match manifest_hashes.iter().find(|(m, _)| *m == record.manifest) {
+                Some((_, h)) => *h,
+                None => {
+                    let h = record.manifest.hash()?;
+                    manifest_hashes.push((record.manifest.clone(), h));
+                    h
+                }
+            };
+            let leaf = record_leaf(&rid, &manifest_hash, &commitment);
+            let subject = match &subject_id {
+                Some(id) => by_subject.get_mut(id).map(|(addr, _, rids)| {
+                    rids.push(rid);
+                    *addr
+                }),
+                None => None,
+            };
             let meta = Meta { header, manifest: record.manifest, subject: record.subject };
-            let meta = seal(&dk.derive(label::META), &aad(label::META, &rid.0), &Zeroizing::new(encode(&meta)?))?;
+            let meta_key = dk.derive(label::META);
+            let meta =
+                seal_with_nonce(&meta_key, meta_nonce, &aad(label::META, &rid.0), &Zeroizing::new(encode(&meta)?))?;
             batch.put(layout::blob(&dk.handle(label::BLOB_HANDLE)), encode(&Blob { meta, payload })?);
             let addr = self.tree.allocate(&mut batch, SlotUse::Record(rid))?;
-            new_entries.entry(addr.bucket).or_default().push((addr.slot, Entry::Record { rid, dk, s }));
+            new_entries.entry(addr.bucket).or_default().push((addr.slot, Entry::Record { rid, dk, s, subject }));
             placed.push((rid, addr));
             receipts.push(PutReceipt { rid, commitment, leaf });
         }
         let mut new_subject_slots = Vec::new();
-        for (subject, rids) in by_subject {
-            let (key, mut index) = match self.subjects.get(&subject) {
-                Some(addr) => {
-                    let key = self.subject_key(*addr)?;
-                    let index = self.read_index(&key)?;
-                    (key, index)
+        for (id, (addr, new_key, rids)) in by_subject {
+            let (key, mut index) = match new_key {
+                Some(key) => {
+                    new_subject_slots.push((id, addr));
+                    (key, Vec::new())
                 }
                 None => {
-                    let key = Key32::random()?;
-                    let addr = self.tree.allocate(&mut batch, SlotUse::Subject(subject.clone()))?;
-                    let entry = Entry::Subject { subject: subject.clone(), key: key.clone() };
-                    new_entries.entry(addr.bucket).or_default().push((addr.slot, entry));
-                    new_subject_slots.push((subject, addr));
-                    (key, Vec::new())
+                    let key = self.subject_key(addr)?;
+                    let index = self.read_index(&key)?;
+                    (key, index)
                 }
             };
             index.extend(rids);
@@ -314,16 +357,6 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         Ok(receipts)
     }
 
-    fn fresh_rid(&self) -> Result<RecordId, VaultError> {
-        loop {
-            let mut rid = RecordId([0; 16]);
-            fill_random(&mut rid.0)?;
-            if !self.records.contains_key(&rid) {
-                return Ok(rid);
-            }
-        }
-    }
-
     fn subject_key(&self, addr: SlotAddr) -> Result<Key32, VaultError> {
         match self.tree.read_entry(&self.kv, addr)? {
             Entry::Subject { key, .. } => Ok(key),
@@ -336,13 +369,13 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let sealed = self.kv.get(&store_key)?.ok_or_else(|| corrupt("subject index missing"))?;
         let plain = open(&key.derive(label::SUBJECT_INDEX), &aad(label::SUBJECT_INDEX, &store_key), &sealed)
             .ok_or_else(|| corrupt("subject index does not open"))?;
-        decode(&plain, BLOB_LIMIT).map_err(|e| corrupt(format!("subject index: {e}")))
+        decode_own(&plain, BLOB_LIMIT, "subject index")
     }
 
     fn record_keys(&self, rid: &RecordId) -> Result<(Key32, Key32), VaultError> {
         let addr = self.records.get(rid).ok_or(VaultError::NotFound(*rid))?;
         match self.tree.read_entry(&self.kv, *addr)? {
-            Entry::Record { rid: stored, dk, s } if stored == *rid => Ok((dk, s)),
+            Entry::Record { rid: stored, dk, s, .. } if stored == *rid => Ok((dk, s)),
             _ => Err(corrupt(format!("slot {addr:?} does not hold record {rid}"))),
         }
     }
@@ -352,10 +385,10 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let (dk, s) = self.record_keys(rid)?;
         let blob_key = layout::blob(&dk.handle(label::BLOB_HANDLE));
         let raw = self.kv.get(&blob_key)?.ok_or_else(|| corrupt(format!("record {rid} has keys but no blob")))?;
-        let blob: Blob = decode(&raw, BLOB_LIMIT).map_err(|e| corrupt(format!("blob of {rid}: {e}")))?;
+        let blob: Blob = decode_own(&raw, BLOB_LIMIT, "blob")?;
         let meta = open(&dk.derive(label::META), &aad(label::META, &rid.0), &blob.meta)
             .ok_or_else(|| corrupt(format!("metadata of {rid} does not open")))?;
-        let meta: Meta = decode(&meta, BLOB_LIMIT).map_err(|e| corrupt(format!("metadata of {rid}: {e}")))?;
+        let meta: Meta = decode_own(&meta, BLOB_LIMIT, "metadata")?;
         let payload = open(&dk, &payload_aad(rid, &meta.header)?, &blob.payload)
             .ok_or_else(|| corrupt(format!("payload of {rid} does not open")))?;
         let commitment = content_commitment(&CommitmentSecret::from_bytes(*s.expose()), &blob.payload);
@@ -419,23 +452,45 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let mut rewritten: BTreeMap<SlotAddr, Entry> = BTreeMap::new();
         let (mut commit_remove, mut rollback_remove) = (Vec::new(), Vec::new());
         let mut new_indexes = WriteBatch::default();
-        let mut removed_by_subject: BTreeMap<Vec<u8>, BTreeSet<RecordId>> = BTreeMap::new();
+        // Every bucket touched is opened once and kept (sealed again below).
+        let mut opened: BTreeMap<u32, Vec<Option<Entry>>> = BTreeMap::new();
+        let mut removed_by_subject: BTreeMap<SlotAddr, BTreeSet<RecordId>> = BTreeMap::new();
         for rid in rids {
-            let (dk, _) = self.record_keys(rid)?;
-            if let Some(subject) = self.get(rid)?.subject {
-                removed_by_subject.entry(encode(&subject)?).or_default().insert(*rid);
+            let addr = *self.records.get(rid).ok_or(VaultError::NotFound(*rid))?;
+            let slots = match opened.entry(addr.bucket) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(self.tree.read_bucket(&self.kv, addr.bucket)?)
+                }
+            };
+            let Some(Some(Entry::Record { rid: stored, dk, subject, .. })) = slots.get(usize::from(addr.slot)) else {
+                return Err(corrupt(format!("slot {addr:?} does not hold record {rid}")));
+            };
+            if stored != rid {
+                return Err(corrupt(format!("slot {addr:?} does not hold record {rid}")));
+            }
+            if let Some(subject) = subject {
+                removed_by_subject.entry(*subject).or_default().insert(*rid);
             }
             commit_remove.push(layout::blob(&dk.handle(label::BLOB_HANDLE)));
-            cleared.insert(*self.records.get(rid).ok_or(VaultError::NotFound(*rid))?);
+            cleared.insert(addr);
         }
-        if let Some(id) = &drop_subject {
-            removed_by_subject.entry(id.clone()).or_default();
+        let drop_addr = match &drop_subject {
+            Some(id) => Some(*self.subjects.get(id).ok_or(VaultError::SubjectNotFound)?),
+            None => None,
+        };
+        if let Some(addr) = drop_addr {
+            removed_by_subject.entry(addr).or_default();
         }
-        for (subject, removed) in &removed_by_subject {
-            let addr = *self.subjects.get(subject).ok_or_else(|| corrupt("record names an unknown subject"))?;
+        for (addr, removed) in &removed_by_subject {
+            let addr = *addr;
+            let SlotUse::Subject(subject) = self.tree.slot_use(addr)? else {
+                return Err(corrupt(format!("slot {addr:?} should hold a subject")));
+            };
+            let subject = subject.clone();
             let old_key = self.subject_key(addr)?;
             commit_remove.push(layout::subject_index(&old_key.handle(label::SUBJECT_HANDLE)));
-            if drop_subject.as_ref() == Some(subject) {
+            if drop_addr == Some(addr) {
                 cleared.insert(addr);
                 continue;
             }
@@ -446,7 +501,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             let (k, v) = seal_index(&key, &index)?;
             rollback_remove.push(k.clone());
             new_indexes.put(k, v);
-            rewritten.insert(addr, Entry::Subject { subject: subject.clone(), key });
+            rewritten.insert(addr, Entry::Subject { subject, key });
         }
 
         // New keys on every path from a changed slot to the root.
@@ -456,7 +511,10 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let mut new_buckets: HashMap<u32, ChildRef> = HashMap::new();
         for b in &buckets {
             let node = ChildRef { key: Key32::random()?, generation: to };
-            let mut slots = self.tree.read_bucket(&self.kv, *b)?;
+            let mut slots = match opened.remove(b) {
+                Some(slots) => slots,
+                None => self.tree.read_bucket(&self.kv, *b)?,
+            };
             for (slot, place) in slots.iter_mut().enumerate() {
                 let addr = SlotAddr { bucket: *b, slot: slot as u16 };
                 if cleared.contains(&addr) {
