@@ -1,7 +1,7 @@
 //! Keys, randomness and authenticated encryption (XChaCha20-Poly1305, random 24-byte
 //! nonces) for the vault. Every key type wipes itself when dropped.
 
-use chacha20poly1305::aead::Aead as _;
+use chacha20poly1305::aead::{Aead as _, AeadInOut as _};
 use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -107,12 +107,14 @@ pub fn seal_with_nonce(
     plaintext: &[u8],
 ) -> Result<Vec<u8>, VaultError> {
     let cipher = XChaCha20Poly1305::new(key.expose().into());
-    let ct = cipher
-        .encrypt(&XNonce::from(nonce), chacha20poly1305::aead::Payload { msg: plaintext, aad })
-        .map_err(|_| VaultError::Fatal("encryption failed".into()))?;
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(plaintext);
+    let body = out.get_mut(NONCE_LEN..).unwrap_or_default();
+    let tag = cipher
+        .encrypt_inout_detached(&XNonce::from(nonce), aad, body.into())
+        .map_err(|_| VaultError::Fatal("encryption failed".into()))?;
+    out.extend_from_slice(&tag);
     Ok(out)
 }
 

@@ -71,7 +71,7 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, VaultError> {
-        let db = sled::Config::new().path(dir).use_compression(false).open()?;
+        let db = sled::Config::new().path(dir).use_compression(false).flush_every_ms(None).open()?;
         Ok(Self { db, dir: dir.to_path_buf() })
     }
 
