@@ -13,14 +13,10 @@ pub fn dir_node(dir: u32, generation: u64) -> Vec<u8> {
     [&b"d"[..], &dir.to_be_bytes(), &generation.to_be_bytes()].concat()
 }
 
-/// Bucket node version (the bucket's key slots): `e || bucket || generation`.
+/// Bucket value version: the bucket's sealed key slots and its records' blobs,
+/// `e || bucket || generation`.
 pub fn bucket(bucket: u32, generation: u64) -> Vec<u8> {
     [&b"e"[..], &bucket.to_be_bytes(), &generation.to_be_bytes()].concat()
-}
-
-/// Record blob: `b || handle`.
-pub fn blob(handle: &[u8; 16]) -> Vec<u8> {
-    [&b"b"[..], handle].concat()
 }
 
 /// Subject index: `s || handle`.
@@ -47,8 +43,6 @@ pub mod label {
     pub const PAYLOAD: &str = "cairn/vault/payload/v1";
     /// Record metadata key, derived from `dk`.
     pub const META: &str = "cairn/vault/meta/v1";
-    /// Record blob handle, derived from `dk`.
-    pub const BLOB_HANDLE: &str = "cairn/vault/blob-handle/v1";
     /// Subject index key, derived from the subject key.
     pub const SUBJECT_INDEX: &str = "cairn/vault/subject-index/v1";
     /// Subject index handle, derived from the subject key.

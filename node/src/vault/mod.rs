@@ -54,10 +54,10 @@ pub struct VaultConfig {
 
 impl Default for VaultConfig {
     fn default() -> Self {
-        // 1024 directories × 1024 buckets × 64 slots: 67 million slots. Rotating a path
-        // re-seals one bucket node (64 slots, about 6 KiB), one directory (1024 keys,
-        // 41 KiB) and the root node; see BENCHMARKS.md for what the sizes cost.
-        Self { fanout: 1024, bucket_slots: 64, max_payload: 64 * 1024, max_erase_batch: 100_000, fault: None }
+        // 2048 directories × 2048 buckets × 16 slots: 67 million slots. Rotating a path
+        // re-seals one bucket node (16 slots), one directory (2048 keys, 82 KiB) and the
+        // root node; see BENCHMARKS.md and ADR 008 for what the sizes cost.
+        Self { fanout: 2048, bucket_slots: 16, max_payload: 64 * 1024, max_erase_batch: 100_000, fault: None }
     }
 }
 

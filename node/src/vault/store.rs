@@ -12,7 +12,7 @@ use super::codec::decode_own;
 use super::crypto::{Key32, NONCE_LEN, fill_random, open, seal, seal_with_nonce, take_array};
 use super::error::VaultError;
 use super::fault::{self, FaultPoint};
-use super::keytree::{ChildRef, Entry, SlotAddr, SlotUse, Tree, corrupt};
+use super::keytree::{ChildRef, Entry, OpenBucket, SlotAddr, SlotUse, Tree, corrupt};
 use super::kv::{KvStore, SledStore, WriteBatch};
 use super::layout::{self, aad, label};
 use super::root::{FileRootSlot, RootState, RootStore};
@@ -31,7 +31,9 @@ pub(crate) struct Meta {
 /// What a record's blob holds: sealed metadata and the payload ciphertext `ct`.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Blob {
+    #[serde(with = "serde_bytes")]
     pub meta: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -47,11 +49,15 @@ struct Journal {
     buckets: Vec<(u32, u64)>,
     /// Directories rotated, with their generation before the epoch.
     dirs: Vec<(u32, u64)>,
-    /// Blobs and subject indexes to remove once the epoch committed.
+    /// Subject indexes to remove once the epoch committed.
     commit_remove: Vec<Vec<u8>>,
     /// Subject indexes to remove if the epoch is undone.
     rollback_remove: Vec<Vec<u8>>,
 }
+
+/// A slot filled by a put: its position in the bucket, its entry and, for a record, its
+/// encoded blob.
+type NewSlot = (u16, Entry, Option<Vec<u8>>);
 
 /// Result of [`Vault::verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +102,9 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     pub fn open(kv: K, mut roots: R, config: VaultConfig) -> Result<Self, VaultError> {
         if config.fanout == 0 || config.bucket_slots == 0 {
             return Err(VaultError::Invalid("fanout and bucket_slots must be at least 1".into()));
+        }
+        if usize::from(config.bucket_slots) * (config.max_payload + 4096) > super::keytree::VALUE_LIMIT {
+            return Err(VaultError::Invalid("bucket_slots × max_payload exceeds the bucket size limit".into()));
         }
         let root = match roots.load()? {
             Some(root) => root,
@@ -244,7 +253,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         }
 
         let mut batch = WriteBatch::default();
-        let mut new_entries: BTreeMap<u32, Vec<(u16, Entry)>> = BTreeMap::new();
+        let mut new_entries: BTreeMap<u32, Vec<NewSlot>> = BTreeMap::new();
 
         // Subjects first, so each record's entry can point at its subject's slot.
         let mut subject_ids = Vec::with_capacity(records.len());
@@ -260,7 +269,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
                         let key = Key32::random()?;
                         let addr = self.tree.allocate(&mut batch, SlotUse::Subject(id.clone()))?;
                         let entry = Entry::Subject { subject: id.clone(), key: key.clone() };
-                        new_entries.entry(addr.bucket).or_default().push((addr.slot, entry));
+                        new_entries.entry(addr.bucket).or_default().push((addr.slot, entry, None));
                         (addr, Some(key))
                     }
                 };
@@ -314,9 +323,13 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             let meta_key = dk.derive(label::META);
             let meta =
                 seal_with_nonce(&meta_key, meta_nonce, &aad(label::META, &rid.0), &Zeroizing::new(encode(&meta)?))?;
-            batch.put(layout::blob(&dk.handle(label::BLOB_HANDLE)), encode(&Blob { meta, payload })?);
+            let blob = encode(&Blob { meta, payload })?;
             let addr = self.tree.allocate(&mut batch, SlotUse::Record(rid))?;
-            new_entries.entry(addr.bucket).or_default().push((addr.slot, Entry::Record { rid, dk, s, subject }));
+            new_entries.entry(addr.bucket).or_default().push((
+                addr.slot,
+                Entry::Record { rid, dk, s, subject },
+                Some(blob),
+            ));
             placed.push((rid, addr));
             receipts.push(PutReceipt { rid, commitment, leaf });
         }
@@ -338,13 +351,15 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             batch.put(k, v);
         }
         for (id, entries) in new_entries {
-            let mut slots = self.tree.read_bucket(&self.kv, id)?;
-            for (slot, entry) in entries {
-                if let Some(place) = slots.get_mut(usize::from(slot)) {
+            let mut open = self.tree.read_bucket(&self.kv, id)?;
+            for (slot, entry, blob) in entries {
+                let i = usize::from(slot);
+                if let (Some(place), Some(blob_place)) = (open.slots.get_mut(i), open.blobs.get_mut(i)) {
                     *place = Some(entry);
+                    *blob_place = blob;
                 }
             }
-            let (k, v) = Tree::seal_bucket(id, &self.tree.bucket(id)?.node, slots)?;
+            let (k, v) = Tree::seal_bucket(id, &self.tree.bucket(id)?.node, open)?;
             batch.put(k, v);
             self.tree.unwritten.remove(&id);
         }
@@ -358,7 +373,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     }
 
     fn subject_key(&self, addr: SlotAddr) -> Result<Key32, VaultError> {
-        match self.tree.read_entry(&self.kv, addr)? {
+        match self.tree.read_entry(&self.kv, addr)?.0 {
             Entry::Subject { key, .. } => Ok(key),
             Entry::Record { .. } => Err(corrupt(format!("slot {addr:?} should hold a subject"))),
         }
@@ -372,19 +387,18 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         decode_own(&plain, BLOB_LIMIT, "subject index")
     }
 
-    fn record_keys(&self, rid: &RecordId) -> Result<(Key32, Key32), VaultError> {
+    /// A record's data key, commitment secret and encoded blob.
+    fn record_keys(&self, rid: &RecordId) -> Result<(Key32, Key32, Vec<u8>), VaultError> {
         let addr = self.records.get(rid).ok_or(VaultError::NotFound(*rid))?;
         match self.tree.read_entry(&self.kv, *addr)? {
-            Entry::Record { rid: stored, dk, s, .. } if stored == *rid => Ok((dk, s)),
-            _ => Err(corrupt(format!("slot {addr:?} does not hold record {rid}"))),
+            (Entry::Record { rid: stored, dk, s, .. }, Some(blob)) if stored == *rid => Ok((dk, s, blob)),
+            _ => Err(corrupt(format!("slot {addr:?} does not hold record {rid} and its blob"))),
         }
     }
 
     /// Reads a record and recomputes its commitment and leaf.
     pub fn get(&self, rid: &RecordId) -> Result<StoredRecord, VaultError> {
-        let (dk, s) = self.record_keys(rid)?;
-        let blob_key = layout::blob(&dk.handle(label::BLOB_HANDLE));
-        let raw = self.kv.get(&blob_key)?.ok_or_else(|| corrupt(format!("record {rid} has keys but no blob")))?;
+        let (dk, s, raw) = self.record_keys(rid)?;
         let blob: Blob = decode_own(&raw, BLOB_LIMIT, "blob")?;
         let meta = open(&dk.derive(label::META), &aad(label::META, &rid.0), &blob.meta)
             .ok_or_else(|| corrupt(format!("metadata of {rid} does not open")))?;
@@ -453,7 +467,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let (mut commit_remove, mut rollback_remove) = (Vec::new(), Vec::new());
         let mut new_indexes = WriteBatch::default();
         // Every bucket touched is opened once and kept (sealed again below).
-        let mut opened: BTreeMap<u32, Vec<Option<Entry>>> = BTreeMap::new();
+        let mut opened: BTreeMap<u32, OpenBucket> = BTreeMap::new();
         let mut removed_by_subject: BTreeMap<SlotAddr, BTreeSet<RecordId>> = BTreeMap::new();
         for rid in rids {
             let addr = *self.records.get(rid).ok_or(VaultError::NotFound(*rid))?;
@@ -463,7 +477,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
                     e.insert(self.tree.read_bucket(&self.kv, addr.bucket)?)
                 }
             };
-            let Some(Some(Entry::Record { rid: stored, dk, subject, .. })) = slots.get(usize::from(addr.slot)) else {
+            let Some(Some(Entry::Record { rid: stored, subject, .. })) = slots.slots.get(usize::from(addr.slot)) else {
                 return Err(corrupt(format!("slot {addr:?} does not hold record {rid}")));
             };
             if stored != rid {
@@ -472,7 +486,6 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             if let Some(subject) = subject {
                 removed_by_subject.entry(*subject).or_default().insert(*rid);
             }
-            commit_remove.push(layout::blob(&dk.handle(label::BLOB_HANDLE)));
             cleared.insert(addr);
         }
         let drop_addr = match &drop_subject {
@@ -511,19 +524,20 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let mut new_buckets: HashMap<u32, ChildRef> = HashMap::new();
         for b in &buckets {
             let node = ChildRef { key: Key32::random()?, generation: to };
-            let mut slots = match opened.remove(b) {
-                Some(slots) => slots,
+            let mut open = match opened.remove(b) {
+                Some(open) => open,
                 None => self.tree.read_bucket(&self.kv, *b)?,
             };
-            for (slot, place) in slots.iter_mut().enumerate() {
+            for (slot, (place, blob)) in open.slots.iter_mut().zip(open.blobs.iter_mut()).enumerate() {
                 let addr = SlotAddr { bucket: *b, slot: slot as u16 };
                 if cleared.contains(&addr) {
                     *place = None;
+                    *blob = None;
                 } else if let Some(entry) = rewritten.remove(&addr) {
                     *place = Some(entry);
                 }
             }
-            let (k, v) = Tree::seal_bucket(*b, &node, slots)?;
+            let (k, v) = Tree::seal_bucket(*b, &node, open)?;
             batch.put(k, v);
             new_buckets.insert(*b, node);
         }
@@ -620,7 +634,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     /// Test hook: the data key and commitment secret of a live record.
     #[cfg(test)]
     pub(crate) fn secrets_of(&self, rid: &RecordId) -> Result<(Key32, Key32), VaultError> {
-        self.record_keys(rid)
+        self.record_keys(rid).map(|(dk, s, _)| (dk, s))
     }
 
     /// Test hook: the key-value store.

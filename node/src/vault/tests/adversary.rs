@@ -11,7 +11,7 @@ use cairn_proto::record::RecordId;
 
 use super::{canary, reading};
 use crate::vault::crypto::{Key32, open};
-use crate::vault::keytree::{BucketNode, DirNode, Entry, RootNode};
+use crate::vault::keytree::{BucketNode, BucketValue, DirNode, Entry, RootNode};
 use crate::vault::kv::{KvStore as _, SledStore};
 use crate::vault::layout::{aad, label};
 use crate::vault::store::{Blob, Meta, payload_aad};
@@ -59,24 +59,31 @@ fn recover(pairs: &Pairs, root: &Key32) -> BTreeMap<RecordId, Vec<u8>> {
             }
         }
     }
-    let mut out = BTreeMap::new();
-    let entries =
-        with(b'e').flat_map(|(k, v)| bucket_keys.iter().filter_map(|key| open(key, &aad(label::BUCKET, k), v)));
-    let entries: Vec<Entry> = entries
-        .flat_map(|p| decode::<BucketNode>(&p, 1 << 20).map(|n| n.slots).unwrap_or_default().into_iter().flatten())
+    // Every bucket value of every version: try every reachable bucket key on its slots.
+    let values: Vec<(&Vec<u8>, BucketValue)> = with(b'e').map(|(k, v)| (k, decode(v, 1 << 28).unwrap())).collect();
+    let mut entries = Vec::new();
+    for (k, value) in &values {
+        for key in &bucket_keys {
+            if let Some(p) = open(key, &aad(label::BUCKET, k), &value.sealed) {
+                let node: BucketNode = decode(&p, 1 << 20).unwrap();
+                entries.extend(node.slots.into_iter().flatten());
+            }
+        }
+    }
+    // Every blob in every version, tried with every data key recovered.
+    let blobs: Vec<Blob> = values
+        .iter()
+        .flat_map(|(_, v)| v.blobs.iter().flatten())
+        .map(|b| decode(b.as_slice(), 1 << 20).unwrap())
         .collect();
+    let mut out = BTreeMap::new();
     for entry in entries {
-        {
-            let Entry::Record { rid, dk, .. } = entry else { continue };
-            let handle = crate::vault::layout::blob(&dk.handle(label::BLOB_HANDLE));
-            for (_, raw) in pairs.iter().filter(|(bk, _)| *bk == handle) {
-                let blob: Blob = decode(raw, 1 << 20).unwrap();
-                let meta = open(&dk.derive(label::META), &aad(label::META, &rid.0), &blob.meta).unwrap();
-                let meta: Meta = decode(&meta, 1 << 20).unwrap();
-                let ad = payload_aad(&rid, &meta.header).unwrap();
-                if let Some(payload) = open(&dk, &ad, &blob.payload) {
-                    out.insert(rid, payload.to_vec());
-                }
+        let Entry::Record { rid, dk, .. } = entry else { continue };
+        for blob in &blobs {
+            let Some(meta) = open(&dk.derive(label::META), &aad(label::META, &rid.0), &blob.meta) else { continue };
+            let meta: Meta = decode(&meta, 1 << 20).unwrap();
+            if let Some(payload) = open(&dk, &payload_aad(&rid, &meta.header).unwrap(), &blob.payload) {
+                out.insert(rid, payload.to_vec());
             }
         }
     }
