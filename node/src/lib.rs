@@ -3,5 +3,6 @@
 
 pub mod harden;
 pub mod identity;
+pub mod ledger;
 pub mod setup;
 pub mod vault;

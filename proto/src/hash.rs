@@ -37,6 +37,8 @@ pub mod domain {
     pub const BLOCK_BODY: &str = "cairn/block-body/v1";
     /// Seed of the batch-verification coefficients.
     pub const BATCH_VERIFY: &str = "cairn/batch-verify/v1";
+    /// Transaction id.
+    pub const TX: &str = "cairn/tx/v1";
 
     /// Signed: an HTTP API request.
     pub const SIG_REQUEST: &str = "cairn/sig/request/v1";
@@ -63,6 +65,7 @@ pub mod domain {
         BLOCK,
         BLOCK_BODY,
         BATCH_VERIFY,
+        TX,
         SIG_REQUEST,
         SIG_BATCH_COMMIT,
         SIG_MEMBERSHIP,

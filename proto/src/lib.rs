@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod membership;
 pub mod merkle;
 pub mod record;
+pub mod transaction;
 pub mod version;
 
 pub use hash::Hash32;

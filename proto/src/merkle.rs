@@ -143,6 +143,13 @@ impl<'h, H: MerkleHasher> Tree<'h, H> {
         }
     }
 
+    /// Drops every leaf from `size` on (undoing appends that turned out invalid).
+    pub fn truncate(&mut self, size: u64) {
+        for (j, row) in self.levels.iter_mut().enumerate() {
+            row.truncate((size >> j) as usize);
+        }
+    }
+
     /// Number of leaves.
     pub fn size(&self) -> u64 {
         self.levels.first().map_or(0, |l| l.len() as u64)
@@ -383,6 +390,20 @@ mod tests {
         }
         for size in 0..=70 {
             assert_eq!(tree.root_at(size).unwrap(), reference_root(&Blake3Merkle, &d[..size as usize]));
+        }
+    }
+
+    #[test]
+    fn truncate_restores_an_earlier_tree() {
+        let d = leaves(40);
+        let mut tree = Tree::new(&Blake3Merkle);
+        d.iter().for_each(|l| tree.push(*l));
+        for size in [39, 32, 17, 1, 0] {
+            tree.truncate(size);
+            assert_eq!(tree.size(), size);
+            assert_eq!(tree.root(), reference_root(&Blake3Merkle, &d[..size as usize]));
+            d[size as usize..].iter().for_each(|l| tree.push(*l));
+            assert_eq!(tree.root(), reference_root(&Blake3Merkle, &d));
         }
     }
 

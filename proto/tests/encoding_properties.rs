@@ -10,6 +10,7 @@ use cairn_proto::genesis::Genesis;
 use cairn_proto::ledger::{BatchCommit, BatchKind, BlockHeader, SignedBatchCommit};
 use cairn_proto::membership::{MemberKey, Membership, Organisation, Role, Validator};
 use cairn_proto::record::{ContentType, Manifest, RecordHeader, RecordId};
+use cairn_proto::transaction::{Block, MembershipChange, MembershipChangeBody, SignedMembershipChange, Transaction};
 use cairn_proto::version::{Versioned, decode_versioned};
 use cairn_proto::{Hash32, KeyId, PublicKey, Signature};
 use proptest::prelude::*;
@@ -110,6 +111,28 @@ prop_compose! {
         }
     }
 }
+fn membership_change() -> impl Strategy<Value = MembershipChange> {
+    prop_oneof![
+        (role(), public_key()).prop_map(|(role, public_key)| MembershipChange::Register { role, public_key }),
+        public_key().prop_map(|public_key| MembershipChange::Revoke { public_key }),
+    ]
+}
+prop_compose! {
+    fn signed_change()(chain in hash(), admin in key_id(), nonce in any::<u64>(), change in membership_change(), signature in signature()) -> SignedMembershipChange {
+        SignedMembershipChange { body: MembershipChangeBody { version: 1, chain, admin, nonce, change }, signature }
+    }
+}
+fn transaction() -> impl Strategy<Value = Transaction> {
+    prop_oneof![
+        signed_batch_commit().prop_map(Transaction::BatchCommit),
+        signed_change().prop_map(Transaction::Membership)
+    ]
+}
+prop_compose! {
+    fn block()(header in block_header(), transactions in prop::collection::vec(transaction(), 0..6)) -> Block {
+        Block { header, transactions }
+    }
+}
 prop_compose! {
     fn genesis()(chain_id in name(), time in any::<u64>(), membership in membership()) -> Genesis {
         Genesis { version: 1, chain_id, genesis_time_ms: time, membership }
@@ -158,6 +181,8 @@ fn fuzz_all(bytes: &[u8]) -> Result<(), TestCaseError> {
     never_panics::<ErasureReceipt>(bytes)?;
     never_panics::<SignedErasureReceipt>(bytes)?;
     never_panics::<Membership>(bytes)?;
+    never_panics::<Transaction>(bytes)?;
+    never_panics::<Block>(bytes)?;
     never_panics::<Genesis>(bytes)
 }
 
@@ -168,12 +193,12 @@ proptest! {
     fn every_type_round_trips(
         rh in record_header(), m in manifest(), bc in batch_commit(), sbc in signed_batch_commit(),
         bh in block_header(), r in receipt(), sr in signed_receipt(), mem in membership(), g in genesis(),
-        h in hash(), k in key_id(), pk in public_key(), sig in signature(),
+        h in hash(), k in key_id(), pk in public_key(), sig in signature(), tx in transaction(), b in block(),
     ) {
         round_trip(&h)?; round_trip(&k)?; round_trip(&pk)?; round_trip(&sig)?;
         round_trip_versioned(&rh)?; round_trip_versioned(&m)?; round_trip_versioned(&bc)?;
         round_trip(&sbc)?; round_trip_versioned(&bh)?; round_trip_versioned(&r)?; round_trip(&sr)?;
-        round_trip(&mem)?; round_trip_versioned(&g)?;
+        round_trip(&mem)?; round_trip_versioned(&g)?; round_trip(&tx)?; round_trip(&b)?;
     }
 
     #[test]

@@ -1,0 +1,250 @@
+//! Ledger state tests: blocks built by one node and applied by another agree; invalid
+//! transactions and blocks are refused and change nothing.
+
+// Test code: a failed expectation ends the test with a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use cairn_proto::genesis::Genesis;
+use cairn_proto::ledger::{BatchCommit, BatchKind};
+use cairn_proto::membership::{Membership, Organisation, Role, Validator};
+use cairn_proto::merkle::{Blake3Merkle, verify_consistency, verify_inclusion};
+use cairn_proto::transaction::{MembershipChange, MembershipChangeBody, Transaction};
+use cairn_proto::{Hash32, Keypair, SecretSeed};
+
+use super::state::log_leaf;
+use super::{BlockError, LedgerLimits, LedgerState, TxError};
+
+struct Net {
+    genesis: Genesis,
+    validators: Vec<Keypair>,
+    admin: Keypair,
+}
+
+fn key(b: u8) -> Keypair {
+    Keypair::from_seed(&SecretSeed::from_bytes([b; 32]))
+}
+
+fn net() -> Net {
+    let validators: Vec<_> = (1..=4).map(key).collect();
+    let admin = key(10);
+    let genesis = Genesis {
+        version: 1,
+        chain_id: "test".into(),
+        genesis_time_ms: 1_000,
+        membership: Membership {
+            organisations: vec![
+                Organisation { name: "city".into(), admin_keys: vec![admin.public()] },
+                Organisation { name: "hospital".into(), admin_keys: vec![key(11).public()] },
+            ],
+            validators: validators
+                .iter()
+                .map(|v| Validator { organisation: "city".into(), public_key: v.public(), voting_power: 1 })
+                .collect(),
+            members: vec![],
+        },
+    };
+    genesis.validate().unwrap();
+    Net { genesis, validators, admin }
+}
+
+fn batch(node: &Keypair, seq: u64, root: u8) -> Transaction {
+    let commit = BatchCommit {
+        version: 1,
+        kind: BatchKind::Anchors,
+        node: node.public().key_id(),
+        root: Hash32([root; 32]),
+        size: 64,
+        seq,
+    };
+    Transaction::BatchCommit(commit.sign(node).unwrap())
+}
+
+fn register(net: &Net, nonce: u64, who: &Keypair) -> Transaction {
+    let body = MembershipChangeBody {
+        version: 1,
+        chain: net.genesis.hash().unwrap(),
+        admin: net.admin.public().key_id(),
+        nonce,
+        change: MembershipChange::Register { role: Role::Gateway, public_key: who.public() },
+    };
+    Transaction::Membership(body.sign(&net.admin).unwrap())
+}
+
+fn state(net: &Net) -> LedgerState {
+    LedgerState::from_genesis(&net.genesis, LedgerLimits::default()).unwrap()
+}
+
+#[test]
+fn a_block_built_by_one_node_applies_identically_on_another() {
+    let net = net();
+    let (mut a, mut b) = (state(&net), state(&net));
+    let proposer = net.validators[0].public().key_id();
+    let txs = vec![batch(&net.validators[0], 0, 1), batch(&net.validators[1], 0, 2), register(&net, 0, &key(20))];
+    let (block, rejected) = a.propose(txs, 2_000, proposer).unwrap();
+    assert!(rejected.is_empty());
+    assert_eq!(block.header.log_size, 2);
+    b.validate(&block).unwrap();
+    a.apply(&block).unwrap();
+    b.apply(&block).unwrap();
+    assert_eq!((a.height(), a.last_hash(), a.log_root()), (b.height(), b.last_hash(), b.log_root()));
+    assert_eq!(b.membership().members.len(), 1);
+
+    // The second batch commitment is provably in the log the header names.
+    let Transaction::BatchCommit(second) = &block.transactions[1] else { panic!() };
+    let proof = b.log_inclusion(1, 2).unwrap();
+    verify_inclusion(&Blake3Merkle, 1, 2, &log_leaf(&second.commit).unwrap(), &proof, &block.header.log_root.0)
+        .unwrap();
+
+    // A later block extends the log consistently.
+    let (block2, _) = b.propose(vec![batch(&net.validators[0], 1, 3)], 3_000, proposer).unwrap();
+    b.apply(&block2).unwrap();
+    let proof = b.log_consistency(2, 3).unwrap();
+    verify_consistency(&Blake3Merkle, 2, 3, &block.header.log_root.0, &block2.header.log_root.0, &proof).unwrap();
+    assert_eq!(block2.header.prev_hash, block.header.hash().unwrap());
+}
+
+#[test]
+fn duplicates_replays_gaps_strangers_and_forgeries_are_refused() {
+    let net = net();
+    let mut s = state(&net);
+    let v0 = &net.validators[0];
+    let proposer = v0.public().key_id();
+    let stranger = key(99);
+    let mut forged = batch(v0, 0, 7);
+    if let Transaction::BatchCommit(c) = &mut forged {
+        c.commit.root = Hash32([8; 32]);
+    }
+    let candidates = vec![
+        batch(v0, 0, 1),
+        batch(v0, 0, 1),        // duplicate
+        batch(v0, 5, 1),        // gap
+        batch(&stranger, 0, 1), // not in genesis
+        forged,                 // signature no longer matches
+    ];
+    let (block, rejected) = s.propose(candidates, 2_000, proposer).unwrap();
+    assert_eq!(block.transactions.len(), 1);
+    let reasons: Vec<_> = rejected.iter().map(|(_, e)| e.clone()).collect();
+    assert!(matches!(reasons[0], TxError::Stale { expected: 1, got: 0 }));
+    assert!(matches!(reasons[1], TxError::Gap { expected: 1, got: 5 }));
+    assert!(matches!(reasons[2], TxError::UnknownNode(_)));
+    assert!(matches!(reasons[3], TxError::BadSignature(_)));
+    s.apply(&block).unwrap();
+    // Replaying the applied transaction later is stale.
+    assert!(matches!(s.check_tx(&batch(v0, 0, 1)), Err(TxError::Stale { .. })));
+    s.check_tx(&batch(v0, 1, 1)).unwrap();
+}
+
+#[test]
+fn membership_changes_need_the_right_admin_nonce_and_chain() {
+    let net = net();
+    let mut s = state(&net);
+    let proposer = net.validators[0].public().key_id();
+    let gw = key(30);
+    let (block, rejected) =
+        s.propose(vec![register(&net, 0, &gw), register(&net, 0, &key(31))], 2_000, proposer).unwrap();
+    assert!(matches!(rejected[0].1, TxError::Stale { .. }), "nonce reused");
+    s.apply(&block).unwrap();
+    assert_eq!(s.membership().members[0].organisation, "city");
+    assert!(matches!(s.check_tx(&register(&net, 1, &gw)), Err(TxError::BadKey(_))), "key already registered");
+    assert!(matches!(s.check_tx(&register(&net, 1, &net.validators[2])), Err(TxError::BadKey(_))));
+    // An admin of another organisation cannot revoke the city's gateway.
+    let other = key(11);
+    let body = MembershipChangeBody {
+        version: 1,
+        chain: net.genesis.hash().unwrap(),
+        admin: other.public().key_id(),
+        nonce: 0,
+        change: MembershipChange::Revoke { public_key: gw.public() },
+    };
+    let tx = Transaction::Membership(body.clone().sign(&other).unwrap());
+    assert!(matches!(s.check_tx(&tx), Err(TxError::NotAMember(_))));
+    let mut wrong_chain = body;
+    wrong_chain.chain = Hash32([1; 32]);
+    assert_eq!(s.check_tx(&Transaction::Membership(wrong_chain.sign(&other).unwrap())), Err(TxError::WrongChain));
+    // A stranger is not an admin.
+    let stranger = key(98);
+    let body = MembershipChangeBody {
+        version: 1,
+        chain: net.genesis.hash().unwrap(),
+        admin: stranger.public().key_id(),
+        nonce: 0,
+        change: MembershipChange::Register { role: Role::Regulator, public_key: key(40).public() },
+    };
+    assert!(matches!(
+        s.check_tx(&Transaction::Membership(body.sign(&stranger).unwrap())),
+        Err(TxError::UnknownAdmin(_))
+    ));
+    // The city admin revokes its gateway.
+    let body = MembershipChangeBody {
+        version: 1,
+        chain: net.genesis.hash().unwrap(),
+        admin: net.admin.public().key_id(),
+        nonce: 1,
+        change: MembershipChange::Revoke { public_key: gw.public() },
+    };
+    let (block, rejected) =
+        s.propose(vec![Transaction::Membership(body.sign(&net.admin).unwrap())], 3_000, proposer).unwrap();
+    assert!(rejected.is_empty());
+    s.apply(&block).unwrap();
+    assert!(s.membership().members.is_empty());
+}
+
+#[test]
+fn tampered_blocks_are_refused_and_change_nothing() {
+    let net = net();
+    let mut s = state(&net);
+    let proposer = net.validators[0].public().key_id();
+    let (good, _) = s.propose(vec![batch(&net.validators[0], 0, 1)], 2_000, proposer).unwrap();
+    let mut cases = Vec::new();
+    let mut b = good.clone();
+    b.header.height = 2;
+    cases.push((b, "height"));
+    let mut b = good.clone();
+    b.header.prev_hash = Hash32([0; 32]);
+    cases.push((b, "previous"));
+    let mut b = good.clone();
+    b.header.log_root = Hash32([0; 32]);
+    cases.push((b, "log"));
+    let mut b = good.clone();
+    b.transactions.push(batch(&net.validators[1], 0, 2));
+    cases.push((b, "body"));
+    let mut b = good.clone();
+    b.header.proposer = key(99).public().key_id();
+    cases.push((b, "proposer"));
+    let mut b = good.clone();
+    b.header.time_ms = 10;
+    cases.push((b, "time"));
+    let mut b = good.clone();
+    b.header.chain = Hash32([3; 32]);
+    cases.push((b, "chain"));
+    for (bad, what) in cases {
+        let err = s.apply(&bad).unwrap_err();
+        let expected = match what {
+            "height" => matches!(err, BlockError::WrongHeight { .. }),
+            "previous" => matches!(err, BlockError::WrongPrevious(0)),
+            "log" => matches!(err, BlockError::WrongLog),
+            "body" => matches!(err, BlockError::WrongBody),
+            "proposer" => matches!(err, BlockError::UnknownProposer(_)),
+            "time" => matches!(err, BlockError::TimeBackwards { .. }),
+            _ => matches!(err, BlockError::WrongChain),
+        };
+        assert!(expected, "{what}: {err}");
+        assert_eq!((s.height(), s.log_size()), (0, 0), "{what}: state changed");
+    }
+    s.apply(&good).unwrap();
+    assert_eq!((s.height(), s.log_size()), (1, 1));
+}
+
+#[test]
+fn a_block_over_the_limits_is_refused_and_proposals_respect_them() {
+    let net = net();
+    let limits = LedgerLimits { max_block_txs: 2, max_block_bytes: 1 << 20 };
+    let mut s = LedgerState::from_genesis(&net.genesis, limits).unwrap();
+    let v = &net.validators[0];
+    let proposer = v.public().key_id();
+    let (block, _) = s.propose((0..5).map(|i| batch(v, i, 1)).collect(), 2_000, proposer).unwrap();
+    assert_eq!(block.transactions.len(), 2, "the rest waits for the next block");
+    let mut unlimited = LedgerState::from_genesis(&net.genesis, LedgerLimits::default()).unwrap();
+    let (big, _) = unlimited.propose((0..3).map(|i| batch(v, i, 1)).collect(), 2_000, proposer).unwrap();
+    assert!(matches!(s.apply(&big), Err(BlockError::TooLarge(_))));
+}
