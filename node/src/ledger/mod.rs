@@ -2,8 +2,10 @@
 //! redb store of blocks and their commit certificates.
 
 pub mod state;
+pub mod store;
 
 #[cfg(test)]
 mod tests;
 
 pub use state::{BlockError, LedgerLimits, LedgerState, TxError};
+pub use store::{BlockStore, StoreError};
