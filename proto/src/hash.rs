@@ -50,6 +50,12 @@ pub mod domain {
     pub const SIG_ERASURE_RECEIPT: &str = "cairn/sig/erasure-receipt/v1";
     /// Signed: an answer to a liveness challenge.
     pub const SIG_CHALLENGE: &str = "cairn/sig/challenge/v1";
+    /// Signed (ZIP-215): a consensus vote.
+    pub const SIG_VOTE: &str = "cairn/sig/vote/v1";
+    /// Signed (ZIP-215): a consensus proposal.
+    pub const SIG_PROPOSAL: &str = "cairn/sig/proposal/v1";
+    /// Signed (ZIP-215): a validator's binding of its consensus key to its peer id.
+    pub const SIG_VALIDATOR_PROOF: &str = "cairn/sig/validator-proof/v1";
 
     /// All labels, for the prefix-freeness check.
     pub const ALL: &[&str] = &[
@@ -71,6 +77,9 @@ pub mod domain {
         SIG_MEMBERSHIP,
         SIG_ERASURE_RECEIPT,
         SIG_CHALLENGE,
+        SIG_VOTE,
+        SIG_PROPOSAL,
+        SIG_VALIDATOR_PROOF,
     ];
 }
 

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod bytes;
+pub mod consensus;
 pub mod encoding;
 pub mod erasure;
 pub mod genesis;

@@ -4,6 +4,7 @@
 // Test code: a failed expectation ends the test with a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+use cairn_proto::consensus::{CommitCertificate, VoteBody};
 use cairn_proto::encoding::{decode, encode};
 use cairn_proto::erasure::{ErasureReceipt, ErasureTrigger, SignedErasureReceipt};
 use cairn_proto::genesis::Genesis;
@@ -134,6 +135,12 @@ prop_compose! {
     }
 }
 prop_compose! {
+    fn commit_certificate()(height in any::<u64>(), round in any::<u32>(), value in hash(),
+                            signatures in prop::collection::vec((key_id(), signature()), 0..5)) -> CommitCertificate {
+        CommitCertificate { version: 1, height, round, value, signatures }
+    }
+}
+prop_compose! {
     fn genesis()(chain_id in name(), time in any::<u64>(), membership in membership()) -> Genesis {
         Genesis { version: 1, chain_id, genesis_time_ms: time, membership }
     }
@@ -183,6 +190,8 @@ fn fuzz_all(bytes: &[u8]) -> Result<(), TestCaseError> {
     never_panics::<Membership>(bytes)?;
     never_panics::<Transaction>(bytes)?;
     never_panics::<Block>(bytes)?;
+    never_panics::<CommitCertificate>(bytes)?;
+    never_panics::<VoteBody>(bytes)?;
     never_panics::<Genesis>(bytes)
 }
 
@@ -193,12 +202,12 @@ proptest! {
     fn every_type_round_trips(
         rh in record_header(), m in manifest(), bc in batch_commit(), sbc in signed_batch_commit(),
         bh in block_header(), r in receipt(), sr in signed_receipt(), mem in membership(), g in genesis(),
-        h in hash(), k in key_id(), pk in public_key(), sig in signature(), tx in transaction(), b in block(),
+        h in hash(), k in key_id(), pk in public_key(), sig in signature(), tx in transaction(), b in block(), cc in commit_certificate(),
     ) {
         round_trip(&h)?; round_trip(&k)?; round_trip(&pk)?; round_trip(&sig)?;
         round_trip_versioned(&rh)?; round_trip_versioned(&m)?; round_trip_versioned(&bc)?;
         round_trip(&sbc)?; round_trip_versioned(&bh)?; round_trip_versioned(&r)?; round_trip(&sr)?;
-        round_trip(&mem)?; round_trip_versioned(&g)?; round_trip(&tx)?; round_trip(&b)?;
+        round_trip(&mem)?; round_trip_versioned(&g)?; round_trip(&tx)?; round_trip(&b)?; round_trip_versioned(&cc)?;
     }
 
     #[test]
