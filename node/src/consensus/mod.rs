@@ -2,6 +2,7 @@
 //! from genesis, the block as the decided value), and its signer and verifier. Malachite
 //! drives the protocol; nothing here decides anything by itself (DESIGN.md §6).
 
+pub mod codec;
 pub mod context;
 pub mod signing;
 

@@ -119,3 +119,156 @@ fn validator_set_and_proposer_rotation_follow_genesis() {
     let empty = Membership { validators: vec![], ..membership() };
     assert!(ValidatorSet::from_membership(&empty).is_err());
 }
+
+mod codec {
+    use arc_malachitebft_app_channel::app::consensus::{LivenessMsg, ProposedValue, SignedConsensusMsg};
+    use arc_malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMessage};
+    use arc_malachitebft_app_channel::app::types::codec::Codec;
+    use arc_malachitebft_app_channel::app::types::core::{
+        ExtendedCommitCertificate, ExtendedCommitSignature, PolkaCertificate, PolkaSignature, RoundCertificate,
+        RoundCertificateType, RoundSignature, SignedMessage, Validity,
+    };
+    use arc_malachitebft_app_channel::app::types::sync::{RawDecidedValue, Request, Response, Status};
+    use bytes::Bytes;
+    use cairn_proto::ledger::BlockHeader;
+
+    use super::*;
+    use crate::consensus::codec::{CairnCodec, encode_block};
+    use crate::consensus::context::{BlockValue, Proposal, ProposalPart};
+
+    type Ctx = CairnContext;
+
+    fn block() -> cairn_proto::transaction::Block {
+        cairn_proto::transaction::Block {
+            header: BlockHeader {
+                version: 1,
+                chain: Hash32([1; 32]),
+                height: 3,
+                prev_hash: Hash32([2; 32]),
+                log_size: 0,
+                log_root: Hash32([3; 32]),
+                time_ms: 9,
+                proposer: Address(KeyId([4; 16])).0,
+                body_hash: Hash32([5; 32]),
+            },
+            transactions: vec![],
+        }
+    }
+
+    use cairn_proto::KeyId;
+
+    fn round_trip<T>(msg: T)
+    where
+        T: PartialEq + std::fmt::Debug,
+        CairnCodec: Codec<T>,
+        <CairnCodec as Codec<T>>::Error: std::fmt::Debug,
+    {
+        let bytes = CairnCodec.encode(&msg).unwrap();
+        assert_eq!(CairnCodec.decode(bytes.clone()).unwrap(), msg);
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(CairnCodec.decode(Bytes::from(longer)).is_err(), "trailing byte accepted");
+        for cut in [0, bytes.len() / 2, bytes.len() - 1] {
+            assert!(CairnCodec.decode(bytes.slice(..cut)).is_err(), "truncated message accepted");
+        }
+    }
+
+    fn sig(b: u8) -> arc_malachitebft_signing_ed25519::Signature {
+        arc_malachitebft_signing_ed25519::Signature::from_bytes([b; 64])
+    }
+
+    #[test]
+    fn every_engine_message_round_trips_and_rejects_damage() {
+        let value = BlockValue::new(block()).unwrap();
+        let vote = precommit(&seeds()[0], 3, Hash32([6; 32]));
+        let address = vote.voter;
+        let proposal = Proposal {
+            height: Height(3),
+            round: Round::new(1),
+            value: value.clone(),
+            pol_round: Round::Nil,
+            proposer: address,
+        };
+        let part = ProposalPart { height: Height(3), round: Round::new(1), proposer: address, value: value.clone() };
+        round_trip::<SignedConsensusMsg<Ctx>>(SignedConsensusMsg::Vote(SignedMessage::new(vote.clone(), sig(1))));
+        round_trip::<SignedConsensusMsg<Ctx>>(SignedConsensusMsg::Proposal(SignedMessage::new(proposal, sig(2))));
+        round_trip::<ProposalPart>(part.clone());
+        round_trip::<StreamMessage<ProposalPart>>(StreamMessage::new(
+            StreamId::new(Bytes::from_static(b"s1")),
+            0,
+            StreamContent::Data(part),
+        ));
+        round_trip::<StreamMessage<ProposalPart>>(StreamMessage::new(
+            StreamId::new(Bytes::from_static(b"s1")),
+            1,
+            StreamContent::Fin,
+        ));
+        let polka = PolkaCertificate::<Ctx> {
+            height: Height(3),
+            round: Round::new(0),
+            value_id: BlockId(Hash32([6; 32])),
+            polka_signatures: vec![PolkaSignature { address, signature: sig(3) }],
+        };
+        round_trip::<PolkaCertificate<Ctx>>(polka.clone());
+        round_trip::<LivenessMsg<Ctx>>(LivenessMsg::PolkaCertificate(polka));
+        round_trip::<LivenessMsg<Ctx>>(LivenessMsg::Vote(SignedMessage::new(vote, sig(4))));
+        round_trip::<LivenessMsg<Ctx>>(LivenessMsg::SkipRoundCertificate(RoundCertificate {
+            height: Height(3),
+            round: Round::new(2),
+            cert_type: RoundCertificateType::Skip,
+            round_signatures: vec![RoundSignature {
+                vote_type: VoteType::Prevote,
+                value_id: NilOrVal::Nil,
+                address,
+                signature: sig(5),
+            }],
+        }));
+        round_trip::<ProposedValue<Ctx>>(ProposedValue {
+            height: Height(3),
+            round: Round::new(1),
+            valid_round: Round::Nil,
+            proposer: address,
+            value,
+            validity: Validity::Valid,
+        });
+        let peer = crate::identity::libp2p_keypair(&seeds()[0]).unwrap().public().to_peer_id();
+        let peer = arc_malachitebft_app_channel::app::types::PeerId::from_bytes(&peer.to_bytes()).unwrap();
+        round_trip::<Status<Ctx>>(Status { peer_id: peer, tip_height: Height(9), history_min_height: Height(1) });
+        round_trip::<Request<Ctx>>(Request::ValueRequest(arc_malachitebft_sync::ValueRequest::new(
+            Height(2)..=Height(5),
+        )));
+        let cert = ExtendedCommitCertificate::<Ctx> {
+            height: Height(3),
+            round: Round::new(0),
+            value_id: BlockId(Hash32([6; 32])),
+            commit_signatures: vec![ExtendedCommitSignature { address, signature: sig(6), extension: None }],
+        };
+        round_trip::<Response<Ctx>>(Response::ValueResponse(arc_malachitebft_sync::ValueResponse::new(
+            Height(3),
+            vec![RawDecidedValue::new(encode_block(&block()).unwrap(), cert)],
+        )));
+    }
+
+    #[test]
+    fn garbage_and_oversized_input_are_errors_not_panics() {
+        let mut state = 0x2545f4914f6cdd1du64;
+        for len in 0..600 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let b = Bytes::from(bytes);
+            let _ = Codec::<SignedConsensusMsg<Ctx>>::decode(&CairnCodec, b.clone());
+            let _ = Codec::<LivenessMsg<Ctx>>::decode(&CairnCodec, b.clone());
+            let _ = Codec::<StreamMessage<ProposalPart>>::decode(&CairnCodec, b.clone());
+            let _ = Codec::<Response<Ctx>>::decode(&CairnCodec, b.clone());
+            let _ = Codec::<Status<Ctx>>::decode(&CairnCodec, b);
+        }
+        let huge = Bytes::from(vec![0u8; cairn_proto::encoding::MAX_MESSAGE_LEN + 1]);
+        assert!(Codec::<SignedConsensusMsg<Ctx>>::decode(&CairnCodec, huge).is_err());
+    }
+}
