@@ -2,3 +2,4 @@
 //! `cairn` command.
 
 pub mod keys;
+pub mod verify;

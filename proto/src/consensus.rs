@@ -204,6 +204,37 @@ impl CommitCertificate {
     }
 }
 
+/// A block header with its commit certificate: a checkpoint a regulator can keep and
+/// later hold the ledger to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertifiedHeader {
+    /// The header.
+    pub header: crate::ledger::BlockHeader,
+    /// Its commit certificate.
+    pub certificate: CommitCertificate,
+}
+
+impl CertifiedHeader {
+    /// Checks the certificate against the validators and that it is for this header on
+    /// chain `chain`.
+    pub fn verify(&self, chain: &Hash32, validators: &[Validator]) -> Result<(), CertificateError> {
+        if self.header.chain != *chain {
+            return Err(CertificateError::WrongBlock { height: self.header.height, value: self.certificate.value });
+        }
+        let hash = self.header.hash().map_err(|e| CertificateError::Encoding(e.to_string()))?;
+        self.certificate.verify(chain, self.header.height, &hash, validators)
+    }
+}
+
+/// A decided block with its commit certificate, as a node serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertifiedBlock {
+    /// The block.
+    pub block: crate::transaction::Block,
+    /// Its commit certificate.
+    pub certificate: CommitCertificate,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,14 +10,16 @@ use std::sync::OnceLock;
 /// Path of a workspace binary, built beside the test executable (`target/<profile>/`).
 ///
 /// cargo builds a package's binaries for that package's own tests only, so the first
-/// call in each test process runs `cargo build` for the binaries (a no-op when they are
-/// up to date) rather than trust whatever an earlier build left there.
+/// call in each test process runs `cargo build --workspace --bins --tests` rather than
+/// trust whatever an earlier build left there. `--tests` makes cargo resolve features
+/// with dev-dependencies, exactly as the test build did, so the binaries reuse its
+/// artifacts (about 10 s) instead of rebuilding the dependency tree with other features.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "cairn-node", "-p", "cairn-client", "--bins"])
+            .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo runs");

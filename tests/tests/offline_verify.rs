@@ -1,0 +1,176 @@
+//! A regulator's offline checks with the real `cairn` binary: certified blocks and log
+//! consistency verify from the genesis file alone, and altered documents are refused
+//! with a specific reason.
+
+// Test code: a failed expectation ends the test with a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use cairn_node::ledger::{LedgerLimits, LedgerState};
+use cairn_proto::consensus::{CertifiedBlock, CertifiedHeader, CommitCertificate, VoteBody, VoteKind};
+use cairn_proto::genesis::Genesis;
+use cairn_proto::ledger::{BatchCommit, BatchKind};
+use cairn_proto::membership::{Membership, Organisation, Validator};
+use cairn_proto::transaction::{Block, Transaction};
+use cairn_proto::{Hash32, Keypair, SecretSeed, Signature};
+use cairn_tests::{run, run_ok};
+
+const SEEDS: [[u8; 32]; 4] = [[1; 32], [2; 32], [3; 32], [4; 32]];
+
+fn genesis() -> Genesis {
+    let key = |s: [u8; 32]| Keypair::from_seed(&SecretSeed::from_bytes(s)).public();
+    Genesis {
+        version: 1,
+        chain_id: "busan-health".into(),
+        genesis_time_ms: 1_000,
+        membership: Membership {
+            organisations: vec![Organisation { name: "city".into(), admin_keys: vec![key([9; 32])] }],
+            validators: SEEDS
+                .iter()
+                .map(|s| Validator { organisation: "city".into(), public_key: key(*s), voting_power: 1 })
+                .collect(),
+            members: vec![],
+        },
+    }
+}
+
+/// Precommits by the first `n` validators, signed as Malachite's ed25519 signer signs.
+fn certify(g: &Genesis, block: &Block, n: usize) -> CommitCertificate {
+    let chain = g.hash().unwrap();
+    let value = block.header.hash().unwrap();
+    let mut signatures: Vec<_> = SEEDS[..n]
+        .iter()
+        .map(|seed| {
+            let voter = Keypair::from_seed(&SecretSeed::from_bytes(*seed)).public().key_id();
+            let body = VoteBody {
+                version: 1,
+                chain,
+                kind: VoteKind::Precommit,
+                height: block.header.height,
+                round: 0,
+                value: Some(value),
+                voter,
+            };
+            (
+                voter,
+                Signature(ed25519_consensus::SigningKey::from(*seed).sign(&body.signing_bytes().unwrap()).to_bytes()),
+            )
+        })
+        .collect();
+    signatures.sort_by_key(|s| s.0);
+    CommitCertificate { version: 1, height: block.header.height, round: 0, value, signatures }
+}
+
+fn batch(seq: u64) -> Transaction {
+    let node = Keypair::from_seed(&SecretSeed::from_bytes(SEEDS[0]));
+    let commit = BatchCommit {
+        version: 1,
+        kind: BatchKind::Anchors,
+        node: node.public().key_id(),
+        root: Hash32([seq as u8; 32]),
+        size: 64,
+        seq,
+    };
+    Transaction::BatchCommit(commit.sign(&node).unwrap())
+}
+
+struct Chain {
+    genesis: Genesis,
+    blocks: Vec<CertifiedBlock>,
+    state: LedgerState,
+}
+
+fn chain(heights: u64) -> Chain {
+    let genesis = genesis();
+    let mut state = LedgerState::from_genesis(&genesis, LedgerLimits::default()).unwrap();
+    let proposer = Keypair::from_seed(&SecretSeed::from_bytes(SEEDS[1])).public().key_id();
+    let mut blocks = Vec::new();
+    for h in 0..heights {
+        let (block, _) = state.propose(vec![batch(2 * h), batch(2 * h + 1)], 2_000 + h, proposer).unwrap();
+        state.apply(&block).unwrap();
+        let certificate = certify(&genesis, &block, 3);
+        blocks.push(CertifiedBlock { block, certificate });
+    }
+    Chain { genesis, blocks, state }
+}
+
+fn header(cb: &CertifiedBlock) -> CertifiedHeader {
+    CertifiedHeader { header: cb.block.header.clone(), certificate: cb.certificate.clone() }
+}
+
+fn write_json<T: serde::Serialize>(dir: &std::path::Path, name: &str, value: &T) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(value).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn certified_blocks_and_log_consistency_verify_from_the_genesis_alone() {
+    let c = chain(5);
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("genesis.toml");
+    std::fs::write(&g, c.genesis.to_toml().unwrap()).unwrap();
+    let g = g.display().to_string();
+
+    let block = write_json(dir.path(), "block3.json", &c.blocks[2]);
+    let out = run_ok("cairn", &["verify-block", "--genesis", &g, &block]);
+    assert!(out.contains("header of height 3 is certified: 3 of 4"), "{out}");
+    assert!(out.contains("its 2 transactions hash to the header's body hash"), "{out}");
+    assert!(out.contains("not established"), "{out}");
+
+    let (old, new) = (header(&c.blocks[1]), header(&c.blocks[4]));
+    let proof: Vec<Hash32> =
+        c.state.log_consistency(old.header.log_size, new.header.log_size).unwrap().into_iter().map(Hash32).collect();
+    let (o, n, p) = (
+        write_json(dir.path(), "old.json", &old),
+        write_json(dir.path(), "new.json", &new),
+        write_json(dir.path(), "proof.json", &proof),
+    );
+    let out = run_ok("cairn", &["verify-consistency", "--genesis", &g, "--old", &o, "--new", &n, "--proof", &p]);
+    assert!(out.contains("the log of 4 batch roots at height 2 is a prefix of the log of 10 at height 5"), "{out}");
+}
+
+#[test]
+fn altered_documents_are_refused_with_the_reason() {
+    let c = chain(3);
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("genesis.toml");
+    std::fs::write(&g, c.genesis.to_toml().unwrap()).unwrap();
+    let g = g.display().to_string();
+    let refuse = |cb: &CertifiedBlock, name: &str, reason: &str| {
+        let file = write_json(dir.path(), name, cb);
+        let out = run("cairn", &["verify-block", "--genesis", &g, &file]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} was accepted");
+        assert!(stderr.contains(reason), "{name}: expected {reason:?} in {stderr}");
+    };
+    let mut b = c.blocks[1].clone();
+    b.block.transactions.pop();
+    refuse(&b, "fewer-txs.json", "do not match the header's body hash");
+    let mut b = c.blocks[1].clone();
+    b.block.header.time_ms += 1;
+    refuse(&b, "retimed.json", "not the block in question");
+    let mut b = c.blocks[1].clone();
+    b.certificate.signatures[0].1.0[10] ^= 1;
+    refuse(&b, "bad-signature.json", "does not verify");
+    let mut b = c.blocks[1].clone();
+    b.certificate = certify(&c.genesis, &b.block, 2);
+    refuse(&b, "two-signers.json", "more than two thirds is needed");
+    let mut b = c.blocks[1].clone();
+    b.certificate.signatures.swap(0, 1);
+    refuse(&b, "unordered.json", "distinct and ascending");
+
+    // A consistency proof for the wrong sizes is refused.
+    let (old, new) = (header(&c.blocks[0]), header(&c.blocks[2]));
+    let wrong: Vec<Hash32> = c.state.log_consistency(1, new.header.log_size).unwrap().into_iter().map(Hash32).collect();
+    let (o, n, p) = (
+        write_json(dir.path(), "o.json", &old),
+        write_json(dir.path(), "n.json", &new),
+        write_json(dir.path(), "p.json", &wrong),
+    );
+    let out = run("cairn", &["verify-consistency", "--genesis", &g, "--old", &o, "--new", &n, "--proof", &p]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("proof"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Checkpoints given in the wrong order are refused.
+    let out = run("cairn", &["verify-consistency", "--genesis", &g, "--old", &n, "--new", &o, "--proof", &p]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not after"));
+}
