@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoding::{EncodeError, encode};
 use crate::hash::{Hash32, domain, hash_parts};
-use crate::identity::{KeyId, Keypair, PublicKey, Signature, SignatureError};
+use crate::identity::KeyId;
+use crate::signed::{Signed, SignedBody};
 use crate::version::versioned;
 
 /// Why a record was erased.
@@ -43,45 +44,29 @@ pub struct ErasureReceipt {
     pub epoch_after: u64,
 }
 
-/// A receipt with the custodian's signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedErasureReceipt {
-    /// The receipt.
-    pub receipt: ErasureReceipt,
-    /// Signature under `cairn/sig/erasure-receipt/v1` over `bcs(receipt)`.
-    pub signature: Signature,
+/// A receipt with the custodian's signature (under `cairn/sig/erasure-receipt/v1`).
+pub type SignedErasureReceipt = Signed<ErasureReceipt>;
+
+impl SignedBody for ErasureReceipt {
+    const DOMAIN: &'static str = domain::SIG_ERASURE_RECEIPT;
+    fn signer(&self) -> KeyId {
+        self.custodian
+    }
 }
 
 versioned!(ErasureReceipt = 1);
 
 impl ErasureReceipt {
-    /// Signs the receipt with the custodian's key.
-    pub fn sign(self, custodian: &Keypair) -> Result<SignedErasureReceipt, EncodeError> {
-        let signature = custodian.sign(domain::SIG_ERASURE_RECEIPT, &encode(&self)?);
-        Ok(SignedErasureReceipt { receipt: self, signature })
-    }
-
     /// The receipt's leaf in its custodian's erasure-receipt batch.
     pub fn leaf(&self) -> Result<Hash32, EncodeError> {
         Ok(hash_parts(domain::ERASURE_LEAF, &[&encode(self)?]))
     }
 }
 
-impl SignedErasureReceipt {
-    /// Verifies the signature with the custodian's public key (which must match).
-    pub fn verify(&self, custodian_key: &PublicKey) -> Result<(), SignatureError> {
-        if custodian_key.key_id() != self.receipt.custodian {
-            return Err(SignatureError::BadKey("key does not belong to the custodian"));
-        }
-        let bytes = encode(&self.receipt).map_err(|_| SignatureError::BadSignature)?;
-        custodian_key.verify(domain::SIG_ERASURE_RECEIPT, &bytes, &self.signature)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::SecretSeed;
+    use crate::identity::{Keypair, SecretSeed};
 
     #[test]
     fn receipt_signature_and_leaf_bind_every_field() {
@@ -99,8 +84,8 @@ mod tests {
         let signed = receipt.clone().sign(&kp).unwrap();
         signed.verify(&kp.public()).unwrap();
         let mut later = signed.clone();
-        later.receipt.erased_at_ms += 1;
+        later.body.erased_at_ms += 1;
         assert!(later.verify(&kp.public()).is_err());
-        assert_ne!(later.receipt.leaf().unwrap(), receipt.leaf().unwrap());
+        assert_ne!(later.body.leaf().unwrap(), receipt.leaf().unwrap());
     }
 }

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoding::{EncodeError, encode};
 use crate::hash::{Hash32, domain, hash_parts};
-use crate::identity::{KeyId, Keypair, PublicKey, Signature, SignatureError};
+use crate::identity::KeyId;
+use crate::signed::{Signed, SignedBody};
 use crate::version::versioned;
 
 /// Which event kind a batch's leaves are (each kind has its own leaf domain).
@@ -39,31 +40,13 @@ pub struct BatchCommit {
     pub seq: u64,
 }
 
-/// A batch commitment with the node's signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedBatchCommit {
-    /// The commitment.
-    pub commit: BatchCommit,
-    /// Signature under `cairn/sig/batch-commit/v1` over `bcs(commit)`.
-    pub signature: Signature,
-}
+/// A batch commitment with the node's signature (under `cairn/sig/batch-commit/v1`).
+pub type SignedBatchCommit = Signed<BatchCommit>;
 
-impl BatchCommit {
-    /// Signs the commitment with the node's key.
-    pub fn sign(self, node: &Keypair) -> Result<SignedBatchCommit, EncodeError> {
-        let signature = node.sign(domain::SIG_BATCH_COMMIT, &encode(&self)?);
-        Ok(SignedBatchCommit { commit: self, signature })
-    }
-}
-
-impl SignedBatchCommit {
-    /// Verifies the signature with the node's public key (which must match `node`).
-    pub fn verify(&self, node_key: &PublicKey) -> Result<(), SignatureError> {
-        if node_key.key_id() != self.commit.node {
-            return Err(SignatureError::BadKey("key does not belong to the committing node"));
-        }
-        let bytes = encode(&self.commit).map_err(|_| SignatureError::BadSignature)?;
-        node_key.verify(domain::SIG_BATCH_COMMIT, &bytes, &self.signature)
+impl SignedBody for BatchCommit {
+    const DOMAIN: &'static str = domain::SIG_BATCH_COMMIT;
+    fn signer(&self) -> KeyId {
+        self.node
     }
 }
 
@@ -107,7 +90,7 @@ pub fn body_hash(encoded_body: &[u8]) -> Hash32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::SecretSeed;
+    use crate::identity::{Keypair, SecretSeed, SignatureError};
 
     fn commit(node: &Keypair) -> BatchCommit {
         BatchCommit {
@@ -128,7 +111,7 @@ mod tests {
         signed.verify(&node.public()).unwrap();
         assert!(signed.verify(&other.public()).is_err());
         let mut changed = signed.clone();
-        changed.commit.seq = 1;
+        changed.body.seq = 1;
         assert_eq!(changed.verify(&node.public()), Err(SignatureError::BadSignature));
     }
 }

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod membership;
 pub mod merkle;
 pub mod record;
+pub mod signed;
 pub mod transaction;
 pub mod version;
 

@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoding::{EncodeError, encode};
 use crate::hash::{Hash32, domain, hash_parts};
-use crate::identity::{KeyId, Keypair, PublicKey, Signature, SignatureError};
+use crate::identity::{KeyId, PublicKey};
 use crate::ledger::{BlockHeader, SignedBatchCommit, body_hash};
 use crate::membership::Role;
+use crate::signed::{Signed, SignedBody};
 use crate::version::versioned;
 
 /// A change to the consortium's gateway, accessor and regulator keys.
@@ -43,33 +44,15 @@ pub struct MembershipChangeBody {
     pub change: MembershipChange,
 }
 
-/// A membership change with the admin's signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedMembershipChange {
-    /// The change.
-    pub body: MembershipChangeBody,
-    /// Signature under `cairn/sig/membership/v1` over `bcs(body)`.
-    pub signature: Signature,
-}
+/// A membership change with the admin's signature (under `cairn/sig/membership/v1`).
+pub type SignedMembershipChange = Signed<MembershipChangeBody>;
 
 versioned!(MembershipChangeBody = 1);
 
-impl MembershipChangeBody {
-    /// Signs the change with the admin's key.
-    pub fn sign(self, admin: &Keypair) -> Result<SignedMembershipChange, EncodeError> {
-        let signature = admin.sign(domain::SIG_MEMBERSHIP, &encode(&self)?);
-        Ok(SignedMembershipChange { body: self, signature })
-    }
-}
-
-impl SignedMembershipChange {
-    /// Verifies the signature with the admin's key (which must match `admin`).
-    pub fn verify(&self, admin_key: &PublicKey) -> Result<(), SignatureError> {
-        if admin_key.key_id() != self.body.admin {
-            return Err(SignatureError::BadKey("key does not belong to the signing admin"));
-        }
-        let bytes = encode(&self.body).map_err(|_| SignatureError::BadSignature)?;
-        admin_key.verify(domain::SIG_MEMBERSHIP, &bytes, &self.signature)
+impl SignedBody for MembershipChangeBody {
+    const DOMAIN: &'static str = domain::SIG_MEMBERSHIP;
+    fn signer(&self) -> KeyId {
+        self.admin
     }
 }
 
@@ -108,7 +91,7 @@ impl Block {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::SecretSeed;
+    use crate::identity::{Keypair, SecretSeed};
 
     #[test]
     fn membership_change_signature_binds_every_field() {

@@ -67,7 +67,7 @@ prop_compose! {
 }
 prop_compose! {
     fn signed_batch_commit()(commit in batch_commit(), signature in signature()) -> SignedBatchCommit {
-        SignedBatchCommit { commit, signature }
+        SignedBatchCommit { body: commit, signature }
     }
 }
 prop_compose! {
@@ -93,7 +93,7 @@ prop_compose! {
 }
 prop_compose! {
     fn signed_receipt()(receipt in receipt(), signature in signature()) -> SignedErasureReceipt {
-        SignedErasureReceipt { receipt, signature }
+        SignedErasureReceipt { body: receipt, signature }
     }
 }
 fn role() -> impl Strategy<Value = Role> {

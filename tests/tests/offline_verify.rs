@@ -10,6 +10,7 @@ use cairn_proto::consensus::{CertifiedBlock, CertifiedHeader, CommitCertificate,
 use cairn_proto::genesis::Genesis;
 use cairn_proto::ledger::{BatchCommit, BatchKind};
 use cairn_proto::membership::{Membership, Organisation, Validator};
+use cairn_proto::signed::SignedBody as _;
 use cairn_proto::transaction::{Block, Transaction};
 use cairn_proto::{Hash32, Keypair, SecretSeed, Signature};
 use cairn_tests::{run, run_ok};

@@ -221,6 +221,28 @@ enum WireResponse {
     Values { start: u64, values: Vec<(serde_bytes::ByteBuf, WireCertificate)> },
 }
 
+fn polka_in(p: WirePolka) -> PolkaCertificate<Ctx> {
+    PolkaCertificate {
+        height: Height(p.height),
+        round: round_in(p.round),
+        value_id: BlockId(p.value),
+        polka_signatures: p
+            .signatures
+            .into_iter()
+            .map(|(a, s)| PolkaSignature { address: Address(a), signature: sig_in(s) })
+            .collect(),
+    }
+}
+
+fn polka_out(p: &PolkaCertificate<Ctx>) -> WirePolka {
+    WirePolka {
+        height: p.height.0,
+        round: round_out(p.round),
+        value: p.value_id.0,
+        signatures: p.polka_signatures.iter().map(|s| (s.address.0, sig_out(&s.signature))).collect(),
+    }
+}
+
 fn block_value(block: Block) -> Result<BlockValue, CodecError> {
     BlockValue::new(block).map_err(malformed)
 }
@@ -331,16 +353,7 @@ impl Codec<LivenessMsg<Ctx>> for CairnCodec {
     fn decode(&self, bytes: Bytes) -> Result<LivenessMsg<Ctx>, CodecError> {
         Ok(match dec::<WireLiveness>(&bytes, MAX_MESSAGE_LEN)? {
             WireLiveness::Vote(v) => LivenessMsg::Vote(v.into_signed()?),
-            WireLiveness::Polka(p) => LivenessMsg::PolkaCertificate(PolkaCertificate {
-                height: Height(p.height),
-                round: round_in(p.round),
-                value_id: BlockId(p.value),
-                polka_signatures: p
-                    .signatures
-                    .into_iter()
-                    .map(|(a, s)| PolkaSignature { address: Address(a), signature: sig_in(s) })
-                    .collect(),
-            }),
+            WireLiveness::Polka(p) => LivenessMsg::PolkaCertificate(polka_in(p)),
             WireLiveness::Round(r) => LivenessMsg::SkipRoundCertificate(RoundCertificate {
                 height: Height(r.height),
                 round: round_in(r.round),
@@ -363,12 +376,7 @@ impl Codec<LivenessMsg<Ctx>> for CairnCodec {
     fn encode(&self, msg: &LivenessMsg<Ctx>) -> Result<Bytes, CodecError> {
         enc(&match msg {
             LivenessMsg::Vote(v) => WireLiveness::Vote(WireVote::from_signed(v)),
-            LivenessMsg::PolkaCertificate(p) => WireLiveness::Polka(WirePolka {
-                height: p.height.0,
-                round: round_out(p.round),
-                value: p.value_id.0,
-                signatures: p.polka_signatures.iter().map(|s| (s.address.0, sig_out(&s.signature))).collect(),
-            }),
+            LivenessMsg::PolkaCertificate(p) => WireLiveness::Polka(polka_out(p)),
             LivenessMsg::SkipRoundCertificate(r) => WireLiveness::Round(WireRoundCertificate {
                 height: r.height.0,
                 round: round_out(r.round),
@@ -450,25 +458,10 @@ impl Codec<ProposedValue<Ctx>> for CairnCodec {
 impl Codec<PolkaCertificate<Ctx>> for CairnCodec {
     type Error = CodecError;
     fn decode(&self, bytes: Bytes) -> Result<PolkaCertificate<Ctx>, CodecError> {
-        let p: WirePolka = dec(&bytes, MAX_MESSAGE_LEN)?;
-        Ok(PolkaCertificate {
-            height: Height(p.height),
-            round: round_in(p.round),
-            value_id: BlockId(p.value),
-            polka_signatures: p
-                .signatures
-                .into_iter()
-                .map(|(a, s)| PolkaSignature { address: Address(a), signature: sig_in(s) })
-                .collect(),
-        })
+        Ok(polka_in(dec(&bytes, MAX_MESSAGE_LEN)?))
     }
     fn encode(&self, p: &PolkaCertificate<Ctx>) -> Result<Bytes, CodecError> {
-        enc(&WirePolka {
-            height: p.height.0,
-            round: round_out(p.round),
-            value: p.value_id.0,
-            signatures: p.polka_signatures.iter().map(|s| (s.address.0, sig_out(&s.signature))).collect(),
-        })
+        enc(&polka_out(p))
     }
 }
 

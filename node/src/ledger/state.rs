@@ -156,7 +156,7 @@ impl Book {
     fn apply(&mut self, chain: &Hash32, tx: &Transaction) -> Result<Option<Vec<u8>>, TxError> {
         match tx {
             Transaction::BatchCommit(signed) => {
-                let c = &signed.commit;
+                let c = &signed.body;
                 let validator = self.membership.validator(&c.node).ok_or(TxError::UnknownNode(c.node))?;
                 signed.verify(&validator.public_key).map_err(|e| TxError::BadSignature(e.to_string()))?;
                 if c.size == 0 {

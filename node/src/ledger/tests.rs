@@ -8,6 +8,7 @@ use cairn_proto::genesis::Genesis;
 use cairn_proto::ledger::{BatchCommit, BatchKind};
 use cairn_proto::membership::{Membership, Organisation, Role, Validator};
 use cairn_proto::merkle::{Blake3Merkle, verify_consistency, verify_inclusion};
+use cairn_proto::signed::SignedBody as _;
 use cairn_proto::transaction::{MembershipChange, MembershipChangeBody, Transaction};
 use cairn_proto::{Hash32, Keypair, SecretSeed};
 
@@ -92,8 +93,7 @@ fn a_block_built_by_one_node_applies_identically_on_another() {
     // The second batch commitment is provably in the log the header names.
     let Transaction::BatchCommit(second) = &block.transactions[1] else { panic!() };
     let proof = b.log_inclusion(1, 2).unwrap();
-    verify_inclusion(&Blake3Merkle, 1, 2, &log_leaf(&second.commit).unwrap(), &proof, &block.header.log_root.0)
-        .unwrap();
+    verify_inclusion(&Blake3Merkle, 1, 2, &log_leaf(&second.body).unwrap(), &proof, &block.header.log_root.0).unwrap();
 
     // A later block extends the log consistently.
     let (block2, _) = b.propose(vec![batch(&net.validators[0], 1, 3)], 3_000, proposer).unwrap();
@@ -112,7 +112,7 @@ fn duplicates_replays_gaps_strangers_and_forgeries_are_refused() {
     let stranger = key(99);
     let mut forged = batch(v0, 0, 7);
     if let Transaction::BatchCommit(c) = &mut forged {
-        c.commit.root = Hash32([8; 32]);
+        c.body.root = Hash32([8; 32]);
     }
     let candidates = vec![
         batch(v0, 0, 1),
