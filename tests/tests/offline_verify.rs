@@ -175,3 +175,30 @@ fn altered_documents_are_refused_with_the_reason() {
     let out = run("cairn", &["verify-consistency", "--genesis", &g, "--old", &n, "--new", &o, "--proof", &p]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not after"));
 }
+
+#[test]
+fn a_batch_commitment_is_proven_to_be_in_the_certified_log() {
+    use cairn_client::verify::{VerifyError, verify_batch_in_log};
+    let c = chain(4);
+    let checkpoint = header(&c.blocks[3]);
+    let size = checkpoint.header.log_size;
+    // Batch commitment 2*1+1 = 3 (block 2's second transaction) is log entry 3.
+    let Transaction::BatchCommit(signed) = &c.blocks[1].block.transactions[1] else { panic!() };
+    let proof: Vec<Hash32> = c.state.log_inclusion(3, size).unwrap().into_iter().map(Hash32).collect();
+    let checks = verify_batch_in_log(&c.genesis, &checkpoint, &signed.body, 3, &proof).unwrap();
+    assert!(checks.last().unwrap().contains("is entry 3 of that log of 8 batch roots"), "{checks:?}");
+    // Another index, another root, or a forged checkpoint does not verify.
+    assert!(matches!(
+        verify_batch_in_log(&c.genesis, &checkpoint, &signed.body, 2, &proof),
+        Err(VerifyError::Proof(_))
+    ));
+    let mut other = signed.body.clone();
+    other.root = Hash32([0xee; 32]);
+    assert!(matches!(verify_batch_in_log(&c.genesis, &checkpoint, &other, 3, &proof), Err(VerifyError::Proof(_))));
+    let mut forged = checkpoint.clone();
+    forged.header.log_size += 1;
+    assert!(matches!(
+        verify_batch_in_log(&c.genesis, &forged, &signed.body, 3, &proof),
+        Err(VerifyError::Certificate { height: 4, .. })
+    ));
+}
