@@ -272,22 +272,6 @@ fn certificate_in(w: WireCertificate) -> ExtendedCommitCertificate<Ctx> {
     }
 }
 
-/// The commit certificate in cairn's offline-verifiable form.
-pub fn to_proto_certificate(
-    c: &arc_malachitebft_app_channel::app::types::core::CommitCertificate<Ctx>,
-) -> cairn_proto::consensus::CommitCertificate {
-    let mut signatures: Vec<_> =
-        c.commit_signatures.iter().map(|s: &CommitSignature<Ctx>| (s.address.0, sig_out(&s.signature))).collect();
-    signatures.sort_by_key(|s| s.0);
-    cairn_proto::consensus::CommitCertificate {
-        version: 1,
-        height: c.height.0,
-        round: c.round.as_u32().unwrap_or(0),
-        value: c.value_id.0,
-        signatures,
-    }
-}
-
 fn enc<T: Serialize>(w: &T) -> Result<Bytes, CodecError> {
     encode(w).map(Bytes::from).map_err(malformed)
 }
