@@ -8,8 +8,8 @@ use arc_malachitebft_app_channel::app::streaming::{StreamContent, StreamId, Stre
 use arc_malachitebft_app_channel::app::types::PeerId;
 use arc_malachitebft_app_channel::app::types::codec::{Codec, HasEncodedLen};
 use arc_malachitebft_app_channel::app::types::core::{
-    CommitSignature, ExtendedCommitCertificate, ExtendedCommitSignature, NilOrVal, PolkaCertificate, PolkaSignature,
-    Round, RoundCertificate, RoundCertificateType, RoundSignature, SignedMessage, ValidatorProof, Validity, VoteType,
+    ExtendedCommitCertificate, ExtendedCommitSignature, NilOrVal, PolkaCertificate, PolkaSignature, Round,
+    RoundCertificate, RoundCertificateType, RoundSignature, SignedMessage, ValidatorProof, Validity, VoteType,
 };
 use arc_malachitebft_app_channel::app::types::sync::{RawDecidedValue, Request, Response, Status};
 use arc_malachitebft_signing_ed25519::Signature as ConsensusSignature;
