@@ -1,5 +1,6 @@
 //! Talk to cairn nodes and verify what they return offline; the library behind the
 //! `cairn` command.
 
+pub mod http;
 pub mod keys;
 pub mod verify;

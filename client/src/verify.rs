@@ -84,6 +84,17 @@ pub fn verify_block(genesis: &Genesis, cb: &CertifiedBlock) -> Result<Checks, Ve
     Ok(checks)
 }
 
+/// Verifies a certified checkpoint (a header and its commit certificate).
+pub fn verify_checkpoint(genesis: &Genesis, checkpoint: &CertifiedHeader) -> Result<Checks, VerifyError> {
+    let mut checks = Checks::new();
+    check_header(genesis, checkpoint, &mut checks)?;
+    checks.push(format!(
+        "it commits to a log of {} batch roots with root {}",
+        checkpoint.header.log_size, checkpoint.header.log_root
+    ));
+    Ok(checks)
+}
+
 /// Verifies that the log at `new` extends the log at `old` (nothing was rewritten).
 pub fn verify_log_consistency(
     genesis: &Genesis,

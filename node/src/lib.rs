@@ -5,5 +5,6 @@ pub mod consensus;
 pub mod harden;
 pub mod identity;
 pub mod ledger;
+pub mod run;
 pub mod setup;
 pub mod vault;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use cairn_node::identity::NodeIdentity;
+use cairn_node::run::config::Timing;
+use cairn_node::run::dev::Hosts;
 use cairn_node::setup::{GenesisSpec, MemberArg, build_genesis, parse_member_arg};
 use cairn_proto::genesis::parse_time;
 use cairn_proto::membership::Role;
@@ -52,6 +54,35 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run a validator from its configuration file.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start a working consortium on this machine: keys, genesis, configuration and data
+    /// under one directory, endpoints printed. Running it again resumes it.
+    Dev {
+        /// Directory for everything the consortium needs.
+        #[arg(long, default_value = "cairn-dev")]
+        dir: PathBuf,
+        /// Number of validators.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// First port (consensus base, p2p base+100, HTTP base+200).
+        #[arg(long, default_value_t = 26000)]
+        base_port: u16,
+        /// One IP address per validator, comma-separated (for containers); every node
+        /// then listens on all interfaces on fixed ports.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Target time between blocks, milliseconds.
+        #[arg(long, default_value_t = 500)]
+        block_interval_ms: u64,
+        /// Only write the layout; start nothing.
+        #[arg(long)]
+        init_only: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,7 +101,35 @@ fn main() -> anyhow::Result<()> {
             let spec = GenesisSpec { chain_id, genesis_time_ms, organisations, validators, members };
             genesis(&spec, out)
         }
+        Command::Run { config } => {
+            init_logging();
+            let file = cairn_node::run::config::NodeFile::load(&config)?;
+            runtime()?.block_on(cairn_node::run::run(file))
+        }
+        Command::Dev { dir, validators, base_port, hosts, block_interval_ms, init_only } => {
+            let hosts = if hosts.is_empty() { Hosts::Local { base_port } } else { Hosts::Each(hosts) };
+            let timing = Timing { block_interval_ms, ..Timing::default() };
+            let layout = cairn_node::run::dev::prepare(&dir, validators, &hosts, timing)?;
+            if init_only {
+                for c in &layout.configs {
+                    println!("{}", c.display());
+                }
+                return Ok(());
+            }
+            let exe = std::env::current_exe().context("locating cairn-node")?;
+            runtime()?.block_on(cairn_node::run::dev::run_children(&exe, &layout))
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,arc_malachitebft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).init();
 }
 
 fn init(data_dir: PathBuf) -> anyhow::Result<()> {

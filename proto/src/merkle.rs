@@ -150,6 +150,11 @@ impl<'h, H: MerkleHasher> Tree<'h, H> {
         }
     }
 
+    /// The leaf hash at `index`, if the tree has that many leaves.
+    pub fn leaf(&self, index: u64) -> Option<&H::Digest> {
+        self.levels.first().and_then(|l| l.get(usize::try_from(index).ok()?))
+    }
+
     /// Number of leaves.
     pub fn size(&self) -> u64 {
         self.levels.first().map_or(0, |l| l.len() as u64)

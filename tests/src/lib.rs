@@ -51,3 +51,191 @@ pub fn run_ok(name: &str, args: &[&str]) -> String {
 pub fn field<'a>(output: &'a str, label: &str) -> Option<&'a str> {
     output.lines().find_map(|l| l.strip_prefix(label)).map(|rest| rest.trim_start_matches(':').trim())
 }
+
+/// A consortium of `cairn-node run` processes built from `cairn-node dev --init-only`.
+pub mod cluster {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use cairn_client::http;
+    use cairn_proto::consensus::{CertifiedBlock, CertifiedHeader};
+    use cairn_proto::encoding::encode;
+    use cairn_proto::genesis::Genesis;
+    use cairn_proto::ledger::{BatchCommit, BatchKind};
+    use cairn_proto::signed::SignedBody as _;
+    use cairn_proto::transaction::Transaction;
+    use cairn_proto::{Hash32, Keypair};
+
+    /// Running validators under a temporary directory.
+    pub struct Cluster {
+        /// The directory (kept until the cluster is dropped).
+        pub dir: tempfile::TempDir,
+        /// Each validator's configuration file.
+        pub configs: Vec<PathBuf>,
+        /// Each validator's HTTP base URL.
+        pub urls: Vec<String>,
+        children: Vec<Option<Child>>,
+    }
+
+    impl Cluster {
+        /// Writes a layout of `n` validators on ports from `base_port` and starts them all.
+        pub fn start(n: usize, base_port: u16, block_interval_ms: u64) -> Cluster {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("dev");
+            let out = super::run_ok(
+                "cairn-node",
+                &[
+                    "dev",
+                    "--init-only",
+                    "--dir",
+                    d.to_str().unwrap(),
+                    "--validators",
+                    &n.to_string(),
+                    "--base-port",
+                    &base_port.to_string(),
+                    "--block-interval-ms",
+                    &block_interval_ms.to_string(),
+                ],
+            );
+            let configs: Vec<PathBuf> = out.lines().map(PathBuf::from).collect();
+            assert_eq!(configs.len(), n, "{out}");
+            let urls = (0..n).map(|i| format!("http://127.0.0.1:{}", base_port + 200 + i as u16)).collect();
+            let mut c = Cluster { dir, configs, urls, children: (0..n).map(|_| None).collect() };
+            for i in 0..n {
+                c.start_node(i);
+            }
+            c
+        }
+
+        /// The genesis file.
+        pub fn genesis_path(&self) -> PathBuf {
+            self.dir.path().join("dev").join("genesis.toml")
+        }
+
+        /// The genesis.
+        pub fn genesis(&self) -> Genesis {
+            Genesis::from_toml(&std::fs::read_to_string(self.genesis_path()).unwrap()).unwrap()
+        }
+
+        /// Validator `i`'s data directory.
+        pub fn data_dir(&self, i: usize) -> &Path {
+            self.configs[i].parent().unwrap()
+        }
+
+        /// Validator `i`'s key.
+        pub fn key(&self, i: usize) -> Keypair {
+            cairn_client::keys::load(&self.data_dir(i).join("node.key")).unwrap()
+        }
+
+        /// Starts (or restarts) validator `i`, its output appended to `node.log`.
+        pub fn start_node(&mut self, i: usize) {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.data_dir(i).join("node.log"))
+                .unwrap();
+            let child = Command::new(super::binary("cairn-node"))
+                .arg("run")
+                .arg("--config")
+                .arg(&self.configs[i])
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .unwrap();
+            self.children[i] = Some(child);
+        }
+
+        /// Kills validator `i` with SIGKILL and reaps it.
+        pub fn kill(&mut self, i: usize) {
+            if let Some(mut c) = self.children[i].take() {
+                c.kill().unwrap();
+                c.wait().unwrap();
+            }
+        }
+
+        /// Validator `i`'s log so far.
+        pub fn log(&self, i: usize) -> String {
+            std::fs::read_to_string(self.data_dir(i).join("node.log")).unwrap_or_default()
+        }
+
+        /// A metric of validator `i`, if it answers.
+        pub fn metric(&self, i: usize, name: &str) -> Option<f64> {
+            let (status, body) = http::request("GET", &format!("{}/metrics", self.urls[i]), "text/plain", &[]).ok()?;
+            if status != 200 {
+                return None;
+            }
+            String::from_utf8_lossy(&body).lines().find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                if k == name { v.trim().parse().ok() } else { None }
+            })
+        }
+
+        /// Validator `i`'s decided height, if it answers.
+        pub fn height(&self, i: usize) -> Option<u64> {
+            self.metric(i, "cairn_height").map(|h| h as u64)
+        }
+
+        /// Waits until `cond` holds, checking every 100 ms; panics with `what` and the
+        /// logs after `timeout`.
+        pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut(&Self) -> bool) {
+            let start = Instant::now();
+            while !cond(self) {
+                if start.elapsed() > timeout {
+                    let logs: Vec<String> = (0..self.configs.len())
+                        .map(|i| {
+                            let log = self.log(i);
+                            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                            format!("--- v{i} (height {:?}) ---\n{}", self.height(i), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                        })
+                        .collect();
+                    panic!("timed out after {timeout:?} waiting for {what}\n{}", logs.join("\n"));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+
+        /// The certified block at `height` from validator `i`.
+        pub fn block(&self, i: usize, height: u64) -> CertifiedBlock {
+            http::get_json(&format!("{}/v1/blocks/{height}", self.urls[i])).unwrap()
+        }
+
+        /// The latest checkpoint of validator `i`.
+        pub fn checkpoint(&self, i: usize) -> CertifiedHeader {
+            http::get_json(&format!("{}/v1/checkpoint", self.urls[i])).unwrap()
+        }
+
+        /// Posts raw bytes as a transaction to validator `i`; returns status and body.
+        pub fn post_tx_bytes(&self, i: usize, bytes: &[u8]) -> (u16, String) {
+            let (s, b) =
+                http::post(&format!("{}/v1/transactions", self.urls[i]), "application/octet-stream", bytes).unwrap();
+            (s, String::from_utf8_lossy(&b).into_owned())
+        }
+
+        /// Posts a transaction to validator `i`.
+        pub fn submit(&self, i: usize, tx: &Transaction) -> (u16, String) {
+            self.post_tx_bytes(i, &encode(tx).unwrap())
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            for i in 0..self.children.len() {
+                self.kill(i);
+            }
+        }
+    }
+
+    /// A batch commitment of `key`'s node with sequence `seq`, signed.
+    pub fn batch(key: &Keypair, seq: u64) -> Transaction {
+        let body = BatchCommit {
+            version: 1,
+            kind: BatchKind::Anchors,
+            node: key.public().key_id(),
+            root: Hash32(*blake3::hash(&[seq.to_be_bytes().as_slice(), &key.public().0].concat()).as_bytes()),
+            size: 16,
+            seq,
+        };
+        Transaction::BatchCommit(body.sign(key).unwrap())
+    }
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use cairn_client::verify::{Checks, verify_block, verify_log_consistency};
+use cairn_client::verify::{Checks, verify_block, verify_checkpoint, verify_log_consistency};
 use cairn_proto::Hash32;
 use cairn_proto::consensus::{CertifiedBlock, CertifiedHeader};
 use cairn_proto::genesis::Genesis;
@@ -23,6 +23,22 @@ enum Command {
         /// Key file to create (must not exist).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Fetch a node's latest certified checkpoint and verify it against the genesis file;
+    /// with --since, also verify that its log extends an older checkpoint's.
+    Checkpoint {
+        /// The node's HTTP address, e.g. http://127.0.0.1:26200.
+        #[arg(long)]
+        node: String,
+        /// The chain's genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// An older checkpoint (JSON) the new one must extend.
+        #[arg(long)]
+        since: Option<PathBuf>,
+        /// Write the verified checkpoint here (JSON).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Verify a certified block (JSON) offline against a genesis file.
     VerifyBlock {
@@ -73,6 +89,31 @@ fn main() -> anyhow::Result<()> {
             println!("wrote {}", out.display());
             println!("public key: {public}");
             println!("key id:     {}", public.key_id());
+        }
+        Command::Checkpoint { node, genesis, since, out } => {
+            let genesis = read_genesis(&genesis)?;
+            let base = node.trim_end_matches('/');
+            let new: CertifiedHeader = cairn_client::http::get_json(&format!("{base}/v1/checkpoint"))?;
+            let checks = match since {
+                None => verify_checkpoint(&genesis, &new)?,
+                Some(old) => {
+                    let old: CertifiedHeader = read_json(&old)?;
+                    let url =
+                        format!("{base}/v1/log/consistency?from={}&to={}", old.header.log_size, new.header.log_size);
+                    let proof: Vec<Hash32> = cairn_client::http::get_json(&url)?;
+                    verify_log_consistency(&genesis, &old, &new, &proof)?
+                }
+            };
+            println!(
+                "checkpoint: height {}, log size {}, log root {}",
+                new.header.height, new.header.log_size, new.header.log_root
+            );
+            report(&checks, "that the node showed you its newest block: a checkpoint proves what was decided, not that nothing was decided since");
+            if let Some(out) = out {
+                std::fs::write(&out, serde_json::to_string_pretty(&new)?)
+                    .with_context(|| format!("writing {}", out.display()))?;
+                println!("wrote {}", out.display());
+            }
         }
         Command::VerifyBlock { genesis, block } => {
             let genesis = read_genesis(&genesis)?;

@@ -14,6 +14,8 @@ use arc_malachitebft_app_channel::app::types::core::{
 use arc_malachitebft_app_channel::app::types::sync::{RawDecidedValue, Request, Response, Status};
 use arc_malachitebft_signing_ed25519::Signature as ConsensusSignature;
 use arc_malachitebft_sync as msync;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use cairn_proto::encoding::{MAX_MESSAGE_LEN, decode, encode};
 use cairn_proto::transaction::Block;
@@ -141,6 +143,7 @@ enum WireConsensus {
 struct WirePart {
     height: u64,
     round: Option<u32>,
+    pol_round: Option<u32>,
     proposer: KeyId,
     block: Block,
 }
@@ -276,20 +279,25 @@ fn enc<T: Serialize>(w: &T) -> Result<Bytes, CodecError> {
     encode(w).map(Bytes::from).map_err(malformed)
 }
 
+/// Messages from the network or the WAL that did not decode, since the process started.
+static MALFORMED: AtomicU64 = AtomicU64::new(0);
+
+/// How many received messages were refused as malformed since the process started.
+pub fn malformed_count() -> u64 {
+    MALFORMED.load(Ordering::Relaxed)
+}
+
 fn dec<T: Serialize + DeserializeOwned>(bytes: &Bytes, limit: usize) -> Result<T, CodecError> {
-    decode(bytes, limit).map_err(malformed)
+    decode(bytes, limit).map_err(|e| {
+        MALFORMED.fetch_add(1, Ordering::Relaxed);
+        malformed(e)
+    })
 }
 
 impl Codec<ProposalPart> for CairnCodec {
     type Error = CodecError;
     fn decode(&self, bytes: Bytes) -> Result<ProposalPart, CodecError> {
-        let w: WirePart = dec(&bytes, MAX_MESSAGE_LEN)?;
-        Ok(ProposalPart {
-            height: Height(w.height),
-            round: round_in(w.round),
-            proposer: Address(w.proposer),
-            value: block_value(w.block)?,
-        })
+        part_in(dec(&bytes, MAX_MESSAGE_LEN)?)
     }
     fn encode(&self, p: &ProposalPart) -> Result<Bytes, CodecError> {
         enc(&part_out(p))
@@ -297,7 +305,23 @@ impl Codec<ProposalPart> for CairnCodec {
 }
 
 fn part_out(p: &ProposalPart) -> WirePart {
-    WirePart { height: p.height.0, round: round_out(p.round), proposer: p.proposer.0, block: p.value.block().clone() }
+    WirePart {
+        height: p.height.0,
+        round: round_out(p.round),
+        pol_round: round_out(p.pol_round),
+        proposer: p.proposer.0,
+        block: p.value.block().clone(),
+    }
+}
+
+fn part_in(w: WirePart) -> Result<ProposalPart, CodecError> {
+    Ok(ProposalPart {
+        height: Height(w.height),
+        round: round_in(w.round),
+        pol_round: round_in(w.pol_round),
+        proposer: Address(w.proposer),
+        value: block_value(w.block)?,
+    })
 }
 
 impl Codec<SignedConsensusMsg<Ctx>> for CairnCodec {
@@ -380,12 +404,7 @@ impl Codec<StreamMessage<ProposalPart>> for CairnCodec {
     fn decode(&self, bytes: Bytes) -> Result<StreamMessage<ProposalPart>, CodecError> {
         let w: WireStream = dec(&bytes, MAX_MESSAGE_LEN)?;
         let content = match w.part {
-            Some(p) => StreamContent::Data(ProposalPart {
-                height: Height(p.height),
-                round: round_in(p.round),
-                proposer: Address(p.proposer),
-                value: block_value(p.block)?,
-            }),
+            Some(p) => StreamContent::Data(part_in(p)?),
             None => StreamContent::Fin,
         };
         Ok(StreamMessage::new(StreamId::new(Bytes::from(w.stream_id)), w.sequence, content))

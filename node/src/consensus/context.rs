@@ -77,6 +77,10 @@ impl BlockValue {
     pub fn block(&self) -> &Block {
         &self.block
     }
+    /// Its id (the header hash).
+    pub fn block_id(&self) -> BlockId {
+        self.id
+    }
 }
 
 impl PartialOrd for BlockValue {
@@ -237,6 +241,8 @@ pub struct ProposalPart {
     pub height: Height,
     /// Round.
     pub round: Round,
+    /// Proof-of-lock round of the proposal this part belongs to.
+    pub pol_round: Round,
     /// Proposer.
     pub proposer: Address,
     /// The block.

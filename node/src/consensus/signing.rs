@@ -3,6 +3,8 @@
 //! with the node's ed25519 key through Malachite's ed25519 scheme (ed25519-consensus,
 //! ZIP-215) — the same rule the offline certificate verifier applies.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use arc_malachitebft_app_channel::app::types::core::{SignedMessage, ValidatorProof, VoteExtensionScope};
 use arc_malachitebft_signing::{Error, Signer, VerificationResult, Verifier};
 use arc_malachitebft_signing_ed25519::{PrivateKey, PublicKey, Signature};
@@ -72,17 +74,38 @@ impl Signer<CairnContext> for CairnSigner {
 #[derive(Debug, Clone)]
 pub struct CairnVerifier {
     chain: Hash32,
+    /// Public keys a validator proof may name; `None` accepts any key.
+    validators: Option<Vec<[u8; 32]>>,
 }
 
 impl CairnVerifier {
-    /// A verifier for `chain`.
+    /// A verifier for `chain` that accepts a validator proof from any key.
     pub fn new(chain: Hash32) -> Self {
-        Self { chain }
+        Self { chain, validators: None }
+    }
+
+    /// A verifier for `chain` that accepts validator proofs only from these keys (the
+    /// genesis validators): a peer proving any other key is disconnected by the network.
+    pub fn with_validators(chain: Hash32, keys: Vec<[u8; 32]>) -> Self {
+        Self { chain, validators: Some(keys) }
     }
 }
 
+/// Signatures refused since the process started.
+static BAD_SIGNATURES: AtomicU64 = AtomicU64::new(0);
+
+/// How many consensus signatures (votes, proposals, validator proofs) were refused since
+/// the process started.
+pub fn bad_signature_count() -> u64 {
+    BAD_SIGNATURES.load(Ordering::Relaxed)
+}
+
 fn check(key: &PublicKey, bytes: &[u8], signature: &Signature) -> VerificationResult {
-    VerificationResult::from_bool(key.verify(bytes, signature).is_ok())
+    let ok = key.verify(bytes, signature).is_ok();
+    if !ok {
+        BAD_SIGNATURES.fetch_add(1, Ordering::Relaxed);
+    }
+    VerificationResult::from_bool(ok)
 }
 
 #[async_trait::async_trait]
@@ -121,6 +144,10 @@ impl Verifier<CairnContext> for CairnVerifier {
         let Ok(bytes) = <[u8; 32]>::try_from(proof.public_key.as_slice()) else {
             return Ok(VerificationResult::Invalid);
         };
+        if self.validators.as_ref().is_some_and(|v| !v.contains(&bytes)) {
+            BAD_SIGNATURES.fetch_add(1, Ordering::Relaxed);
+            return Ok(VerificationResult::Invalid);
+        }
         let Ok(key) = PublicKey::from_bytes(bytes) else { return Ok(VerificationResult::Invalid) };
         Ok(check(&key, &proof_bytes(&proof.public_key, &proof.peer_id)?, &proof.signature))
     }

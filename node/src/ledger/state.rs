@@ -139,6 +139,8 @@ pub struct LedgerState {
     last_time_ms: u64,
     book: Book,
     log: Tree<'static, Blake3Merkle>,
+    /// Position of every log leaf, to answer "where is this batch?".
+    leaf_index: HashMap<[u8; 32], u64>,
     limits: LedgerLimits,
 }
 
@@ -236,6 +238,7 @@ impl LedgerState {
                 admin_nonce: HashMap::new(),
             },
             log: Tree::new(&LOG_HASHER),
+            leaf_index: HashMap::new(),
             limits,
         })
     }
@@ -267,6 +270,18 @@ impl LedgerState {
     /// Inclusion proof of log leaf `index` in the log of `size` leaves.
     pub fn log_inclusion(&self, index: u64, size: u64) -> Result<Vec<[u8; 32]>, ProofError> {
         self.log.inclusion_proof(index, size)
+    }
+    /// Position in the log of the batch commitment whose log leaf is `leaf`.
+    pub fn find_leaf(&self, leaf: &[u8; 32]) -> Option<u64> {
+        self.leaf_index.get(leaf).copied()
+    }
+    /// Time of the last applied block (genesis time before the first).
+    pub fn last_time_ms(&self) -> u64 {
+        self.last_time_ms
+    }
+    /// The limits blocks are checked against.
+    pub fn limits(&self) -> LedgerLimits {
+        self.limits
     }
     /// Consistency proof between two log sizes.
     pub fn log_consistency(&self, size1: u64, size2: u64) -> Result<Vec<[u8; 32]>, ProofError> {
@@ -336,6 +351,11 @@ impl LedgerState {
         let before = self.log.size();
         match self.check_and_extend(block) {
             Ok(book) => {
+                for i in before..self.log.size() {
+                    if let Some(leaf) = self.log.leaf(i) {
+                        self.leaf_index.entry(*leaf).or_insert(i);
+                    }
+                }
                 self.book = book;
                 self.height = block.header.height;
                 self.last_hash = block.header.hash().map_err(|e| BlockError::TooLarge(e.to_string()))?;

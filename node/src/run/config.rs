@@ -1,0 +1,226 @@
+//! The node's configuration file (`cairn-node run --config FILE`, TOML). Relative paths
+//! are relative to the file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arc_malachitebft_app_channel::app::config::{
+    ConsensusConfig, DiscoveryConfig, NodeConfig, P2pConfig, PubSubProtocol, ValueSyncConfig,
+};
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Parser message (names the field).
+        message: String,
+    },
+    /// A field has an unusable value.
+    #[error("{path}: field `{field}`: {message}")]
+    Field {
+        /// File.
+        path: PathBuf,
+        /// Field path.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// A name for logs.
+    pub moniker: String,
+    /// Data directory (holds `node.key`, the block store and the consensus WAL).
+    pub data_dir: PathBuf,
+    /// The chain's genesis file.
+    pub genesis: PathBuf,
+    /// Consensus network (Malachite).
+    pub consensus: NetSection,
+    /// cairn's own peer protocol: transaction gossip and requests.
+    pub p2p: NetSection,
+    /// HTTP API, metrics and health.
+    pub http: HttpSection,
+    /// Block timing.
+    #[serde(default)]
+    pub timing: Timing,
+    /// Mempool bounds.
+    #[serde(default)]
+    pub mempool: MempoolSection,
+}
+
+/// A libp2p listener and its peers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSection {
+    /// Listen address, a multiaddr such as `/ip4/0.0.0.0/tcp/26000`.
+    pub listen: String,
+    /// Peers to keep connected, multiaddrs (cairn's p2p peers end in `/p2p/PEER_ID`).
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Socket address, such as `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+}
+
+/// Block timing, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    /// Target time between blocks (Malachite's per-height target time).
+    pub block_interval_ms: u64,
+    /// How long to wait for a proposal before prevoting nil.
+    pub propose_timeout_ms: u64,
+    /// Prevote timeout.
+    pub prevote_timeout_ms: u64,
+    /// Precommit timeout.
+    pub precommit_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self { block_interval_ms: 500, propose_timeout_ms: 2_000, prevote_timeout_ms: 1_000, precommit_timeout_ms: 1_000 }
+    }
+}
+
+/// Mempool bounds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MempoolSection {
+    /// Most transactions waiting.
+    pub max_txs: usize,
+}
+
+impl Default for MempoolSection {
+    fn default() -> Self {
+        Self { max_txs: 100_000 }
+    }
+}
+
+impl NodeFile {
+    /// Reads and checks a configuration file; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut file: NodeFile = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        file.data_dir = base.join(&file.data_dir);
+        file.genesis = base.join(&file.genesis);
+        file.check(path)?;
+        Ok(file)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let field = |field, message: String| ConfigError::Field { path: path.to_path_buf(), field, message };
+        let addr = |s: &str| s.parse::<libp2p::Multiaddr>().map_err(|e| format!("`{s}`: {e}"));
+        addr(&self.consensus.listen).map_err(|m| field("consensus.listen", m))?;
+        addr(&self.p2p.listen).map_err(|m| field("p2p.listen", m))?;
+        for p in &self.consensus.peers {
+            addr(p).map_err(|m| field("consensus.peers", m))?;
+        }
+        for p in &self.p2p.peers {
+            let a = addr(p).map_err(|m| field("p2p.peers", m))?;
+            if !a.iter().any(|proto| matches!(proto, libp2p::multiaddr::Protocol::P2p(_))) {
+                return Err(field("p2p.peers", format!("`{p}` must end in /p2p/PEER_ID")));
+            }
+        }
+        let t = &self.timing;
+        for (name, v) in [
+            ("timing.block_interval_ms", t.block_interval_ms),
+            ("timing.propose_timeout_ms", t.propose_timeout_ms),
+            ("timing.prevote_timeout_ms", t.prevote_timeout_ms),
+            ("timing.precommit_timeout_ms", t.precommit_timeout_ms),
+        ] {
+            if v == 0 || v > 600_000 {
+                return Err(field(name, format!("{v} is not between 1 and 600000")));
+            }
+        }
+        if self.mempool.max_txs == 0 {
+            return Err(field("mempool.max_txs", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Malachite's configuration for this node.
+    pub fn engine_config(&self) -> Result<EngineConfig, String> {
+        let listen_addr = self.consensus.listen.parse().map_err(|e| format!("consensus.listen: {e}"))?;
+        let persistent_peers = self
+            .consensus
+            .peers
+            .iter()
+            .map(|p| p.parse().map_err(|e| format!("consensus.peers: {e}")))
+            .collect::<Result<_, _>>()?;
+        let p2p = P2pConfig {
+            listen_addr,
+            persistent_peers,
+            persistent_peers_only: true,
+            discovery: DiscoveryConfig { enabled: false, ..DiscoveryConfig::default() },
+            protocol: PubSubProtocol::default(),
+            pubsub_max_size: bytesize(16 << 20),
+            rpc_max_size: bytesize(96 << 20),
+            ..P2pConfig::default()
+        };
+        let consensus = ConsensusConfig { p2p, ..ConsensusConfig::default() };
+        let value_sync = ValueSyncConfig {
+            enabled: true,
+            status_update_interval: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            max_response_size: bytesize(crate::consensus::codec::MAX_SYNC_RESPONSE as u64),
+            batch_size: 5,
+            ..ValueSyncConfig::default()
+        };
+        Ok(EngineConfig { moniker: self.moniker.clone(), consensus, value_sync })
+    }
+}
+
+fn bytesize(n: u64) -> bytesize::ByteSize {
+    bytesize::ByteSize::b(n)
+}
+
+/// What Malachite reads through its `NodeConfig` trait.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    moniker: String,
+    consensus: ConsensusConfig,
+    value_sync: ValueSyncConfig,
+}
+
+impl NodeConfig for EngineConfig {
+    fn moniker(&self) -> &str {
+        &self.moniker
+    }
+    fn consensus(&self) -> &ConsensusConfig {
+        &self.consensus
+    }
+    fn consensus_mut(&mut self) -> &mut ConsensusConfig {
+        &mut self.consensus
+    }
+    fn value_sync(&self) -> &ValueSyncConfig {
+        &self.value_sync
+    }
+    fn value_sync_mut(&mut self) -> &mut ValueSyncConfig {
+        &mut self.value_sync
+    }
+}

@@ -1,0 +1,192 @@
+//! `cairn-node dev`: a working consortium of validators on this machine, with keys,
+//! genesis, configuration and data under one directory. The layout is also what the
+//! multi-process and Docker tests start from (`--init-only`).
+//!
+//! ```text
+//! DIR/genesis.toml
+//! DIR/admins/orgN/node.key      organisation N's admin key
+//! DIR/vN/node.key               validator N's key
+//! DIR/vN/node.toml              its configuration (data_dir = ".")
+//! DIR/vN/node.log               its log (when started by `cairn-node dev`)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use cairn_proto::genesis::Genesis;
+
+use super::config::{HttpSection, MempoolSection, NetSection, NodeFile, Timing};
+use crate::identity::NodeIdentity;
+use crate::setup::{GenesisSpec, MemberArg, build_genesis};
+
+/// Where validators listen.
+#[derive(Debug, Clone)]
+pub enum Hosts {
+    /// All on 127.0.0.1, ports offset by the validator's index.
+    Local {
+        /// First port of the range.
+        base_port: u16,
+    },
+    /// One host (IP address) per validator, listening on all interfaces, same ports.
+    Each(Vec<String>),
+}
+
+/// Ports used by validator `i`: consensus, p2p, HTTP.
+pub fn ports(hosts: &Hosts, i: usize) -> (u16, u16, u16) {
+    match hosts {
+        Hosts::Local { base_port } => {
+            let i = i as u16;
+            (base_port + i, base_port + 100 + i, base_port + 200 + i)
+        }
+        Hosts::Each(_) => (26000, 26100, 8080),
+    }
+}
+
+fn host(hosts: &Hosts, i: usize) -> String {
+    match hosts {
+        Hosts::Local { .. } => "127.0.0.1".into(),
+        Hosts::Each(h) => h.get(i).cloned().unwrap_or_default(),
+    }
+}
+
+/// What `prepare` made.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Configuration file of each validator.
+    pub configs: Vec<PathBuf>,
+    /// HTTP base URL of each validator (as seen from this machine for local layouts).
+    pub http: Vec<String>,
+}
+
+fn config_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("v{i}")).join("node.toml")
+}
+
+/// Creates keys, genesis and configurations for `n` validators under `dir`, or reuses
+/// what an earlier run created there.
+pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::Result<Layout> {
+    if n == 0 || n > 50 {
+        anyhow::bail!("a dev consortium has 1 to 50 validators, not {n}");
+    }
+    if let Hosts::Each(h) = hosts
+        && h.len() != n
+    {
+        anyhow::bail!("{} hosts given for {n} validators", h.len());
+    }
+    let genesis_path = dir.join("genesis.toml");
+    let http: Vec<String> = (0..n)
+        .map(|i| {
+            let (_, _, port) = ports(hosts, i);
+            format!("http://{}:{port}", host(hosts, i))
+        })
+        .collect();
+    if genesis_path.exists() {
+        let configs: Vec<PathBuf> = (0..n).map(|i| config_path(dir, i)).collect();
+        if let Some(missing) = configs.iter().find(|c| !c.exists()) {
+            anyhow::bail!("{} exists but {} does not; remove the directory to start over", genesis_path.display(), missing.display());
+        }
+        return Ok(Layout { dir: dir.to_path_buf(), configs, http });
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut spec = GenesisSpec { chain_id: "cairn-dev".into(), genesis_time_ms: now_ms(), ..GenesisSpec::default() };
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let org = format!("org{i}");
+        let admin = NodeIdentity::create(&dir.join("admins").join(&org))?;
+        spec.organisations.push(MemberArg { organisation: org.clone(), key: admin.public_key(), power: None });
+        let node = NodeIdentity::create(&dir.join(format!("v{i}")))?;
+        spec.validators.push(MemberArg { organisation: org, key: node.public_key(), power: Some(1) });
+        ids.push(node);
+    }
+    let genesis: Genesis = build_genesis(&spec).context("building the dev genesis")?;
+    let mut configs = Vec::new();
+    for i in 0..n {
+        let others: Vec<usize> = (0..n).filter(|j| *j != i).collect();
+        let listen_host = match hosts {
+            Hosts::Local { .. } => "127.0.0.1",
+            Hosts::Each(_) => "0.0.0.0",
+        };
+        let (cport, pport, hport) = ports(hosts, i);
+        let file = NodeFile {
+            moniker: format!("v{i}"),
+            data_dir: PathBuf::from("."),
+            genesis: PathBuf::from("../genesis.toml"),
+            consensus: NetSection {
+                listen: format!("/ip4/{listen_host}/tcp/{cport}"),
+                peers: others.iter().map(|j| format!("/ip4/{}/tcp/{}", host(hosts, *j), ports(hosts, *j).0)).collect(),
+            },
+            p2p: NetSection {
+                listen: format!("/ip4/{listen_host}/tcp/{pport}"),
+                peers: others
+                    .iter()
+                    .filter_map(|j| {
+                        let peer = ids.get(*j)?.peer_id().ok()?;
+                        Some(format!("/ip4/{}/tcp/{}/p2p/{peer}", host(hosts, *j), ports(hosts, *j).1))
+                    })
+                    .collect(),
+            },
+            http: HttpSection {
+                listen: format!("{listen_host}:{hport}").parse().context("HTTP listen address")?,
+            },
+            timing,
+            mempool: MempoolSection::default(),
+        };
+        let path = config_path(dir, i);
+        std::fs::write(&path, toml::to_string(&file)?).with_context(|| format!("writing {}", path.display()))?;
+        configs.push(path);
+    }
+    std::fs::write(&genesis_path, genesis.to_toml()?).with_context(|| format!("writing {}", genesis_path.display()))?;
+    Ok(Layout { dir: dir.to_path_buf(), configs, http })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Starts every validator of `layout` as a child process of `exe` and waits for Ctrl-C or
+/// for one of them to exit; then stops the others.
+pub async fn run_children(exe: &Path, layout: &Layout) -> anyhow::Result<()> {
+    let mut children = Vec::new();
+    for (i, config) in layout.configs.iter().enumerate() {
+        let log_path = config.with_file_name("node.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let child = tokio::process::Command::new(exe)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting validator {i}"))?;
+        children.push(child);
+    }
+    println!("cairn dev consortium: {} validators under {}", layout.configs.len(), layout.dir.display());
+    println!("genesis: {}", layout.dir.join("genesis.toml").display());
+    for (i, url) in layout.http.iter().enumerate() {
+        println!("v{i}: {url}  (health {url}/healthz, metrics {url}/metrics, log {})", layout.configs.get(i).map(|c| c.with_file_name("node.log").display().to_string()).unwrap_or_default());
+    }
+    println!("try: cairn checkpoint --node {} --genesis {}", layout.http.first().cloned().unwrap_or_default(), layout.dir.join("genesis.toml").display());
+    println!("Ctrl-C stops the consortium; running `cairn-node dev` again resumes it.");
+    // Each child is owned by a task; dropping the set aborts the tasks, and dropping a
+    // child kills it (kill_on_drop).
+    let mut set = tokio::task::JoinSet::new();
+    for (i, mut child) in children.into_iter().enumerate() {
+        set.spawn(async move { (i, child.wait().await) });
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => println!("stopping"),
+        Some(Ok((index, status))) = set.join_next() => {
+            anyhow::bail!("validator {index} exited ({status:?}); see its node.log");
+        }
+    }
+    Ok(())
+}

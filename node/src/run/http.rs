@@ -1,0 +1,198 @@
+//! The node's HTTP API: health, metrics, transaction submission and the read-only proofs
+//! that anyone holding the genesis file verifies offline (`cairn verify-block`,
+//! `cairn verify-consistency`, `cairn checkpoint`).
+//!
+//! | Route | Answer |
+//! |---|---|
+//! | `GET /healthz` | `{"status":"ok","height":N}`, 503 until consensus runs |
+//! | `GET /metrics` | Prometheus text |
+//! | `POST /v1/transactions` | body: one bcs-encoded `Transaction`; 202 `{"id"}` |
+//! | `GET /v1/blocks/{height}` | `CertifiedBlock` (block and commit certificate) |
+//! | `GET /v1/checkpoint` | `CertifiedHeader` of the last decided block |
+//! | `GET /v1/checkpoints/{height}` | `CertifiedHeader` at a height |
+//! | `GET /v1/log/inclusion?leaf=HEX[&size=N]` | `{"index","size","proof"}` |
+//! | `GET /v1/log/consistency?from=N&to=M` | list of hex hashes |
+//!
+//! Errors are JSON `{"code","message"}` with a stable code.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cairn_proto::Hash32;
+use cairn_proto::consensus::CertifiedHeader;
+use cairn_proto::encoding::{MAX_MESSAGE_LEN, decode};
+use cairn_proto::transaction::Transaction;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::Shared;
+use super::mempool::Refused;
+
+/// Marks the node healthy (consensus running) or not.
+pub fn set_healthy(shared: &Shared, healthy: bool) {
+    shared.metrics.healthy.store(healthy, Relaxed);
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+    fn not_found(what: String) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response()
+    }
+}
+
+type Api<T> = Result<Json<T>, ApiError>;
+
+/// The router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/transactions", post(submit))
+        .route("/v1/blocks/{height}", get(block))
+        .route("/v1/checkpoint", get(checkpoint))
+        .route("/v1/checkpoints/{height}", get(checkpoint_at))
+        .route("/v1/log/inclusion", get(inclusion))
+        .route("/v1/log/consistency", get(consistency))
+        .layer(DefaultBodyLimit::max(MAX_MESSAGE_LEN))
+        .with_state(shared)
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    axum::serve(listener, router(shared)).await?;
+    Ok(())
+}
+
+async fn healthz(State(s): State<Arc<Shared>>) -> Response {
+    let height = s.ledger().height();
+    if s.metrics.healthy.load(Relaxed) {
+        (StatusCode::OK, Json(json!({"status": "ok", "height": height}))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting", "height": height}))).into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render())
+}
+
+#[derive(Serialize)]
+struct Submitted {
+    id: Hash32,
+}
+
+async fn submit(State(s): State<Arc<Shared>>, body: Bytes) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    let tx: Transaction = decode(&body, MAX_MESSAGE_LEN).map_err(|e| {
+        s.metrics.rejected_txs.fetch_add(1, Relaxed);
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_transaction", format!("body is not a bcs Transaction: {e}"))
+    })?;
+    match s.submit(tx, true) {
+        Ok(id) => Ok((StatusCode::ACCEPTED, Json(Submitted { id }))),
+        Err(Refused::Duplicate) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "duplicate_transaction", "this transaction is already pending"))
+        }
+        Err(Refused::Full(n)) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "mempool_full", format!("{n} transactions wait")))
+        }
+        Err(Refused::Invalid(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_transaction", e.to_string())),
+    }
+}
+
+async fn block(State(s): State<Arc<Shared>>, Path(height): Path<u64>) -> Api<cairn_proto::consensus::CertifiedBlock> {
+    s.certified_block(height)
+        .map_err(ApiError::internal)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))
+}
+
+fn header_at(s: &Shared, height: u64) -> Api<CertifiedHeader> {
+    let cb = s.certified_block(height).map_err(ApiError::internal)?;
+    cb.map(|cb| Json(CertifiedHeader { header: cb.block.header, certificate: cb.certificate }))
+        .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))
+}
+
+async fn checkpoint(State(s): State<Arc<Shared>>) -> Api<CertifiedHeader> {
+    let height = s.ledger().height();
+    if height == 0 {
+        return Err(ApiError::not_found("no block decided yet".into()));
+    }
+    header_at(&s, height)
+}
+
+async fn checkpoint_at(State(s): State<Arc<Shared>>, Path(height): Path<u64>) -> Api<CertifiedHeader> {
+    header_at(&s, height)
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    leaf: String,
+    size: Option<u64>,
+}
+
+/// An inclusion proof of a log leaf.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InclusionAnswer {
+    /// Position of the leaf.
+    pub index: u64,
+    /// Log size the proof is for.
+    pub size: u64,
+    /// Audit path.
+    pub proof: Vec<Hash32>,
+}
+
+async fn inclusion(State(s): State<Arc<Shared>>, Query(q): Query<InclusionQuery>) -> Api<InclusionAnswer> {
+    let leaf: [u8; 32] = hex::decode(&q.leaf)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_leaf", "leaf must be 64 hex digits"))?;
+    let ledger = s.ledger();
+    let size = q.size.unwrap_or_else(|| ledger.log_size());
+    let index = ledger.find_leaf(&leaf).ok_or_else(|| ApiError::not_found("no such leaf in the log".into()))?;
+    let proof = ledger
+        .log_inclusion(index, size)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_size", e.to_string()))?;
+    Ok(Json(InclusionAnswer { index, size, proof: proof.into_iter().map(Hash32).collect() }))
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+async fn consistency(State(s): State<Arc<Shared>>, Query(q): Query<ConsistencyQuery>) -> Api<Vec<Hash32>> {
+    let ledger = s.ledger();
+    if q.from == 0 {
+        return Ok(Json(Vec::new()));
+    }
+    let proof = ledger
+        .log_consistency(q.from, q.to)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_size", e.to_string()))?;
+    Ok(Json(proof.into_iter().map(Hash32).collect()))
+}

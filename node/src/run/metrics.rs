@@ -1,0 +1,89 @@
+//! Node metrics, served in the Prometheus text format at `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use crate::consensus::{codec, signing};
+
+/// Counters and gauges of one node.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Whether the consensus engine is running.
+    pub healthy: AtomicBool,
+    /// Height of the last decided block.
+    pub height: AtomicU64,
+    /// Current consensus round.
+    pub round: AtomicU64,
+    /// Connected peers on cairn's own protocol.
+    pub peers: AtomicU64,
+    /// Connected peers on the consensus network.
+    pub consensus_peers: AtomicU64,
+    /// Transactions waiting.
+    pub mempool: AtomicU64,
+    /// Milliseconds between the last two decided blocks.
+    pub block_interval_ms: AtomicU64,
+    /// Blocks decided since start.
+    pub blocks: AtomicU64,
+    /// Transactions committed since start.
+    pub committed_txs: AtomicU64,
+    /// Transactions accepted into the mempool.
+    pub accepted_txs: AtomicU64,
+    /// Transactions refused as invalid (bad signature, unknown signer, stale, malformed).
+    pub rejected_txs: AtomicU64,
+    /// Transactions refused as duplicates.
+    pub duplicate_txs: AtomicU64,
+    /// Proposed blocks found invalid.
+    pub invalid_proposals: AtomicU64,
+    /// Connections refused because the peer is not a genesis validator.
+    pub refused_connections: AtomicU64,
+}
+
+fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        line(&mut s, "cairn_height", "gauge", "Height of the last decided block.", g(&self.height));
+        line(&mut s, "cairn_round", "gauge", "Current consensus round.", g(&self.round));
+        line(&mut s, "cairn_peers", "gauge", "Connected peers on cairn's protocol.", g(&self.peers));
+        line(&mut s, "cairn_consensus_peers", "gauge", "Connected consensus peers.", g(&self.consensus_peers));
+        line(&mut s, "cairn_mempool_size", "gauge", "Transactions waiting for a block.", g(&self.mempool));
+        let interval = g(&self.block_interval_ms) as f64 / 1000.0;
+        let _ = writeln!(
+            s,
+            "# HELP cairn_block_time_seconds Time between the last two decided blocks.\n# TYPE cairn_block_time_seconds gauge\ncairn_block_time_seconds {interval}"
+        );
+        line(&mut s, "cairn_blocks_total", "counter", "Blocks decided since start.", g(&self.blocks));
+        line(&mut s, "cairn_committed_txs_total", "counter", "Transactions committed since start.", g(&self.committed_txs));
+        line(&mut s, "cairn_accepted_txs_total", "counter", "Transactions admitted to the mempool.", g(&self.accepted_txs));
+        line(&mut s, "cairn_rejected_txs_total", "counter", "Transactions refused as invalid.", g(&self.rejected_txs));
+        line(&mut s, "cairn_duplicate_txs_total", "counter", "Transactions refused as duplicates.", g(&self.duplicate_txs));
+        line(&mut s, "cairn_invalid_proposals_total", "counter", "Proposed blocks found invalid.", g(&self.invalid_proposals));
+        line(
+            &mut s,
+            "cairn_bad_consensus_signatures_total",
+            "counter",
+            "Votes, proposals and validator proofs whose signature did not verify or whose signer is not a genesis validator.",
+            signing::bad_signature_count(),
+        );
+        line(
+            &mut s,
+            "cairn_malformed_messages_total",
+            "counter",
+            "Consensus and sync messages that did not decode.",
+            codec::malformed_count(),
+        );
+        line(
+            &mut s,
+            "cairn_refused_connections_total",
+            "counter",
+            "Connections refused because the peer is not a genesis validator.",
+            g(&self.refused_connections),
+        );
+        s
+    }
+}

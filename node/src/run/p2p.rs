@@ -1,0 +1,256 @@
+//! cairn's own peer protocol, beside Malachite's consensus network and on the same node
+//! key: transaction gossip (so any node's transactions reach the proposer) and a versioned
+//! request-response protocol that later custody traffic extends. Only genesis validators'
+//! peer ids may connect; every other connection is closed as soon as the peer's identity
+//! is known (after the Noise handshake) and counted.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use libp2p::futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, allow_block_list, gossipsub, noise, request_response, tcp, yamux};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use cairn_proto::Hash32;
+use cairn_proto::encoding::{decode, encode};
+use cairn_proto::transaction::Transaction;
+
+use super::Shared;
+
+/// The gossip topic for transactions.
+pub const TX_TOPIC: &str = "/cairn/tx/1";
+/// The request-response protocol (version 1).
+pub const REQUEST_PROTOCOL: &str = "/cairn/req/1";
+/// Largest gossip message or request/response.
+const MAX_MESSAGE: usize = 8 << 20;
+/// Most transactions in one gossip message.
+const GOSSIP_BATCH: usize = 2_000;
+
+/// A request to a peer. Later issues add custody requests as new variants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The peer's chain and height.
+    Status,
+}
+
+/// An answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Chain, last decided height and its header hash.
+    Status {
+        /// Genesis hash.
+        chain: Hash32,
+        /// Last decided height.
+        height: u64,
+        /// Its header hash.
+        last_hash: Hash32,
+    },
+    /// The request could not be answered.
+    Error(String),
+}
+
+/// Length-delimited bcs framing for the request-response protocol.
+#[derive(Debug, Clone, Default)]
+pub struct WireCodec;
+
+async fn read_frame<T: libp2p::futures::AsyncRead + Unpin + Send, M: Serialize + serde::de::DeserializeOwned>(
+    io: &mut T,
+) -> std::io::Result<M> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes is too long")));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    decode(&buf, MAX_MESSAGE).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+}
+
+async fn write_frame<T: libp2p::futures::AsyncWrite + Unpin + Send, M: Serialize>(
+    io: &mut T,
+    msg: &M,
+) -> std::io::Result<()> {
+    let bytes = encode(msg).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too long"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+#[async_trait::async_trait]
+impl request_response::Codec for WireCodec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Request>
+    where
+        T: libp2p::futures::AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Response>
+    where
+        T: libp2p::futures::AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Request) -> std::io::Result<()>
+    where
+        T: libp2p::futures::AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &req).await
+    }
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Response) -> std::io::Result<()>
+    where
+        T: libp2p::futures::AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &res).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    gossipsub: gossipsub::Behaviour,
+    requests: request_response::Behaviour<WireCodec>,
+}
+
+/// Peer ids of the genesis validators.
+pub fn validator_peer_ids(shared: &Shared) -> Vec<PeerId> {
+    shared
+        .genesis
+        .membership
+        .validators
+        .iter()
+        .filter_map(|v| libp2p::identity::ed25519::PublicKey::try_from_bytes(&v.public_key.0).ok())
+        .map(|k| libp2p::identity::PublicKey::from(k).to_peer_id())
+        .collect()
+}
+
+/// Runs the swarm until the process ends. Transactions sent on `outgoing` are gossiped;
+/// gossiped transactions are admitted to the mempool.
+pub async fn run(
+    shared: Arc<Shared>,
+    keypair: libp2p::identity::Keypair,
+    listen: Multiaddr,
+    peers: Vec<Multiaddr>,
+    mut outgoing: mpsc::Receiver<Transaction>,
+) -> anyhow::Result<()> {
+    let me = keypair.public().to_peer_id();
+    let allowed = validator_peer_ids(&shared);
+    let topic = gossipsub::IdentTopic::new(TX_TOPIC);
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_behaviour(|key| {
+            let mut allow = allow_block_list::Behaviour::default();
+            for p in &allowed {
+                allow.allow_peer(*p);
+            }
+            let config = gossipsub::ConfigBuilder::default()
+                .max_transmit_size(MAX_MESSAGE)
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+                .heartbeat_interval(Duration::from_millis(500))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)?;
+            let requests = request_response::Behaviour::with_codec(
+                WireCodec,
+                [(StreamProtocol::new(REQUEST_PROTOCOL), request_response::ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+            );
+            Ok(Behaviour { allow, gossipsub, requests })
+        })
+        .map_err(|e| anyhow::anyhow!("building the p2p swarm: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
+    swarm.listen_on(listen.clone())?;
+    info!(%me, %listen, "cairn p2p listening");
+
+    let mut redial = tokio::time::interval(Duration::from_secs(2));
+    let mut connected: HashSet<PeerId> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = redial.tick() => {
+                for addr in &peers {
+                    let target = addr.iter().find_map(|p| match p {
+                        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                        _ => None,
+                    });
+                    if target.is_some_and(|t| !connected.contains(&t) && t != me) {
+                        let _ = swarm.dial(addr.clone());
+                    }
+                }
+            }
+            Some(first) = outgoing.recv() => {
+                let mut batch = vec![first];
+                while batch.len() < GOSSIP_BATCH {
+                    match outgoing.try_recv() {
+                        Ok(tx) => batch.push(tx),
+                        Err(_) => break,
+                    }
+                }
+                match encode(&batch) {
+                    Ok(bytes) => {
+                        if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes) {
+                            debug!("gossip of {} transactions not sent: {e}", batch.len());
+                        }
+                    }
+                    Err(e) => warn!("cannot encode transactions for gossip: {e}"),
+                }
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
+                    match decode::<Vec<Transaction>>(&message.data, MAX_MESSAGE) {
+                        Ok(txs) => {
+                            for tx in txs {
+                                let _ = shared.submit(tx, false);
+                            }
+                        }
+                        Err(e) => {
+                            shared.metrics.rejected_txs.fetch_add(1, Relaxed);
+                            warn!("malformed transaction gossip from {:?}: {e}", message.source);
+                        }
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Requests(request_response::Event::Message {
+                    message: request_response::Message::Request { request, channel, .. }, ..
+                })) => {
+                    let response = match request {
+                        Request::Status => {
+                            let ledger = shared.ledger();
+                            Response::Status { chain: shared.chain, height: ledger.height(), last_hash: ledger.last_hash() }
+                        }
+                    };
+                    let _ = swarm.behaviour_mut().requests.send_response(channel, response);
+                }
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    connected.insert(peer_id);
+                    shared.metrics.peers.store(connected.len() as u64, Relaxed);
+                    debug!(%peer_id, "p2p peer connected");
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    connected.remove(&peer_id);
+                    shared.metrics.peers.store(connected.len() as u64, Relaxed);
+                }
+                SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                    if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
+                        shared.metrics.refused_connections.fetch_add(1, Relaxed);
+                        warn!(%send_back_addr, "refused a connection from a peer that is not a genesis validator");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}

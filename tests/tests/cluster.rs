@@ -1,0 +1,203 @@
+//! A 4-validator consortium as real processes: agreement, certificates that verify
+//! offline, a crash and catch-up, intruders, and a tampered block store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use cairn_client::verify::verify_block;
+use cairn_proto::encoding::encode;
+use cairn_proto::{Keypair, SecretSeed};
+use cairn_tests::cluster::{Cluster, batch};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Every node has the same block hash at every height up to `top`, every certificate
+/// verifies offline, and heights are contiguous. Returns the number of committed txs.
+fn assert_agreement(c: &Cluster, nodes: &[usize], top: u64) -> usize {
+    let genesis = c.genesis();
+    let mut txs = 0;
+    for h in 1..=top {
+        let blocks: Vec<_> = nodes.iter().map(|i| c.block(*i, h)).collect();
+        let hashes: HashSet<_> = blocks.iter().map(|b| b.block.header.hash().unwrap()).collect();
+        assert_eq!(hashes.len(), 1, "nodes disagree at height {h}");
+        for b in &blocks {
+            verify_block(&genesis, b).unwrap_or_else(|e| panic!("certificate of height {h} does not verify: {e}"));
+        }
+        txs += blocks[0].block.transactions.len();
+    }
+    txs
+}
+
+#[test]
+fn four_processes_finalize_agree_and_certify() {
+    let c = Cluster::start(4, 27000, 200);
+    let keys: Vec<Keypair> = (0..4).map(|i| c.key(i)).collect();
+    // Each node's batches go to a different node than its own: gossip must carry them.
+    for seq in 0..10 {
+        for (k, key) in keys.iter().enumerate() {
+            let (status, body) = c.submit((k + 1) % 4, &batch(key, seq));
+            assert_eq!(status, 202, "{body}");
+        }
+    }
+    c.wait_for("all 40 batches committed", 2 * MINUTE, |c| {
+        (0..4).all(|i| c.metric(i, "cairn_committed_txs_total").unwrap_or(0.0) >= 40.0)
+    });
+    let top = (0..4).map(|i| c.height(i).unwrap()).min().unwrap();
+    assert!(top >= 2);
+    let txs = assert_agreement(&c, &[0, 1, 2, 3], top);
+    assert_eq!(txs, 40, "every batch committed exactly once");
+    let cp = c.checkpoint(0);
+    assert!(cp.header.log_size >= 40);
+
+    // The CLI fetches and verifies the checkpoint, and a block.
+    let genesis = c.genesis_path();
+    let out = cairn_tests::run_ok("cairn", &["checkpoint", "--node", &c.urls[1], "--genesis", genesis.to_str().unwrap()]);
+    assert!(out.contains("ok: header of height"), "{out}");
+    let file = c.dir.path().join("block1.json");
+    std::fs::write(&file, serde_json::to_string(&c.block(2, 1)).unwrap()).unwrap();
+    cairn_tests::run_ok("cairn", &["verify-block", "--genesis", genesis.to_str().unwrap(), file.to_str().unwrap()]);
+}
+
+#[test]
+fn a_killed_node_catches_up_and_no_block_is_lost() {
+    let mut c = Cluster::start(4, 27300, 200);
+    let keys: Vec<Keypair> = (0..4).map(|i| c.key(i)).collect();
+    c.wait_for("first block everywhere", MINUTE, |c| (0..4).all(|i| c.height(i).unwrap_or(0) >= 1));
+    let mut seq = 0u64;
+    let mut submit_round = |c: &Cluster, to: &[usize]| {
+        for key in &keys[..3] {
+            let (status, body) = c.submit(to[seq as usize % to.len()], &batch(key, seq));
+            assert_eq!(status, 202, "{body}");
+        }
+        seq += 1;
+    };
+    for _ in 0..5 {
+        submit_round(&c, &[0, 1, 2, 3]);
+    }
+    c.kill(3);
+    let at_kill = (0..3).map(|i| c.height(i).unwrap()).max().unwrap();
+    // The three others keep finalizing while transactions flow.
+    for _ in 0..10 {
+        submit_round(&c, &[0, 1, 2]);
+    }
+    c.wait_for("three nodes finalize 5 more blocks", 2 * MINUTE, |c| {
+        (0..3).all(|i| c.height(i).unwrap_or(0) >= at_kill + 5)
+    });
+    c.start_node(3);
+    for _ in 0..5 {
+        submit_round(&c, &[0, 1, 2, 3]);
+    }
+    c.wait_for("the restarted node catches up", 2 * MINUTE, |c| {
+        let lead = (0..3).filter_map(|i| c.height(i)).min().unwrap_or(0);
+        c.height(3).unwrap_or(0) >= lead && lead > at_kill + 5
+    });
+    c.wait_for("all 60 batches committed", 2 * MINUTE, |c| {
+        c.checkpoint(0).header.log_size >= 60
+    });
+    let top = (0..4).map(|i| c.height(i).unwrap()).min().unwrap();
+    let txs = assert_agreement(&c, &[0, 1, 2, 3], top);
+    assert_eq!(txs, 60, "every submitted batch committed once, none lost");
+}
+
+#[test]
+fn intruders_and_bad_transactions_are_refused_and_counted() {
+    let c = Cluster::start(4, 27600, 200);
+    c.wait_for("first block", MINUTE, |c| c.height(0).unwrap_or(0) >= 1);
+    let outsider = Keypair::from_seed(&SecretSeed::from_bytes([7; 32]));
+    let insider = c.key(1);
+
+    // A batch signed by a key that is not in genesis.
+    let (status, body) = c.submit(0, &batch(&outsider, 0));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid_transaction") && body.contains("not a validator"), "{body}");
+    // A validator's batch with someone else's signature.
+    let mut forged = batch(&insider, 0);
+    if let cairn_proto::transaction::Transaction::BatchCommit(s) = &mut forged {
+        s.signature = match batch(&outsider, 0) {
+            cairn_proto::transaction::Transaction::BatchCommit(o) => o.signature,
+            _ => unreachable!(),
+        };
+    }
+    let (status, body) = c.submit(0, &forged);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad signature"), "{body}");
+    // Bytes that are no transaction, and a truncated one.
+    let (status, body) = c.post_tx_bytes(0, b"\xff\x00garbage");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("malformed_transaction"), "{body}");
+    let good = encode(&batch(&insider, 0)).unwrap();
+    let (status, _) = c.post_tx_bytes(0, &good[..good.len() - 1]);
+    assert_eq!(status, 400);
+    assert!(c.metric(0, "cairn_rejected_txs_total").unwrap() >= 4.0);
+
+    // A peer whose key is not in genesis cannot hold a connection to cairn's protocol.
+    let before = c.metric(0, "cairn_refused_connections_total").unwrap();
+    outsider_dials("/ip4/127.0.0.1/tcp/27700".parse().unwrap());
+    c.wait_for("the outsider's connection to be refused and counted", MINUTE, |c| {
+        c.metric(0, "cairn_refused_connections_total").unwrap_or(0.0) > before
+    });
+
+    // The node keeps going: the good transaction is still accepted and committed.
+    let h = c.height(0).unwrap();
+    let (status, body) = c.submit(0, &batch(&insider, 0));
+    assert_eq!(status, 202, "{body}");
+    c.wait_for("the good batch committed", MINUTE, |c| {
+        c.metric(0, "cairn_committed_txs_total").unwrap_or(0.0) >= 1.0 && c.height(0).unwrap_or(0) > h
+    });
+}
+
+/// Dials `addr` with a fresh identity and returns once the connection is closed or
+/// refused (or after 20 s).
+fn outsider_dials(addr: libp2p::Multiaddr) {
+    use libp2p::futures::StreamExt as _;
+    use libp2p::swarm::SwarmEvent;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+            .unwrap()
+            .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        swarm.dial(addr).unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::ConnectionClosed { .. } | SwarmEvent::OutgoingConnectionError { .. } => return,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+    });
+}
+
+#[test]
+fn a_tampered_block_store_refuses_to_start_naming_the_height() {
+    let mut c = Cluster::start(4, 27900, 200);
+    c.wait_for("height 3 on node 1", MINUTE, |c| c.height(1).unwrap_or(0) >= 3);
+    // Find block 2's header bytes in the store file and change one byte of them.
+    let header = encode(&c.block(1, 2).block.header).unwrap();
+    c.kill(1);
+    let path = c.data_dir(1).join("blocks.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let hits: Vec<usize> =
+        bytes.windows(header.len()).enumerate().filter(|(_, w)| *w == header.as_slice()).map(|(i, _)| i).collect();
+    assert!(!hits.is_empty(), "block 2 not found in the store file");
+    // (redb may keep an older copy of a page; change every copy so the live one changes.)
+    for at in &hits {
+        bytes[at + 50] ^= 0x01;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let out = std::process::Command::new(cairn_tests::binary("cairn-node"))
+        .args(["run", "--config", c.configs[1].to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a tampered node started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at height 2"), "the error names the height: {err}");
+}
