@@ -68,11 +68,8 @@ pub fn request(method: &str, url: &str, content_type: &str, body: &[u8]) -> Resu
     let head = std::str::from_utf8(raw.get(..end).ok_or_else(malformed)?).map_err(|_| malformed())?;
     let body = raw.get(end + 4..).ok_or_else(malformed)?;
     let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(malformed)?;
+    let status: u16 =
+        lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).ok_or_else(malformed)?;
     let chunked = lines.any(|l| {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")

@@ -68,6 +68,7 @@ pub mod cluster {
     use cairn_proto::{Hash32, Keypair};
 
     /// Running validators under a temporary directory.
+    #[allow(missing_debug_implementations)] // holds child processes
     pub struct Cluster {
         /// The directory (kept until the cluster is dropped).
         pub dir: tempfile::TempDir,
@@ -105,6 +106,9 @@ pub mod cluster {
             for i in 0..n {
                 c.start_node(i);
             }
+            c.wait_for("every node to answer HTTP", std::time::Duration::from_secs(60), |c| {
+                (0..n).all(|i| c.height(i).is_some())
+            });
             c
         }
 
@@ -130,11 +134,8 @@ pub mod cluster {
 
         /// Starts (or restarts) validator `i`, its output appended to `node.log`.
         pub fn start_node(&mut self, i: usize) {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.data_dir(i).join("node.log"))
-                .unwrap();
+            let log =
+                std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir(i).join("node.log")).unwrap();
             let child = Command::new(super::binary("cairn-node"))
                 .arg("run")
                 .arg("--config")
@@ -186,13 +187,18 @@ pub mod cluster {
                         .map(|i| {
                             let log = self.log(i);
                             let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                            format!("--- v{i} (height {:?}) ---\n{}", self.height(i), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                            format!(
+                                "--- v{i} (height {:?}) ---\n{}",
+                                self.height(i),
+                                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                            )
                         })
                         .collect();
                     panic!("timed out after {timeout:?} waiting for {what}\n{}", logs.join("\n"));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
+            eprintln!("[{:>6.1}s] {what}", start.elapsed().as_secs_f64());
         }
 
         /// The certified block at `height` from validator `i`.

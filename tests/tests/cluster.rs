@@ -53,7 +53,8 @@ fn four_processes_finalize_agree_and_certify() {
 
     // The CLI fetches and verifies the checkpoint, and a block.
     let genesis = c.genesis_path();
-    let out = cairn_tests::run_ok("cairn", &["checkpoint", "--node", &c.urls[1], "--genesis", genesis.to_str().unwrap()]);
+    let out =
+        cairn_tests::run_ok("cairn", &["checkpoint", "--node", &c.urls[1], "--genesis", genesis.to_str().unwrap()]);
     assert!(out.contains("ok: header of height"), "{out}");
     let file = c.dir.path().join("block1.json");
     std::fs::write(&file, serde_json::to_string(&c.block(2, 1)).unwrap()).unwrap();
@@ -86,6 +87,7 @@ fn a_killed_node_catches_up_and_no_block_is_lost() {
         (0..3).all(|i| c.height(i).unwrap_or(0) >= at_kill + 5)
     });
     c.start_node(3);
+    c.wait_for("the restarted node to answer", MINUTE, |c| c.height(3).is_some());
     for _ in 0..5 {
         submit_round(&c, &[0, 1, 2, 3]);
     }
@@ -93,9 +95,7 @@ fn a_killed_node_catches_up_and_no_block_is_lost() {
         let lead = (0..3).filter_map(|i| c.height(i)).min().unwrap_or(0);
         c.height(3).unwrap_or(0) >= lead && lead > at_kill + 5
     });
-    c.wait_for("all 60 batches committed", 2 * MINUTE, |c| {
-        c.checkpoint(0).header.log_size >= 60
-    });
+    c.wait_for("all 60 batches committed", 2 * MINUTE, |c| c.checkpoint(0).header.log_size >= 60);
     let top = (0..4).map(|i| c.height(i).unwrap()).min().unwrap();
     let txs = assert_agreement(&c, &[0, 1, 2, 3], top);
     assert_eq!(txs, 60, "every submitted batch committed once, none lost");
@@ -176,28 +176,75 @@ fn outsider_dials(addr: libp2p::Multiaddr) {
     });
 }
 
+/// Starts validator `i` expecting it to refuse; returns its error output.
+fn start_fails(c: &Cluster, i: usize) -> String {
+    let mut child = std::process::Command::new(cairn_tests::binary("cairn-node"))
+        .args(["run", "--config", c.configs[i].to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > MINUTE {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!("a tampered node started and kept running: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "a tampered node started");
+    eprintln!("[{:>6.1}s] validator {i} refused to start", start.elapsed().as_secs_f64());
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_tampered_block_store_refuses_to_start_naming_the_height() {
     let mut c = Cluster::start(4, 27900, 200);
-    c.wait_for("height 3 on node 1", MINUTE, |c| c.height(1).unwrap_or(0) >= 3);
-    // Find block 2's header bytes in the store file and change one byte of them.
-    let header = encode(&c.block(1, 2).block.header).unwrap();
+    c.wait_for("height 3 on nodes 1 and 2", MINUTE, |c| c.height(1).unwrap_or(0) >= 3 && c.height(2).unwrap_or(0) >= 3);
     c.kill(1);
-    let path = c.data_dir(1).join("blocks.redb");
+    c.kill(2);
+    let t = std::time::Instant::now();
+
+    // One byte of the stored block at height 2 changed through the database itself (as
+    // someone with write access to the store would): replay refuses it and names height 2.
+    use redb::ReadableDatabase as _;
+    let blocks = redb::TableDefinition::<u64, &[u8]>::new("blocks");
+    {
+        let db = redb::Database::create(c.data_dir(1).join("blocks.redb")).unwrap();
+        let mut value = {
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(blocks).unwrap();
+            table.get(2).unwrap().unwrap().value().to_vec()
+        };
+        let middle = value.len() / 2;
+        value[middle] ^= 0x01;
+        let txn = db.begin_write().unwrap();
+        txn.open_table(blocks).unwrap().insert(2, value.as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    eprintln!("[{:>6.1}s] one byte of block 2 changed in validator 1's store", t.elapsed().as_secs_f64());
+    let err = start_fails(&c, 1);
+    assert!(err.contains("tampered with at height 2"), "the error names the height: {err}");
+
+    // One byte of the file changed behind the database's back: redb's page checksums
+    // catch it when it repairs the store after the crash, and the node refuses to start.
+    let header = encode(&c.block(0, 2).block.header).unwrap();
+    let path = c.data_dir(2).join("blocks.redb");
     let mut bytes = std::fs::read(&path).unwrap();
     let hits: Vec<usize> =
         bytes.windows(header.len()).enumerate().filter(|(_, w)| *w == header.as_slice()).map(|(i, _)| i).collect();
-    assert!(!hits.is_empty(), "block 2 not found in the store file");
-    // (redb may keep an older copy of a page; change every copy so the live one changes.)
-    for at in &hits {
+    assert!(!hits.is_empty(), "block 2 is in the file");
+    // (Pages are copied on write, so older copies may remain; change every copy so that
+    // the live one is changed too.)
+    for at in hits {
         bytes[at + 50] ^= 0x01;
     }
     std::fs::write(&path, &bytes).unwrap();
-    let out = std::process::Command::new(cairn_tests::binary("cairn-node"))
-        .args(["run", "--config", c.configs[1].to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "a tampered node started");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("at height 2"), "the error names the height: {err}");
+    let err = start_fails(&c, 2);
+    assert!(err.contains("block store") && err.contains("corrupt"), "a clear error: {err}");
 }

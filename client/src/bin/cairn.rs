@@ -108,7 +108,10 @@ fn main() -> anyhow::Result<()> {
                 "checkpoint: height {}, log size {}, log root {}",
                 new.header.height, new.header.log_size, new.header.log_root
             );
-            report(&checks, "that the node showed you its newest block: a checkpoint proves what was decided, not that nothing was decided since");
+            report(
+                &checks,
+                "that the node showed you its newest block: a checkpoint proves what was decided, not that nothing was decided since",
+            );
             if let Some(out) = out {
                 std::fs::write(&out, serde_json::to_string_pretty(&new)?)
                     .with_context(|| format!("writing {}", out.display()))?;

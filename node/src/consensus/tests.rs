@@ -189,7 +189,13 @@ mod codec {
             pol_round: Round::Nil,
             proposer: address,
         };
-        let part = ProposalPart { height: Height(3), round: Round::new(1), pol_round: Round::Nil, proposer: address, value: value.clone() };
+        let part = ProposalPart {
+            height: Height(3),
+            round: Round::new(1),
+            pol_round: Round::Nil,
+            proposer: address,
+            value: value.clone(),
+        };
         round_trip::<SignedConsensusMsg<Ctx>>(SignedConsensusMsg::Vote(SignedMessage::new(vote.clone(), sig(1))));
         round_trip::<SignedConsensusMsg<Ctx>>(SignedConsensusMsg::Proposal(SignedMessage::new(proposal, sig(2))));
         round_trip::<ProposalPart>(part.clone());

@@ -76,7 +76,8 @@ impl std::fmt::Debug for BlockStore {
 impl BlockStore {
     /// Opens or creates the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = redb::Database::create(path).map_err(db_err)?;
+        let db =
+            redb::Database::create(path).map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(BLOCKS).map_err(db_err)?;
         txn.commit().map_err(db_err)?;

@@ -187,8 +187,11 @@ impl App {
         if height <= self.shared.ledger().height() {
             return Ok(());
         }
-        let value =
-            self.values.get(&certificate.value_id).cloned().ok_or_else(|| format!("decided block of height {height} is unknown here"))?;
+        let value = self
+            .values
+            .get(&certificate.value_id)
+            .cloned()
+            .ok_or_else(|| format!("decided block of height {height} is unknown here"))?;
         let cert = to_cairn_certificate(certificate);
         cert.verify(&self.shared.chain, height, &certificate.value_id.0, &self.shared.genesis.membership.validators)
             .map_err(|e| format!("decided certificate does not verify: {e}"))?;

@@ -100,7 +100,12 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Self { block_interval_ms: 500, propose_timeout_ms: 2_000, prevote_timeout_ms: 1_000, precommit_timeout_ms: 1_000 }
+        Self {
+            block_interval_ms: 500,
+            propose_timeout_ms: 2_000,
+            prevote_timeout_ms: 1_000,
+            precommit_timeout_ms: 1_000,
+        }
     }
 }
 

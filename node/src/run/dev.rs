@@ -85,7 +85,11 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
     if genesis_path.exists() {
         let configs: Vec<PathBuf> = (0..n).map(|i| config_path(dir, i)).collect();
         if let Some(missing) = configs.iter().find(|c| !c.exists()) {
-            anyhow::bail!("{} exists but {} does not; remove the directory to start over", genesis_path.display(), missing.display());
+            anyhow::bail!(
+                "{} exists but {} does not; remove the directory to start over",
+                genesis_path.display(),
+                missing.display()
+            );
         }
         return Ok(Layout { dir: dir.to_path_buf(), configs, http });
     }
@@ -127,9 +131,7 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
                     })
                     .collect(),
             },
-            http: HttpSection {
-                listen: format!("{listen_host}:{hport}").parse().context("HTTP listen address")?,
-            },
+            http: HttpSection { listen: format!("{listen_host}:{hport}").parse().context("HTTP listen address")? },
             timing,
             mempool: MempoolSection::default(),
         };
@@ -172,9 +174,16 @@ pub async fn run_children(exe: &Path, layout: &Layout) -> anyhow::Result<()> {
     println!("cairn dev consortium: {} validators under {}", layout.configs.len(), layout.dir.display());
     println!("genesis: {}", layout.dir.join("genesis.toml").display());
     for (i, url) in layout.http.iter().enumerate() {
-        println!("v{i}: {url}  (health {url}/healthz, metrics {url}/metrics, log {})", layout.configs.get(i).map(|c| c.with_file_name("node.log").display().to_string()).unwrap_or_default());
+        println!(
+            "v{i}: {url}  (health {url}/healthz, metrics {url}/metrics, log {})",
+            layout.configs.get(i).map(|c| c.with_file_name("node.log").display().to_string()).unwrap_or_default()
+        );
     }
-    println!("try: cairn checkpoint --node {} --genesis {}", layout.http.first().cloned().unwrap_or_default(), layout.dir.join("genesis.toml").display());
+    println!(
+        "try: cairn checkpoint --node {} --genesis {}",
+        layout.http.first().cloned().unwrap_or_default(),
+        layout.dir.join("genesis.toml").display()
+    );
     println!("Ctrl-C stops the consortium; running `cairn-node dev` again resumes it.");
     // Each child is owned by a task; dropping the set aborts the tasks, and dropping a
     // child kills it (kill_on_drop).

@@ -58,11 +58,35 @@ impl Metrics {
             "# HELP cairn_block_time_seconds Time between the last two decided blocks.\n# TYPE cairn_block_time_seconds gauge\ncairn_block_time_seconds {interval}"
         );
         line(&mut s, "cairn_blocks_total", "counter", "Blocks decided since start.", g(&self.blocks));
-        line(&mut s, "cairn_committed_txs_total", "counter", "Transactions committed since start.", g(&self.committed_txs));
-        line(&mut s, "cairn_accepted_txs_total", "counter", "Transactions admitted to the mempool.", g(&self.accepted_txs));
+        line(
+            &mut s,
+            "cairn_committed_txs_total",
+            "counter",
+            "Transactions committed since start.",
+            g(&self.committed_txs),
+        );
+        line(
+            &mut s,
+            "cairn_accepted_txs_total",
+            "counter",
+            "Transactions admitted to the mempool.",
+            g(&self.accepted_txs),
+        );
         line(&mut s, "cairn_rejected_txs_total", "counter", "Transactions refused as invalid.", g(&self.rejected_txs));
-        line(&mut s, "cairn_duplicate_txs_total", "counter", "Transactions refused as duplicates.", g(&self.duplicate_txs));
-        line(&mut s, "cairn_invalid_proposals_total", "counter", "Proposed blocks found invalid.", g(&self.invalid_proposals));
+        line(
+            &mut s,
+            "cairn_duplicate_txs_total",
+            "counter",
+            "Transactions refused as duplicates.",
+            g(&self.duplicate_txs),
+        );
+        line(
+            &mut s,
+            "cairn_invalid_proposals_total",
+            "counter",
+            "Proposed blocks found invalid.",
+            g(&self.invalid_proposals),
+        );
         line(
             &mut s,
             "cairn_bad_consensus_signatures_total",

@@ -158,7 +158,9 @@ pub async fn run(
             let config = gossipsub::ConfigBuilder::default()
                 .max_transmit_size(MAX_MESSAGE)
                 .validation_mode(gossipsub::ValidationMode::Strict)
-                .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+                .message_id_fn(|m: &gossipsub::Message| {
+                    gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
+                })
                 .heartbeat_interval(Duration::from_millis(500))
                 .build()
                 .map_err(|e| e.to_string())?;
