@@ -19,6 +19,7 @@ if [ "$base" = "cairn-base:bookworm" ] && ! docker image inspect "$base" >/dev/n
 fi
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
-cp "$bin" "$ctx/cairn-node"
+# Debug information is not needed in the image.
+strip --strip-debug -o "$ctx/cairn-node" "$bin" 2>/dev/null || cp "$bin" "$ctx/cairn-node"
 docker build -q --build-arg BASE="$base" -t cairn-node:local -f docker/Dockerfile "$ctx" >/dev/null
 echo "built cairn-node:local from $bin on $base"

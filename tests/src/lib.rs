@@ -1,7 +1,7 @@
 //! Helpers for cairn's end-to-end tests: find the built binaries and run them.
 
 // Test support code: a failed expectation ends the test with a panic.
-#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -132,7 +132,7 @@ impl App {
     }
 
     /// Checks a proposed block against the ledger; counts and logs an invalid one.
-    fn validate(&self, height: Height, proposer: Address, value: &BlockValue) -> Validity {
+    pub(crate) fn validate(&self, height: Height, proposer: Address, value: &BlockValue) -> Validity {
         let block = value.block();
         let result = if block.header.height != height.0 {
             Err(format!("block of height {} proposed for height {height}", block.header.height))

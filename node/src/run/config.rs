@@ -71,7 +71,8 @@ pub struct NodeFile {
 pub struct NetSection {
     /// Listen address, a multiaddr such as `/ip4/0.0.0.0/tcp/26000`.
     pub listen: String,
-    /// Peers to keep connected, multiaddrs (cairn's p2p peers end in `/p2p/PEER_ID`).
+    /// Peers to keep connected: multiaddrs ending in `/p2p/PEER_ID`. Only these peers
+    /// may connect (and each must be a genesis validator).
     #[serde(default)]
     pub peers: Vec<String>,
 }
@@ -142,13 +143,11 @@ impl NodeFile {
         let addr = |s: &str| s.parse::<libp2p::Multiaddr>().map_err(|e| format!("`{s}`: {e}"));
         addr(&self.consensus.listen).map_err(|m| field("consensus.listen", m))?;
         addr(&self.p2p.listen).map_err(|m| field("p2p.listen", m))?;
-        for p in &self.consensus.peers {
-            addr(p).map_err(|m| field("consensus.peers", m))?;
-        }
-        for p in &self.p2p.peers {
-            let a = addr(p).map_err(|m| field("p2p.peers", m))?;
-            if !a.iter().any(|proto| matches!(proto, libp2p::multiaddr::Protocol::P2p(_))) {
-                return Err(field("p2p.peers", format!("`{p}` must end in /p2p/PEER_ID")));
+        for (name, peers) in [("consensus.peers", &self.consensus.peers), ("p2p.peers", &self.p2p.peers)] {
+            for p in peers {
+                if peer_id_of(p).map_err(|m| field(name, m))?.is_none() {
+                    return Err(field(name, format!("`{p}` must end in /p2p/PEER_ID")));
+                }
             }
         }
         let t = &self.timing;
@@ -166,6 +165,16 @@ impl NodeFile {
             return Err(field("mempool.max_txs", "must be at least 1".into()));
         }
         Ok(())
+    }
+
+    /// Peer ids named in the configuration (consensus and p2p peers).
+    pub fn peer_ids(&self) -> Vec<(String, libp2p::PeerId)> {
+        self.consensus
+            .peers
+            .iter()
+            .chain(&self.p2p.peers)
+            .filter_map(|p| Some((p.clone(), peer_id_of(p).ok()??)))
+            .collect()
     }
 
     /// Malachite's configuration for this node.
@@ -198,6 +207,15 @@ impl NodeFile {
         };
         Ok(EngineConfig { moniker: self.moniker.clone(), consensus, value_sync })
     }
+}
+
+/// The `/p2p/PEER_ID` of a multiaddr, if it has one.
+fn peer_id_of(addr: &str) -> Result<Option<libp2p::PeerId>, String> {
+    let a: libp2p::Multiaddr = addr.parse().map_err(|e| format!("`{addr}`: {e}"))?;
+    Ok(a.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    }))
 }
 
 fn bytesize(n: u64) -> bytesize::ByteSize {

@@ -119,7 +119,13 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
             genesis: PathBuf::from("../genesis.toml"),
             consensus: NetSection {
                 listen: format!("/ip4/{listen_host}/tcp/{cport}"),
-                peers: others.iter().map(|j| format!("/ip4/{}/tcp/{}", host(hosts, *j), ports(hosts, *j).0)).collect(),
+                peers: others
+                    .iter()
+                    .filter_map(|j| {
+                        let peer = ids.get(*j)?.peer_id().ok()?;
+                        Some(format!("/ip4/{}/tcp/{}/p2p/{peer}", host(hosts, *j), ports(hosts, *j).0))
+                    })
+                    .collect(),
             },
             p2p: NetSection {
                 listen: format!("/ip4/{listen_host}/tcp/{pport}"),

@@ -9,6 +9,9 @@ pub mod mempool;
 pub mod metrics;
 pub mod p2p;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -157,6 +160,12 @@ pub async fn run(file: NodeFile) -> anyhow::Result<()> {
         anyhow::bail!("this node's key {} is not a validator in the genesis file {}", me.0, file.genesis.display());
     }
     let validators = ValidatorSet::from_membership(&genesis.membership)?;
+    let genesis_peers = p2p::genesis_peer_ids(&genesis);
+    for (addr, id) in file.peer_ids() {
+        if !genesis_peers.contains(&id) {
+            anyhow::bail!("peer {addr} in {}: {id} is not the peer id of a genesis validator", file.moniker);
+        }
+    }
     let (store, state) = open_ledger(&file, &genesis)?;
     info!(height = state.height(), chain = %chain, "block store replayed");
 

@@ -124,9 +124,8 @@ struct Behaviour {
 }
 
 /// Peer ids of the genesis validators.
-pub fn validator_peer_ids(shared: &Shared) -> Vec<PeerId> {
-    shared
-        .genesis
+pub fn genesis_peer_ids(genesis: &cairn_proto::genesis::Genesis) -> Vec<PeerId> {
+    genesis
         .membership
         .validators
         .iter()
@@ -145,7 +144,7 @@ pub async fn run(
     mut outgoing: mpsc::Receiver<Transaction>,
 ) -> anyhow::Result<()> {
     let me = keypair.public().to_peer_id();
-    let allowed = validator_peer_ids(&shared);
+    let allowed = genesis_peer_ids(&shared.genesis);
     let topic = gossipsub::IdentTopic::new(TX_TOPIC);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
