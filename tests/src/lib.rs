@@ -16,17 +16,20 @@ use std::sync::OnceLock;
 /// artifacts (about 10 s) instead of rebuilding the dependency tree with other features.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from).unwrap_or_default();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // A benchmark runs from target/release: build the binaries there too.
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let status = Command::new(cargo)
             .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
+            .args(release.then_some("--release"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the cairn binaries failed");
     });
-    let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from).unwrap_or_default();
     profile_dir.join(name)
 }
 

@@ -13,6 +13,10 @@ use cairn_tests::cluster::{Cluster, batch};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Every node has the same block hash at every height up to `top`, every certificate
 /// verifies offline, and heights are contiguous. Returns the number of committed txs.
 fn assert_agreement(c: &Cluster, nodes: &[usize], top: u64) -> usize {
@@ -51,11 +55,59 @@ fn four_processes_finalize_agree_and_certify() {
     let cp = c.checkpoint(0);
     assert!(cp.header.log_size >= 40);
 
+    // Each committed batch is proven in the certified log by the node's inclusion proof,
+    // checked offline by the client library; a proof for another batch's position fails.
+    let genesis_doc = c.genesis();
+    let mut commits = Vec::new();
+    for h in 1..=cp.header.height {
+        for tx in c.block(2, h).block.transactions {
+            if let cairn_proto::transaction::Transaction::BatchCommit(s) = tx {
+                commits.push(s.body);
+            }
+        }
+    }
+    assert_eq!(commits.len(), 40);
+    for commit in &commits {
+        let leaf = cairn_node::ledger::state::log_leaf(commit).unwrap();
+        let url = format!("{}/v1/log/inclusion?leaf={}&size={}", c.urls[3], hex(&leaf), cp.header.log_size);
+        let answer: serde_json::Value = cairn_client::http::get_json(&url).unwrap();
+        let index = answer["index"].as_u64().unwrap();
+        let proof: Vec<cairn_proto::Hash32> = serde_json::from_value(answer["proof"].clone()).unwrap();
+        cairn_client::verify::verify_batch_in_log(&genesis_doc, &cp, commit, index, &proof).unwrap();
+        let wrong = if index == 0 { 1 } else { index - 1 };
+        assert!(cairn_client::verify::verify_batch_in_log(&genesis_doc, &cp, commit, wrong, &proof).is_err());
+    }
+
     // The CLI fetches and verifies the checkpoint, and a block.
     let genesis = c.genesis_path();
     let out =
         cairn_tests::run_ok("cairn", &["checkpoint", "--node", &c.urls[1], "--genesis", genesis.to_str().unwrap()]);
     assert!(out.contains("ok: header of height"), "{out}");
+    // A later checkpoint's log extends the saved one (consistency proof from the node).
+    let saved = c.dir.path().join("checkpoint.json");
+    cairn_tests::run_ok(
+        "cairn",
+        &["checkpoint", "--node", &c.urls[0], "--genesis", genesis.to_str().unwrap(), "--out", saved.to_str().unwrap()],
+    );
+    for (k, key) in keys.iter().enumerate() {
+        let (status, body) = c.submit(k, &batch(key, 10));
+        assert_eq!(status, 202, "{body}");
+    }
+    c.wait_for("4 more batches committed", 2 * MINUTE, |c| c.checkpoint(1).header.log_size >= 44);
+    let out = cairn_tests::run_ok(
+        "cairn",
+        &[
+            "checkpoint",
+            "--node",
+            &c.urls[1],
+            "--genesis",
+            genesis.to_str().unwrap(),
+            "--since",
+            saved.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("is a prefix of the log"), "{out}");
+
     let file = c.dir.path().join("block1.json");
     std::fs::write(&file, serde_json::to_string(&c.block(2, 1)).unwrap()).unwrap();
     cairn_tests::run_ok("cairn", &["verify-block", "--genesis", genesis.to_str().unwrap(), file.to_str().unwrap()]);
