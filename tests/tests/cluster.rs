@@ -195,9 +195,19 @@ fn intruders_and_bad_transactions_are_refused_and_counted() {
     let h = c.height(0).unwrap();
     let (status, body) = c.submit(0, &batch(&insider, 0));
     assert_eq!(status, 202, "{body}");
+    // The same transaction again, while it waits, is a duplicate.
+    let (status, body) = c.submit(0, &batch(&insider, 0));
+    assert!(status == 409 || body.contains("stale"), "{status} {body}");
     c.wait_for("the good batch committed", MINUTE, |c| {
         c.metric(0, "cairn_committed_txs_total").unwrap_or(0.0) >= 1.0 && c.height(0).unwrap_or(0) > h
     });
+    // Once committed, it is stale everywhere.
+    c.wait_for("the batch committed on node 2", MINUTE, |c| {
+        c.metric(2, "cairn_committed_txs_total").unwrap_or(0.0) >= 1.0
+    });
+    let (status, body) = c.submit(2, &batch(&insider, 0));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("stale"), "{body}");
 }
 
 /// Dials `addr` with a fresh identity and returns once the connection is closed or

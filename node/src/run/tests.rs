@@ -152,3 +152,53 @@ fn a_malformed_proposal_part_is_an_error_and_counted() {
     let back: ProposalPart = CairnCodec.decode(bytes).unwrap();
     assert_eq!(back, part);
 }
+
+fn batch(b: u8, seq: u64) -> Transaction {
+    use cairn_proto::ledger::{BatchCommit, BatchKind};
+    use cairn_proto::signed::SignedBody as _;
+    let key = Keypair::from_seed(&seed(b));
+    let body = BatchCommit {
+        version: 1,
+        kind: BatchKind::Anchors,
+        node: key.public().key_id(),
+        root: Hash32([seq as u8; 32]),
+        size: 16,
+        seq,
+    };
+    Transaction::BatchCommit(body.sign(&key).unwrap())
+}
+
+#[test]
+fn the_mempool_drops_duplicates_and_stale_transactions_and_keeps_early_ones() {
+    use super::mempool::Refused;
+    use crate::ledger::state::TxError;
+    let genesis = genesis();
+    let mut state = LedgerState::from_genesis(&genesis, LedgerLimits::default()).unwrap();
+    let mut pool = Mempool::new(4);
+    // Arrives out of order (gossip): seq 1 before seq 0 is kept.
+    pool.admit(&state, batch(1, 1)).unwrap();
+    pool.admit(&state, batch(1, 0)).unwrap();
+    assert_eq!(pool.admit(&state, batch(1, 0)), Err(Refused::Duplicate));
+    // Far ahead of the next sequence number, or from a non-validator: refused.
+    assert!(matches!(pool.admit(&state, batch(1, 1_000_000)), Err(Refused::Invalid(TxError::Gap { .. }))));
+    assert!(matches!(pool.admit(&state, batch(42, 0)), Err(Refused::Invalid(TxError::UnknownNode(_)))));
+    // Candidates come in sequence order, so both fit one block.
+    let candidates = pool.candidates(10);
+    assert_eq!(candidates, vec![batch(1, 0), batch(1, 1)]);
+    let (block, rejected) = state.propose(candidates, 2_000, Keypair::from_seed(&seed(1)).public().key_id()).unwrap();
+    assert!(rejected.is_empty());
+    assert_eq!(block.transactions.len(), 2);
+    // A second submitter's copy of seq 0 waits too; the block makes it stale.
+    pool.admit(&state, batch(2, 0)).unwrap();
+    state.apply(&block).unwrap();
+    assert_eq!(pool.after_block(&state, &block.transactions), 0);
+    assert_eq!(pool.len(), 1, "included transactions left the pool");
+    // A transaction the chain already holds is stale now.
+    assert!(matches!(pool.admit(&state, batch(1, 0)), Err(Refused::Invalid(TxError::Stale { .. }))));
+    // Full: refused without growing.
+    for s in 0..3 {
+        pool.admit(&state, batch(3, s)).unwrap();
+    }
+    assert_eq!(pool.admit(&state, batch(4, 0)), Err(Refused::Full(4)));
+    assert_eq!(pool.len(), 4);
+}
