@@ -83,6 +83,34 @@ fn four_processes_finalize_agree_and_certify() {
     let out =
         cairn_tests::run_ok("cairn", &["checkpoint", "--node", &c.urls[1], "--genesis", genesis.to_str().unwrap()]);
     assert!(out.contains("ok: header of height"), "{out}");
+    // An organisation admin registers a gateway key, then revokes it; a replay of the
+    // registration is stale. The node applies changes in order.
+    let admin = cairn_client::keys::load(&c.dir.path().join("dev/admins/org0/node.key")).unwrap();
+    let gateway = Keypair::from_seed(&SecretSeed::from_bytes([5; 32])).public();
+    let chain = genesis_doc.hash().unwrap();
+    let change = |nonce, change| {
+        use cairn_proto::signed::SignedBody as _;
+        use cairn_proto::transaction::{MembershipChangeBody, Transaction};
+        let body = MembershipChangeBody { version: 1, chain, admin: admin.public().key_id(), nonce, change };
+        Transaction::Membership(body.sign(&admin).unwrap())
+    };
+    let register = change(
+        0,
+        cairn_proto::transaction::MembershipChange::Register {
+            role: cairn_proto::membership::Role::Gateway,
+            public_key: gateway,
+        },
+    );
+    let revoke = change(1, cairn_proto::transaction::MembershipChange::Revoke { public_key: gateway });
+    assert_eq!(c.submit(2, &register).0, 202);
+    assert_eq!(c.submit(3, &revoke).0, 202);
+    c.wait_for("both membership changes committed", MINUTE, |c| {
+        c.metric(0, "cairn_committed_txs_total").unwrap_or(0.0) >= 42.0
+    });
+    let (status, body) = c.submit(1, &register);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("stale"), "{body}");
+
     // A later checkpoint's log extends the saved one (consistency proof from the node).
     let saved = c.dir.path().join("checkpoint.json");
     cairn_tests::run_ok(
@@ -93,7 +121,11 @@ fn four_processes_finalize_agree_and_certify() {
         let (status, body) = c.submit(k, &batch(key, 10));
         assert_eq!(status, 202, "{body}");
     }
-    c.wait_for("4 more batches committed", 2 * MINUTE, |c| c.checkpoint(1).header.log_size >= 44);
+    c.wait_for("4 more batches committed everywhere", 2 * MINUTE, |c| {
+        (0..4).all(|i| c.metric(i, "cairn_committed_txs_total").unwrap_or(0.0) >= 46.0)
+    });
+    let top = (0..4).map(|i| c.height(i).unwrap()).min().unwrap();
+    assert_eq!(assert_agreement(&c, &[0, 1, 2, 3], top), 46, "40 + 2 membership changes + 4 batches");
     let out = cairn_tests::run_ok(
         "cairn",
         &[
