@@ -214,6 +214,12 @@ pub mod cluster {
             http::get_json(&format!("{}/v1/checkpoint", self.urls[i])).unwrap()
         }
 
+        /// The log size at validator `i`'s latest block (0 if it does not answer).
+        pub fn log_size(&self, i: usize) -> u64 {
+            http::get_json::<CertifiedHeader>(&format!("{}/v1/checkpoint", self.urls[i]))
+                .map_or(0, |h| h.header.log_size)
+        }
+
         /// Posts raw bytes as a transaction to validator `i`; returns status and body.
         pub fn post_tx_bytes(&self, i: usize, bytes: &[u8]) -> (u16, String) {
             let (s, b) =
