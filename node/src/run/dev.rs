@@ -197,8 +197,12 @@ pub async fn run_children(exe: &Path, layout: &Layout) -> anyhow::Result<()> {
     for (i, mut child) in children.into_iter().enumerate() {
         set.spawn(async move { (i, child.wait().await) });
     }
+    // Ctrl-C or SIGTERM (`kill`, a service manager) stops every validator.
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => println!("stopping"),
+        _ = term.recv() => println!("stopping"),
         Some(Ok((index, status))) = set.join_next() => {
             anyhow::bail!("validator {index} exited ({status:?}); see its node.log");
         }
