@@ -105,9 +105,17 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
         ids.push(node);
     }
     let genesis: Genesis = build_genesis(&spec).context("building the dev genesis")?;
+    let peer_ids = ids.iter().map(NodeIdentity::peer_id).collect::<Result<Vec<_>, _>>()?;
+    // Every other validator's address on one of its ports (consensus or p2p), pinned by peer id.
+    let peers = |i: usize, port: fn((u16, u16, u16)) -> u16| -> Vec<String> {
+        (0..n)
+            .filter(|j| *j != i)
+            .filter_map(|j| peer_ids.get(j).map(|peer| (j, peer)))
+            .map(|(j, peer)| format!("/ip4/{}/tcp/{}/p2p/{peer}", host(hosts, j), port(ports(hosts, j))))
+            .collect()
+    };
     let mut configs = Vec::new();
     for i in 0..n {
-        let others: Vec<usize> = (0..n).filter(|j| *j != i).collect();
         let listen_host = match hosts {
             Hosts::Local { .. } => "127.0.0.1",
             Hosts::Each(_) => "0.0.0.0",
@@ -117,26 +125,8 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
             moniker: format!("v{i}"),
             data_dir: PathBuf::from("."),
             genesis: PathBuf::from("../genesis.toml"),
-            consensus: NetSection {
-                listen: format!("/ip4/{listen_host}/tcp/{cport}"),
-                peers: others
-                    .iter()
-                    .filter_map(|j| {
-                        let peer = ids.get(*j)?.peer_id().ok()?;
-                        Some(format!("/ip4/{}/tcp/{}/p2p/{peer}", host(hosts, *j), ports(hosts, *j).0))
-                    })
-                    .collect(),
-            },
-            p2p: NetSection {
-                listen: format!("/ip4/{listen_host}/tcp/{pport}"),
-                peers: others
-                    .iter()
-                    .filter_map(|j| {
-                        let peer = ids.get(*j)?.peer_id().ok()?;
-                        Some(format!("/ip4/{}/tcp/{}/p2p/{peer}", host(hosts, *j), ports(hosts, *j).1))
-                    })
-                    .collect(),
-            },
+            consensus: NetSection { listen: format!("/ip4/{listen_host}/tcp/{cport}"), peers: peers(i, |p| p.0) },
+            p2p: NetSection { listen: format!("/ip4/{listen_host}/tcp/{pport}"), peers: peers(i, |p| p.1) },
             http: HttpSection { listen: format!("{listen_host}:{hport}").parse().context("HTTP listen address")? },
             timing,
             mempool: MempoolSection::default(),
