@@ -92,6 +92,41 @@ pub struct NewRecord {
     pub payload: Vec<u8>,
 }
 
+/// A sealed record: what the home custodian sends to every other custodian over cairn's
+/// peer protocol (Noise-encrypted) so that each stores the same ciphertext under the same
+/// keys and so computes the same leaf.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Replica {
+    /// Header (binds the record id).
+    pub header: RecordHeader,
+    /// Custodians.
+    pub manifest: Manifest,
+    /// Subject, if any.
+    pub subject: Option<SubjectRef>,
+    /// Data key.
+    pub dk: crypto::Key32,
+    /// Commitment secret.
+    pub s: crypto::Key32,
+    /// Payload ciphertext `ct`.
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("rid", &self.header.rid).finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// The record's leaf.
+    pub fn leaf(&self) -> Result<Hash32, cairn_proto::encoding::EncodeError> {
+        let s = cairn_proto::record::CommitmentSecret::from_bytes(*self.s.expose());
+        let c = cairn_proto::record::content_commitment(&s, &self.ciphertext);
+        Ok(cairn_proto::record::record_leaf(&self.header.rid, &self.manifest.hash()?, &c))
+    }
+}
+
 /// What a put returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutReceipt {

@@ -16,7 +16,7 @@ use super::keytree::{ChildRef, Entry, OpenBucket, SlotAddr, SlotUse, Tree, corru
 use super::kv::{KvStore, SledStore, WriteBatch};
 use super::layout::{self, aad, label};
 use super::root::{FileRootSlot, RootState, RootStore};
-use super::{ErasureEvidence, NewRecord, PutReceipt, StoredRecord, SubjectRef, VaultConfig};
+use super::{ErasureEvidence, NewRecord, PutReceipt, Replica, StoredRecord, SubjectRef, VaultConfig};
 
 const BLOB_LIMIT: usize = 1 << 20;
 
@@ -239,8 +239,96 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     /// Stores records in one atomic, durable batch; acknowledged when it returns. On an
     /// error nothing is stored.
     pub fn put_batch(&mut self, records: Vec<NewRecord>) -> Result<Vec<PutReceipt>, VaultError> {
+        let replicas = self.seal_batch(records)?;
+        self.store(replicas)
+    }
+
+    /// Gives each record its id, data key and commitment secret and encrypts its payload,
+    /// without storing anything: the home custodian sends the result to the other
+    /// custodians and stores it itself with [`Vault::store`].
+    pub fn seal_batch(&self, records: Vec<NewRecord>) -> Result<Vec<Replica>, VaultError> {
         for (i, r) in records.iter().enumerate() {
             self.check_new(i, r)?;
+        }
+        let mut out: Vec<Replica> = Vec::with_capacity(records.len());
+        let mut fresh = std::collections::HashSet::with_capacity(records.len());
+        for record in records {
+            // All of a record's randomness in one system call: rid, dk, s and a nonce.
+            let mut random = Zeroizing::new([0u8; 16 + 32 + 32 + NONCE_LEN]);
+            fill_random(random.as_mut_slice())?;
+            let mut pool: &[u8] = random.as_slice();
+            let rid = RecordId(take_array(&mut pool)?);
+            if self.records.contains_key(&rid) || !fresh.insert(rid) {
+                return Err(corrupt("the OS RNG repeated a 128-bit record id"));
+            }
+            let (dk, s) = (Key32::take(&mut pool)?, Key32::take(&mut pool)?);
+            let payload_nonce = take_array(&mut pool)?;
+            let header = RecordHeader {
+                version: 1,
+                rid,
+                gateway: record.gateway,
+                content_type: record.content_type,
+                purpose: record.purpose,
+                received_at_ms: record.received_at_ms,
+                retain_until_ms: record.retain_until_ms,
+            };
+            let ciphertext = seal_with_nonce(&dk, payload_nonce, &payload_aad(&rid, &header)?, &record.payload)?;
+            out.push(Replica { header, manifest: record.manifest, subject: record.subject, dk, s, ciphertext });
+        }
+        Ok(out)
+    }
+
+    /// Checks a replica that arrived from another custodian: its fields follow the rules
+    /// of a new record and its ciphertext opens under its key and header.
+    fn check_replica(&self, i: usize, r: &Replica) -> Result<(), VaultError> {
+        let bad = |what: &str| Err(VaultError::Invalid(format!("replica {i}: {what}")));
+        let h = &r.header;
+        if h.version != 1 {
+            return bad("unknown header version");
+        }
+        if r.ciphertext.len() > self.config.max_payload + 64 {
+            return bad("ciphertext is larger than the largest payload");
+        }
+        let as_new = NewRecord {
+            gateway: h.gateway,
+            content_type: h.content_type,
+            purpose: h.purpose.clone(),
+            received_at_ms: h.received_at_ms,
+            retain_until_ms: h.retain_until_ms,
+            subject: r.subject.clone(),
+            manifest: r.manifest.clone(),
+            payload: vec![0],
+        };
+        self.check_new(i, &as_new)?;
+        if open(&r.dk, &payload_aad(&h.rid, h)?, &r.ciphertext).is_none() {
+            return bad("the ciphertext does not open under its key and header");
+        }
+        Ok(())
+    }
+
+    /// Stores sealed records (from [`Vault::seal_batch`] here or at another custodian) in
+    /// one atomic, durable batch; acknowledged when it returns. A record already stored
+    /// with the same leaf is skipped (a repeated replication); on an error nothing is
+    /// stored.
+    pub fn store(&mut self, replicas: Vec<Replica>) -> Result<Vec<PutReceipt>, VaultError> {
+        let mut seen = std::collections::HashSet::with_capacity(replicas.len());
+        let mut records = Vec::with_capacity(replicas.len());
+        let mut receipts = Vec::with_capacity(replicas.len());
+        for (i, r) in replicas.into_iter().enumerate() {
+            self.check_replica(i, &r)?;
+            let rid = r.header.rid;
+            if !seen.insert(rid) {
+                return Err(VaultError::Invalid(format!("replica {i}: record {rid} appears twice")));
+            }
+            if self.records.contains_key(&rid) {
+                let stored = self.get(&rid)?;
+                if stored.leaf != r.leaf()? {
+                    return Err(VaultError::Invalid(format!("replica {i}: record {rid} is stored with another leaf")));
+                }
+                receipts.push(PutReceipt { rid, commitment: stored.commitment, leaf: stored.leaf });
+                continue;
+            }
+            records.push(r);
         }
         let new_subjects: BTreeSet<Vec<u8>> = records
             .iter()
@@ -278,36 +366,17 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             subject_ids.push(id);
         }
 
-        let mut receipts = Vec::with_capacity(records.len());
         let mut placed = Vec::with_capacity(records.len());
         let mut manifest_hashes: Vec<(Manifest, cairn_proto::Hash32)> = Vec::new();
         for (record, subject_id) in records.into_iter().zip(subject_ids) {
-            // All of a record's randomness in one system call: rid, dk, s and two nonces.
-            let mut random = Zeroizing::new([0u8; 16 + 32 + 32 + 2 * NONCE_LEN]);
-            fill_random(random.as_mut_slice())?;
-            let mut pool: &[u8] = random.as_slice();
-            let rid = RecordId(take_array(&mut pool)?);
-            if self.records.contains_key(&rid) {
-                return Err(corrupt("the OS RNG repeated a 128-bit record id"));
-            }
-            let (dk, s) = (Key32::take(&mut pool)?, Key32::take(&mut pool)?);
-            let (payload_nonce, meta_nonce) = (take_array(&mut pool)?, take_array(&mut pool)?);
-            let header = RecordHeader {
-                version: 1,
-                rid,
-                gateway: record.gateway,
-                content_type: record.content_type,
-                purpose: record.purpose,
-                received_at_ms: record.received_at_ms,
-                retain_until_ms: record.retain_until_ms,
-            };
-            let payload = seal_with_nonce(&dk, payload_nonce, &payload_aad(&rid, &header)?, &record.payload)?;
-            let commitment = content_commitment(&CommitmentSecret::from_bytes(*s.expose()), &payload);
-            let manifest_hash = match manifest_hashes.iter().find(|(m, _)| *m == record.manifest) {
+            let Replica { header, manifest, subject: subject_ref, dk, s, ciphertext } = record;
+            let rid = header.rid;
+            let commitment = content_commitment(&CommitmentSecret::from_bytes(*s.expose()), &ciphertext);
+            let manifest_hash = match manifest_hashes.iter().find(|(m, _)| *m == manifest) {
                 Some((_, h)) => *h,
                 None => {
-                    let h = record.manifest.hash()?;
-                    manifest_hashes.push((record.manifest.clone(), h));
+                    let h = manifest.hash()?;
+                    manifest_hashes.push((manifest.clone(), h));
                     h
                 }
             };
@@ -319,11 +388,10 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
                 }),
                 None => None,
             };
-            let meta = Meta { header, manifest: record.manifest, subject: record.subject };
+            let meta = Meta { header, manifest, subject: subject_ref };
             let meta_key = dk.derive(label::META);
-            let meta =
-                seal_with_nonce(&meta_key, meta_nonce, &aad(label::META, &rid.0), &Zeroizing::new(encode(&meta)?))?;
-            let blob = encode(&Blob { meta, payload })?;
+            let meta = seal(&meta_key, &aad(label::META, &rid.0), &Zeroizing::new(encode(&meta)?))?;
+            let blob = encode(&Blob { meta, payload: ciphertext })?;
             let addr = self.tree.allocate(&mut batch, SlotUse::Record(rid))?;
             new_entries.entry(addr.bucket).or_default().push((
                 addr.slot,
@@ -414,6 +482,23 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             payload,
             commitment,
             leaf,
+        })
+    }
+
+    /// A stored record as its home custodian sealed it, to hand to another custodian.
+    pub fn replica(&self, rid: &RecordId) -> Result<Replica, VaultError> {
+        let (dk, s, raw) = self.record_keys(rid)?;
+        let blob: Blob = decode_own(&raw, BLOB_LIMIT, "blob")?;
+        let meta = open(&dk.derive(label::META), &aad(label::META, &rid.0), &blob.meta)
+            .ok_or_else(|| corrupt(format!("metadata of {rid} does not open")))?;
+        let meta: Meta = decode_own(&meta, BLOB_LIMIT, "metadata")?;
+        Ok(Replica {
+            header: meta.header,
+            manifest: meta.manifest,
+            subject: meta.subject,
+            dk,
+            s,
+            ciphertext: blob.payload,
         })
     }
 

@@ -158,6 +158,38 @@ fn full_vault_refuses_and_reuses_erased_slots(b: &impl Backend) {
     }
 }
 
+fn replicas_store_the_same_record_elsewhere(b: &impl Backend) {
+    let mut home = b.open(small());
+    let mut other = Vault::open(MemStore::default(), MemRootStore::default(), small()).unwrap();
+    let inputs: Vec<_> = (0..5).map(|i| reading(&format!("rep{i}"), Some("Patient/9"))).collect();
+    let sealed = home.seal_batch(inputs.clone()).unwrap();
+    assert!(home.is_empty(), "sealing stores nothing");
+    let here = home.store(sealed.clone()).unwrap();
+    let there = other.store(sealed.clone()).unwrap();
+    assert_eq!(here, there, "same ids, commitments and leaves at both custodians");
+    for (r, input) in here.iter().zip(&inputs) {
+        let got = other.get(&r.rid).unwrap();
+        assert_eq!(got.payload.as_slice(), input.payload.as_slice());
+        assert_eq!(got.leaf, r.leaf);
+        assert_eq!(home.replica(&r.rid).unwrap().leaf().unwrap(), r.leaf);
+    }
+    let subject = crate::vault::SubjectRef { gateway: inputs[0].gateway, local: "Patient/9".into() };
+    assert_eq!(other.subject_records(&subject).unwrap().len(), 5);
+    // A repeated replication is a no-op with the same answer.
+    assert_eq!(other.store(sealed.clone()).unwrap(), there);
+    assert_eq!(other.len(), 5);
+    // A replica whose ciphertext was changed, or moved under another header, is refused
+    // and nothing is stored.
+    let mut fresh = home.seal_batch(vec![reading("x", None), reading("y", None)]).unwrap();
+    let last = fresh[1].ciphertext.len() - 1;
+    fresh[1].ciphertext[last] ^= 1;
+    assert!(matches!(other.store(fresh.clone()), Err(VaultError::Invalid(m)) if m.contains("replica 1")));
+    let mut moved = home.seal_batch(vec![reading("z", None)]).unwrap();
+    moved[0].header.purpose = "RESCH".into();
+    assert!(matches!(other.store(moved), Err(VaultError::Invalid(_))));
+    assert_eq!(other.len(), 5);
+}
+
 macro_rules! contract {
     ($($name:ident),*) => {
         mod sled_backend {
@@ -175,5 +207,6 @@ contract!(
     erase_is_final_and_spares_the_rest,
     rejections_change_nothing,
     subjects_index_and_erase,
-    full_vault_refuses_and_reuses_erased_slots
+    full_vault_refuses_and_reuses_erased_slots,
+    replicas_store_the_same_record_elsewhere
 );
