@@ -5,6 +5,7 @@ pub mod consensus;
 pub mod harden;
 pub mod identity;
 pub mod ledger;
+pub mod records;
 pub mod run;
 pub mod setup;
 pub mod vault;

@@ -1,0 +1,4 @@
+//! The record lifecycle (DESIGN.md §4): readings in, custody at every custodian, anchoring
+//! of leaves in padded batches, receipts and reading back.
+
+pub mod fhir;
