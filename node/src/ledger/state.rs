@@ -279,6 +279,10 @@ impl LedgerState {
     pub fn last_time_ms(&self) -> u64 {
         self.last_time_ms
     }
+    /// The sequence number the next batch of `kind` from `node` must carry.
+    pub fn next_batch_seq(&self, node: &KeyId, kind: BatchKind) -> u64 {
+        self.book.batch_seq.get(&(*node, kind)).copied().unwrap_or(0)
+    }
     /// The limits blocks are checked against.
     pub fn limits(&self) -> LedgerLimits {
         self.limits

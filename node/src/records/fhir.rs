@@ -60,7 +60,8 @@ pub enum BodyError {
 pub fn split(body: &[u8], format: Format) -> Result<Vec<Result<Box<RawValue>, ItemError>>, BodyError> {
     match format {
         Format::JsonLines => {
-            let text = std::str::from_utf8(body).map_err(|e| BodyError::Malformed(format!("body is not UTF-8: {e}")))?;
+            let text =
+                std::str::from_utf8(body).map_err(|e| BodyError::Malformed(format!("body is not UTF-8: {e}")))?;
             Ok(text
                 .lines()
                 .filter(|l| !l.trim().is_empty())
@@ -83,10 +84,13 @@ pub fn split(body: &[u8], format: Format) -> Result<Vec<Result<Box<RawValue>, It
                 #[serde(default)]
                 entry: Vec<Entry>,
             }
-            let bundle: Bundle =
-                serde_json::from_slice(body).map_err(|e| BodyError::Malformed(format!("body is not a JSON Bundle: {e}")))?;
+            let bundle: Bundle = serde_json::from_slice(body)
+                .map_err(|e| BodyError::Malformed(format!("body is not a JSON Bundle: {e}")))?;
             if bundle.resource_type != "Bundle" {
-                return Err(BodyError::NotABundle(format!("resourceType is {:?}, expected \"Bundle\"", bundle.resource_type)));
+                return Err(BodyError::NotABundle(format!(
+                    "resourceType is {:?}, expected \"Bundle\"",
+                    bundle.resource_type
+                )));
             }
             Ok(bundle
                 .entry
@@ -110,7 +114,11 @@ pub fn check(index: usize, raw: &RawValue, max_bytes: usize) -> Result<Reading, 
     match obj.get("resourceType").and_then(Value::as_str) {
         Some("Observation") => {}
         Some(other) => {
-            return Err(item_error(index, "resourceType", format!("{other:?} is not accepted; cairn stores Observations")));
+            return Err(item_error(
+                index,
+                "resourceType",
+                format!("{other:?} is not accepted; cairn stores Observations"),
+            ));
         }
         None => return Err(item_error(index, "resourceType", "missing")),
     }
@@ -125,11 +133,10 @@ pub fn check(index: usize, raw: &RawValue, max_bytes: usize) -> Result<Reading, 
     if !has_coding && !has_text {
         return Err(item_error(index, "code", "needs a coding or a text"));
     }
-    let subject = obj
-        .get("subject")
-        .and_then(|s| s.get("reference"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| item_error(index, "subject.reference", "missing: cairn files each reading under its subject"))?;
+    let subject =
+        obj.get("subject").and_then(|s| s.get("reference")).and_then(Value::as_str).ok_or_else(|| {
+            item_error(index, "subject.reference", "missing: cairn files each reading under its subject")
+        })?;
     if subject.is_empty() || subject.len() > MAX_SUBJECT {
         return Err(item_error(index, "subject.reference", format!("must be 1 to {MAX_SUBJECT} bytes")));
     }

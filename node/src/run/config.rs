@@ -63,6 +63,43 @@ pub struct NodeFile {
     /// Mempool bounds.
     #[serde(default)]
     pub mempool: MempoolSection,
+    /// Custody, anchoring and the gateway API.
+    #[serde(default)]
+    pub custody: CustodySection,
+}
+
+/// Custody, anchoring and the gateway API.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustodySection {
+    /// Custodians per record, the receiving node included (1 to the number of validators).
+    pub replication: usize,
+    /// How often each node commits a batch of its new leaves, milliseconds.
+    pub anchor_interval_ms: u64,
+    /// Readings being stored at once; beyond this the API answers 429.
+    pub max_pending_readings: usize,
+    /// Readings in one request.
+    pub max_batch_readings: usize,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// How far a signed request's timestamp may be from the node's clock, milliseconds.
+    pub request_skew_ms: u64,
+    /// Idempotency keys remembered (the oldest are forgotten first).
+    pub idempotency_keys: usize,
+}
+
+impl Default for CustodySection {
+    fn default() -> Self {
+        Self {
+            replication: 2,
+            anchor_interval_ms: 100,
+            max_pending_readings: 50_000,
+            max_batch_readings: 10_000,
+            max_body_bytes: 8 << 20,
+            request_skew_ms: 300_000,
+            idempotency_keys: 100_000,
+        }
+    }
 }
 
 /// A libp2p listener and its peers.
@@ -163,6 +200,23 @@ impl NodeFile {
         }
         if self.mempool.max_txs == 0 {
             return Err(field("mempool.max_txs", "must be at least 1".into()));
+        }
+        let c = &self.custody;
+        for (name, v, max) in [
+            ("custody.replication", c.replication as u64, 64),
+            ("custody.anchor_interval_ms", c.anchor_interval_ms, 600_000),
+            ("custody.max_pending_readings", c.max_pending_readings as u64, 10_000_000),
+            ("custody.max_batch_readings", c.max_batch_readings as u64, 65_536),
+            ("custody.max_body_bytes", c.max_body_bytes as u64, 64 << 20),
+            ("custody.request_skew_ms", c.request_skew_ms, 3_600_000),
+            ("custody.idempotency_keys", c.idempotency_keys as u64, 10_000_000),
+        ] {
+            if v == 0 || v > max {
+                return Err(field(name, format!("{v} is not between 1 and {max}")));
+            }
+        }
+        if c.max_batch_readings > c.max_pending_readings {
+            return Err(field("custody.max_batch_readings", "must not exceed custody.max_pending_readings".into()));
         }
         Ok(())
     }

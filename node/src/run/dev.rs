@@ -130,6 +130,7 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
             http: HttpSection { listen: format!("{listen_host}:{hport}").parse().context("HTTP listen address")? },
             timing,
             mempool: MempoolSection::default(),
+            custody: super::config::CustodySection::default(),
         };
         let path = config_path(dir, i);
         std::fs::write(&path, toml::to_string(&file)?).with_context(|| format!("writing {}", path.display()))?;

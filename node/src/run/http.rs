@@ -5,6 +5,7 @@
 //! | Route | Answer |
 //! |---|---|
 //! | `GET /healthz` | `{"status":"ok","height":N}`, 503 until consensus runs |
+//! | `GET /readyz` | 200 once consensus runs and enough custodians are connected |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /v1/transactions` | body: one bcs-encoded `Transaction`; 202 `{"id"}` |
 //! | `GET /v1/blocks/{height}` | `CertifiedBlock` (block and commit certificate) |
@@ -13,7 +14,8 @@
 //! | `GET /v1/log/inclusion?leaf=HEX[&size=N]` | `{"index","size","proof"}` |
 //! | `GET /v1/log/consistency?from=N&to=M` | list of hex hashes |
 //!
-//! Errors are JSON `{"code","message"}` with a stable code.
+//! The gateway API (signed requests) is in [`super::api`]. Errors are JSON
+//! `{"code","message"}` with a stable code, and `"field"` where one field is at fault.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -40,29 +42,67 @@ pub fn set_healthy(shared: &Shared, healthy: bool) {
     shared.metrics.healthy.store(healthy, Relaxed);
 }
 
-/// An error answer.
+/// An error answer: JSON `{"code","message"}`, plus `"field"` naming the offending
+/// header, parameter or field and `"items"` with one error per bad item of a batch.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    field: Option<String>,
+    items: Option<serde_json::Value>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+    /// An error with a status, a stable code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), field: None, items: None, retry_after: None }
     }
-    fn internal(e: impl std::fmt::Display) -> Self {
+    /// Names the offending field.
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+    /// Adds per-item errors.
+    pub fn items(mut self, items: serde_json::Value) -> Self {
+        self.items = Some(items);
+        self
+    }
+    /// 429 with `Retry-After: 1`.
+    pub fn busy(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", message);
+        e.retry_after = Some(1);
+        e
+    }
+    /// 500.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     }
-    fn not_found(what: String) -> Self {
+    /// 404.
+    pub fn not_found(what: String) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response()
+        let mut body = json!({"code": self.code, "message": self.message});
+        if let Some(f) = self.field {
+            body["field"] = json!(f);
+        }
+        if let Some(items) = self.items {
+            body["items"] = items;
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -72,6 +112,7 @@ type Api<T> = Result<Json<T>, ApiError>;
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/transactions", post(submit))
         .route("/v1/blocks/{height}", get(block))
@@ -79,7 +120,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/checkpoints/{height}", get(checkpoint_at))
         .route("/v1/log/inclusion", get(inclusion))
         .route("/v1/log/consistency", get(consistency))
+        .merge(super::api::routes())
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_LEN))
+        .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json".into()) })
         .with_state(shared)
 }
 
@@ -95,6 +138,18 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
         (StatusCode::OK, Json(json!({"status": "ok", "height": height}))).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting", "height": height}))).into_response()
+    }
+}
+
+/// Ready to take readings: consensus runs and enough custodians are connected.
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    match (s.metrics.healthy.load(Relaxed), s.records.custodians()) {
+        (true, Ok(c)) => (StatusCode::OK, Json(json!({"status": "ready", "custodians": c.len()}))).into_response(),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"}))).into_response(),
+        (true, Err(e)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "waiting", "reason": e.to_string()})))
+                .into_response()
+        }
     }
 }
 

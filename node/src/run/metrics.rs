@@ -36,6 +36,10 @@ pub struct Metrics {
     pub invalid_proposals: AtomicU64,
     /// Connections refused because the peer is not a genesis validator.
     pub refused_connections: AtomicU64,
+    /// Readings acknowledged (stored at every custodian) by this node as home custodian.
+    pub readings: AtomicU64,
+    /// Requests answered 429 because the ingest queue was full.
+    pub busy_refusals: AtomicU64,
 }
 
 fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
@@ -56,6 +60,14 @@ impl Metrics {
         let _ = writeln!(
             s,
             "# HELP cairn_block_time_seconds Time between the last two decided blocks.\n# TYPE cairn_block_time_seconds gauge\ncairn_block_time_seconds {interval}"
+        );
+        line(&mut s, "cairn_readings_total", "counter", "Readings acknowledged as home custodian.", g(&self.readings));
+        line(
+            &mut s,
+            "cairn_busy_refusals_total",
+            "counter",
+            "Requests answered 429 (ingest queue full).",
+            g(&self.busy_refusals),
         );
         line(&mut s, "cairn_blocks_total", "counter", "Blocks decided since start.", g(&self.blocks));
         line(

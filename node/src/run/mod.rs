@@ -1,7 +1,9 @@
 //! A running node: the Malachite engine and cairn's application loop, cairn's peer
 //! protocol, and the HTTP API, sharing one ledger state, block store and mempool.
 
+pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod http;
@@ -33,7 +35,11 @@ use crate::consensus::{Address, CairnContext, ValidatorSet};
 use crate::identity::{NodeIdentity, libp2p_keypair};
 use crate::ledger::state::{LedgerLimits, LedgerState};
 use crate::ledger::store::BlockStore;
-use config::NodeFile;
+use crate::records::anchor::{self, AnchorStore};
+use crate::records::custody::VaultHandle;
+use crate::records::ingest::Records;
+use crate::vault::{Vault, VaultConfig};
+use config::{CustodySection, NodeFile};
 use mempool::{Mempool, Refused};
 use metrics::Metrics;
 
@@ -41,6 +47,10 @@ use metrics::Metrics;
 pub const BLOCKS_FILE: &str = "blocks.redb";
 /// Directory of Malachite's write-ahead log inside the data directory.
 pub const WAL_FILE: &str = "consensus.wal";
+/// Directory of the vault inside the data directory.
+pub const VAULT_DIR: &str = "vault";
+/// File of this node's anchor batches inside the data directory.
+pub const ANCHORS_FILE: &str = "anchors.redb";
 
 /// What the engine loop, the peer protocol and the HTTP API share.
 pub struct Shared {
@@ -56,6 +66,14 @@ pub struct Shared {
     pub metrics: Metrics,
     gossip: mpsc::Sender<Transaction>,
     decided: watch::Sender<u64>,
+    /// Custody: vault, anchoring, replication.
+    pub records: Records,
+    /// Custody and API settings.
+    pub config: CustodySection,
+    nonces: Mutex<auth::NonceCache>,
+    idempotency: Mutex<api::Idempotency>,
+    /// Readings being stored at once (429 when none is free).
+    pub ingest_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -65,6 +83,34 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Puts the parts together.
+    pub fn new(
+        genesis: Genesis,
+        state: LedgerState,
+        store: BlockStore,
+        max_txs: usize,
+        gossip: mpsc::Sender<Transaction>,
+        records: Records,
+        config: CustodySection,
+    ) -> anyhow::Result<Arc<Self>> {
+        let (decided, _) = watch::channel(state.height());
+        Ok(Arc::new(Shared {
+            chain: genesis.hash()?,
+            ledger: RwLock::new(state),
+            store,
+            mempool: Mutex::new(Mempool::new(max_txs)),
+            metrics: Metrics::default(),
+            gossip,
+            decided,
+            genesis,
+            records,
+            config,
+            nonces: Mutex::default(),
+            idempotency: Mutex::default(),
+            ingest_permits: Arc::new(tokio::sync::Semaphore::new(config.max_pending_readings)),
+        }))
+    }
+
     /// The ledger state, for reading.
     pub fn ledger(&self) -> RwLockReadGuard<'_, LedgerState> {
         self.ledger.read().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -74,6 +120,12 @@ impl Shared {
     }
     fn mempool(&self) -> MutexGuard<'_, Mempool> {
         self.mempool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn nonces(&self) -> MutexGuard<'_, auth::NonceCache> {
+        self.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn idempotency(&self) -> MutexGuard<'_, api::Idempotency> {
+        self.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
     fn notify_decided(&self, height: u64) {
         self.decided.send_replace(height);
@@ -169,25 +221,55 @@ pub async fn run(file: NodeFile) -> anyhow::Result<()> {
     let (store, state) = open_ledger(&file, &genesis)?;
     info!(height = state.height(), chain = %chain, "block store replayed");
 
+    let custody = file.custody;
+    if custody.replication > genesis.membership.validators.len() {
+        anyhow::bail!(
+            "custody.replication is {} but the consortium has {} validators",
+            custody.replication,
+            genesis.membership.validators.len()
+        );
+    }
+    let vault = Vault::open_dir(&file.data_dir.join(VAULT_DIR), VaultConfig::default()).context("opening the vault")?;
+    let vault = VaultHandle::spawn(vault, 1024)?;
+    let anchor_store = AnchorStore::open(&file.data_dir.join(ANCHORS_FILE))?;
+    let (anchors, anchorer) = anchor::channel(4096);
+    let (outbound_tx, outbound_rx) = mpsc::channel(4096);
+    let (connected_tx, connected) = watch::channel(Default::default());
+    let custodian_ids = genesis.membership.validators.iter().map(|v| v.public_key.key_id());
+    let custodian_ids = custodian_ids.zip(p2p::genesis_peer_ids(&genesis)).collect();
+    let records = Records {
+        me: me.0,
+        validators: custodian_ids,
+        vault,
+        anchors,
+        p2p: outbound_tx,
+        connected,
+        replication: custody.replication,
+    };
+
     let (gossip_tx, gossip_rx) = mpsc::channel(100_000);
-    let (decided, _) = watch::channel(state.height());
-    let shared = Arc::new(Shared {
-        chain,
-        ledger: RwLock::new(state),
-        store,
-        mempool: Mutex::new(Mempool::new(file.mempool.max_txs)),
-        metrics: Metrics::default(),
-        gossip: gossip_tx,
-        decided,
-        genesis,
-    });
+    let shared = Shared::new(genesis, state, store, file.mempool.max_txs, gossip_tx, records, custody)?;
     shared.metrics.height.store(shared.ledger().height(), Relaxed);
 
     // cairn's peer protocol.
     let keypair = libp2p_keypair(&identity.seed)?;
     let p2p_listen = file.p2p.listen.parse()?;
     let p2p_peers = file.p2p.peers.iter().map(|p| p.parse()).collect::<Result<Vec<_>, _>>()?;
-    let p2p = tokio::spawn(p2p::run(shared.clone(), keypair.clone(), p2p_listen, p2p_peers, gossip_rx));
+    let p2p = tokio::spawn(p2p::run(
+        shared.clone(),
+        keypair.clone(),
+        p2p_listen,
+        p2p_peers,
+        gossip_rx,
+        outbound_rx,
+        connected_tx,
+    ));
+    let anchoring = tokio::spawn(anchorer.run(
+        shared.clone(),
+        cairn_proto::Keypair::from_seed(&identity.seed),
+        anchor_store,
+        std::time::Duration::from_millis(custody.anchor_interval_ms),
+    ));
 
     // HTTP.
     let listener = tokio::net::TcpListener::bind(file.http.listen)
@@ -227,6 +309,7 @@ pub async fn run(file: NodeFile) -> anyhow::Result<()> {
         r = app.run(channels) => r,
         r = p2p => r.map_err(anyhow::Error::from).and_then(|r| r).context("p2p stopped"),
         r = http => r.map_err(anyhow::Error::from).and_then(|r| r).context("HTTP stopped"),
+        r = anchoring => r.map_err(anyhow::Error::from).and_then(|r| r).context("anchoring stopped"),
     }
 }
 

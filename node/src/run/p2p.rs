@@ -1,10 +1,10 @@
 //! cairn's own peer protocol, beside Malachite's consensus network and on the same node
 //! key: transaction gossip (so any node's transactions reach the proposer) and a versioned
-//! request-response protocol that later custody traffic extends. Only genesis validators'
+//! request-response protocol that carries custody traffic (replicas, reads). Only genesis validators'
 //! peer ids may connect; every other connection is closed as soon as the peer's identity
 //! is known (after the Noise handshake) and counted.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -13,14 +13,17 @@ use libp2p::futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, allow_block_list, gossipsub, noise, request_response, tcp, yamux};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use cairn_proto::Hash32;
 use cairn_proto::encoding::{decode, encode};
+use cairn_proto::record::RecordId;
 use cairn_proto::transaction::Transaction;
+use cairn_proto::{Hash32, KeyId};
 
 use super::Shared;
+use crate::records::ingest::ReadAnswer;
+use crate::vault::Replica;
 
 /// The gossip topic for transactions.
 pub const TX_TOPIC: &str = "/cairn/tx/1";
@@ -31,16 +34,34 @@ const MAX_MESSAGE: usize = 8 << 20;
 /// Most transactions in one gossip message.
 const GOSSIP_BATCH: usize = 2_000;
 
-/// A request to a peer. Later issues add custody requests as new variants.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A request to a peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// The peer's chain and height.
     Status,
+    /// Store these sealed records: the peer is one of their custodians.
+    Replicate(Vec<Replica>),
+    /// A record, for the gateway that wrote it.
+    Read {
+        /// The record.
+        rid: RecordId,
+        /// The gateway asking (authenticated by the node that forwards).
+        gateway: KeyId,
+    },
 }
 
 /// An answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
+    /// Replicas stored durably.
+    Stored {
+        /// How many.
+        count: u64,
+    },
+    /// A record with this custodian's receipt for it.
+    Record(Box<ReadAnswer>),
+    /// No such record here (or not for this gateway).
+    NotFound,
     /// Chain, last decided height and its header hash.
     Status {
         /// Genesis hash.
@@ -52,6 +73,17 @@ pub enum Response {
     },
     /// The request could not be answered.
     Error(String),
+}
+
+/// A request this node sends, with where to put the answer.
+#[derive(Debug)]
+pub struct Outbound {
+    /// Peer.
+    pub peer: PeerId,
+    /// Request.
+    pub request: Request,
+    /// Answer, or why there is none.
+    pub reply: oneshot::Sender<Result<Response, String>>,
 }
 
 /// Length-delimited bcs framing for the request-response protocol.
@@ -142,6 +174,8 @@ pub async fn run(
     listen: Multiaddr,
     peers: Vec<Multiaddr>,
     mut outgoing: mpsc::Receiver<Transaction>,
+    mut outbound: mpsc::Receiver<Outbound>,
+    connected_tx: watch::Sender<HashSet<PeerId>>,
 ) -> anyhow::Result<()> {
     let me = keypair.public().to_peer_id();
     let allowed = genesis_peer_ids(&shared.genesis);
@@ -180,8 +214,18 @@ pub async fn run(
 
     let mut redial = tokio::time::interval(Duration::from_secs(2));
     let mut connected: HashSet<PeerId> = HashSet::new();
+    let mut waiting: HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Response, String>>> =
+        HashMap::new();
+    let (answers_tx, mut answers) = mpsc::channel::<(request_response::ResponseChannel<Response>, Response)>(1024);
     loop {
         tokio::select! {
+            Some(out) = outbound.recv() => {
+                let id = swarm.behaviour_mut().requests.send_request(&out.peer, out.request);
+                waiting.insert(id, out.reply);
+            }
+            Some((channel, response)) = answers.recv() => {
+                let _ = swarm.behaviour_mut().requests.send_response(channel, response);
+            }
             _ = redial.tick() => {
                 for addr in &peers {
                     let target = addr.iter().find_map(|p| match p {
@@ -225,24 +269,58 @@ pub async fn run(
                     }
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Requests(request_response::Event::Message {
-                    message: request_response::Message::Request { request, channel, .. }, ..
-                })) => {
-                    let response = match request {
-                        Request::Status => {
+                    peer, message: request_response::Message::Request { request, channel, .. }, ..
+                })) => match request {
+                    Request::Status => {
+                        let response = {
                             let ledger = shared.ledger();
                             Response::Status { chain: shared.chain, height: ledger.height(), last_hash: ledger.last_hash() }
-                        }
-                    };
-                    let _ = swarm.behaviour_mut().requests.send_response(channel, response);
+                        };
+                        let _ = swarm.behaviour_mut().requests.send_response(channel, response);
+                    }
+                    Request::Replicate(replicas) => {
+                        let (shared, answers) = (shared.clone(), answers_tx.clone());
+                        tokio::spawn(async move {
+                            let response = shared.records.accept_replicas(peer, replicas).await;
+                            let _ = answers.send((channel, response)).await;
+                        });
+                    }
+                    Request::Read { rid, gateway } => {
+                        let (shared, answers) = (shared.clone(), answers_tx.clone());
+                        tokio::spawn(async move {
+                            let response = match crate::records::receipts::read_here(&shared, rid, gateway).await {
+                                Ok(answer) => Response::Record(Box::new(answer)),
+                                Err(crate::records::ingest::RecordsError::NotFound(_)) => Response::NotFound,
+                                Err(e) => Response::Error(e.to_string()),
+                            };
+                            let _ = answers.send((channel, response)).await;
+                        });
+                    }
+                },
+                SwarmEvent::Behaviour(BehaviourEvent::Requests(request_response::Event::Message {
+                    message: request_response::Message::Response { request_id, response }, ..
+                })) => {
+                    if let Some(reply) = waiting.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Requests(request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                })) => {
+                    if let Some(reply) = waiting.remove(&request_id) {
+                        let _ = reply.send(Err(error.to_string()));
+                    }
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     connected.insert(peer_id);
                     shared.metrics.peers.store(connected.len() as u64, Relaxed);
+                    connected_tx.send_replace(connected.clone());
                     debug!(%peer_id, "p2p peer connected");
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                     connected.remove(&peer_id);
                     shared.metrics.peers.store(connected.len() as u64, Relaxed);
+                    connected_tx.send_replace(connected.clone());
                 }
                 SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
                     if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {

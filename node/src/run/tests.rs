@@ -18,7 +18,7 @@ use cairn_proto::{Hash32, Keypair, SecretSeed};
 
 use super::app::App;
 use super::config::Timing;
-use super::{Shared, mempool::Mempool, metrics::Metrics};
+use super::{Shared, mempool::Mempool};
 use crate::consensus::codec::{CairnCodec, malformed_count};
 use crate::consensus::signing::{CairnSigner, CairnVerifier, bad_signature_count};
 use crate::consensus::{Address, BlockValue, Height, Proposal, ProposalPart, ValidatorSet};
@@ -57,17 +57,19 @@ fn shared(dir: &std::path::Path) -> Arc<Shared> {
     let genesis = genesis();
     let state = LedgerState::from_genesis(&genesis, LedgerLimits::default()).unwrap();
     let (gossip, _) = tokio::sync::mpsc::channel(1);
-    let (decided, _) = tokio::sync::watch::channel(0);
-    Arc::new(Shared {
-        chain: genesis.hash().unwrap(),
-        ledger: std::sync::RwLock::new(state),
-        store: BlockStore::open(&dir.join("blocks.redb")).unwrap(),
-        mempool: std::sync::Mutex::new(Mempool::new(10)),
-        metrics: Metrics::default(),
-        gossip,
-        decided,
-        genesis,
-    })
+    let vault = crate::vault::Vault::open_dir(&dir.join("vault"), crate::vault::VaultConfig::default()).unwrap();
+    let (anchors, _) = crate::records::anchor::channel(1);
+    let records = crate::records::ingest::Records {
+        me: Keypair::from_seed(&seed(1)).public().key_id(),
+        validators: vec![],
+        vault: crate::records::custody::VaultHandle::spawn(vault, 1).unwrap(),
+        anchors,
+        p2p: tokio::sync::mpsc::channel(1).0,
+        connected: tokio::sync::watch::channel(Default::default()).1,
+        replication: 1,
+    };
+    let store = BlockStore::open(&dir.join("blocks.redb")).unwrap();
+    Shared::new(genesis, state, store, 10, gossip, records, Default::default()).unwrap()
 }
 
 fn app(shared: &Arc<Shared>) -> App {

@@ -1,0 +1,425 @@
+//! Anchoring (DESIGN.md §4): every custodian collects the leaves of the records it holds,
+//! and at each interval commits one padded Merkle root over them through the ledger. The
+//! padded batches are kept in `anchors.redb` (permanent side: leaves are hashes that name
+//! no one once a record's secret is destroyed) so that receipts can be served later.
+//!
+//! One batch is in flight at a time; leaves that arrive meanwhile wait for the next. A
+//! batch is written to the store before its commitment is submitted, so after a crash
+//! the node finds it again: committed (its sequence number was used) or resubmitted.
+//! Leaves of records acknowledged but not yet in a stored batch are found again at start
+//! by reading the vault.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::encoding::encode;
+use cairn_proto::ledger::{BatchCommit, BatchKind, SignedBatchCommit};
+use cairn_proto::merkle::{Blake3Merkle, MerkleHasher as _, Tree};
+use cairn_proto::receipt::{MAX_BATCH_LEAVES, padded_size, padding_leaf};
+use cairn_proto::signed::SignedBody as _;
+use cairn_proto::transaction::Transaction;
+use cairn_proto::version::{Versioned, decode_versioned};
+use cairn_proto::{Hash32, KeyId, Keypair};
+use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::run::Shared;
+
+const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_batches");
+const STORED_LIMIT: usize = 8 << 20;
+/// Blocks to wait for an in-flight batch before submitting it again.
+const RESUBMIT_AFTER_BLOCKS: u64 = 10;
+/// Batch trees kept in memory for proofs.
+const TREE_CACHE: usize = 32;
+static HASHER: Blake3Merkle = Blake3Merkle;
+
+/// A padded batch as this node built it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredBatch {
+    version: u8,
+    /// The signed commitment submitted to the ledger.
+    pub commit: SignedBatchCommit,
+    /// Every leaf, real and padding, in tree order.
+    pub leaves: Vec<Hash32>,
+    /// Height of the block that committed it, once known.
+    pub height: Option<u64>,
+}
+
+impl Versioned for StoredBatch {
+    const VERSION: u8 = 1;
+    fn version(&self) -> u8 {
+        self.version
+    }
+}
+
+/// Why the anchor store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("anchor store: {0}")]
+pub struct AnchorStoreError(String);
+
+fn db_err(e: impl std::fmt::Display) -> AnchorStoreError {
+    AnchorStoreError(e.to_string())
+}
+
+/// The batches this node built, by sequence number (redb).
+pub struct AnchorStore {
+    db: redb::Database,
+}
+
+impl std::fmt::Debug for AnchorStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnchorStore")
+    }
+}
+
+impl AnchorStore {
+    /// Opens or creates the store.
+    pub fn open(path: &Path) -> Result<Self, AnchorStoreError> {
+        let db = redb::Database::create(path)
+            .map_err(|e| AnchorStoreError(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(db_err)?;
+        txn.open_table(BATCHES).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        Ok(Self { db })
+    }
+
+    /// Writes a batch durably.
+    pub fn put(&self, batch: &StoredBatch) -> Result<(), AnchorStoreError> {
+        let bytes = encode(batch).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(BATCHES).map_err(db_err)?.insert(batch.commit.body.seq, bytes.as_slice()).map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    /// Every stored batch, by sequence number.
+    pub fn all(&self) -> Result<BTreeMap<u64, StoredBatch>, AnchorStoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(BATCHES).map_err(db_err)?;
+        let mut out = BTreeMap::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let batch: StoredBatch = decode_versioned(v.value(), STORED_LIMIT)
+                .map_err(|e| AnchorStoreError(format!("batch {}: {e}", k.value())))?;
+            out.insert(k.value(), batch);
+        }
+        Ok(out)
+    }
+}
+
+/// Where a committed leaf is.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The batch commitment.
+    pub commit: SignedBatchCommit,
+    /// Position in the batch.
+    pub index: u64,
+    /// Inclusion proof into the batch root.
+    pub proof: Vec<Hash32>,
+    /// Committing block.
+    pub height: u64,
+}
+
+enum Command {
+    Add(Vec<Hash32>),
+    Locate(Vec<Hash32>, oneshot::Sender<Vec<Option<Location>>>),
+}
+
+/// The anchoring actor's mailbox.
+#[derive(Debug, Clone)]
+pub struct AnchorHandle {
+    tx: mpsc::Sender<Command>,
+    committed: watch::Receiver<u64>,
+}
+
+impl AnchorHandle {
+    /// Queues the leaves of newly stored records.
+    pub async fn add(&self, leaves: Vec<Hash32>) {
+        if self.tx.send(Command::Add(leaves)).await.is_err() {
+            warn!("the anchoring task has stopped; leaves will be anchored after a restart");
+        }
+    }
+    /// Where each leaf was committed, if it was.
+    pub async fn locate(&self, leaves: Vec<Hash32>) -> Vec<Option<Location>> {
+        let (reply, rx) = oneshot::channel();
+        let n = leaves.len();
+        if self.tx.send(Command::Locate(leaves, reply)).await.is_err() {
+            return vec![None; n];
+        }
+        rx.await.unwrap_or_else(|_| vec![None; n])
+    }
+    /// Changes whenever a batch is committed (its value counts committed batches).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+}
+
+/// Creates the mailbox; [`Anchorer::run`] serves it.
+pub fn channel(bound: usize) -> (AnchorHandle, Anchorer) {
+    let (tx, rx) = mpsc::channel(bound);
+    let (committed_tx, committed) = watch::channel(0);
+    (AnchorHandle { tx, committed }, Anchorer { rx, committed: committed_tx })
+}
+
+/// The receiving half, to be run once the node's shared state exists.
+#[derive(Debug)]
+pub struct Anchorer {
+    rx: mpsc::Receiver<Command>,
+    committed: watch::Sender<u64>,
+}
+
+struct State {
+    me: KeyId,
+    key: Keypair,
+    store: AnchorStore,
+    batches: BTreeMap<u64, StoredBatch>,
+    index: HashMap<Hash32, (u64, u64)>,
+    pending: Vec<Hash32>,
+    queued: HashSet<Hash32>,
+    inflight: Option<(u64, u64)>,
+    scanned: u64,
+    trees: HashMap<u64, Tree<'static, Blake3Merkle>>,
+}
+
+impl Anchorer {
+    /// Runs the actor until the node stops.
+    pub async fn run(
+        mut self,
+        shared: Arc<Shared>,
+        key: Keypair,
+        store: AnchorStore,
+        interval: Duration,
+    ) -> anyhow::Result<()> {
+        let batches = store.all()?;
+        let mut st = State {
+            me: key.public().key_id(),
+            key,
+            store,
+            batches,
+            index: HashMap::new(),
+            pending: Vec::new(),
+            queued: HashSet::new(),
+            inflight: None,
+            scanned: 0,
+            trees: HashMap::new(),
+        };
+        st.recover(&shared)?;
+        let mut committed = st.batches.values().filter(|b| b.height.is_some()).count() as u64;
+        self.committed.send_replace(committed);
+        // Records acknowledged before a crash but in no stored batch.
+        let leaves = shared.records.vault.leaves().await?;
+        let missing: Vec<Hash32> = leaves.into_iter().filter(|l| !st.index.contains_key(l)).collect();
+        if !missing.is_empty() {
+            info!(leaves = missing.len(), "anchoring records that were stored but not yet anchored");
+        }
+        st.queue(missing);
+
+        let mut decided = shared.subscribe_decided();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = self.rx.recv() => match command {
+                    Some(Command::Add(leaves)) => st.queue(leaves),
+                    Some(Command::Locate(leaves, reply)) => {
+                        let found = leaves.iter().map(|l| st.locate(l)).collect();
+                        let _ = reply.send(found);
+                    }
+                    None => return Ok(()),
+                },
+                _ = tick.tick() => st.build(&shared)?,
+                changed = decided.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let height = *decided.borrow_and_update();
+                    let newly = st.scan(&shared, height)?;
+                    if newly > 0 {
+                        committed += newly;
+                        self.committed.send_replace(committed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    fn tx(&self, batch: &StoredBatch) -> Transaction {
+        Transaction::BatchCommit(batch.commit.clone())
+    }
+
+    fn index_batch(&mut self, seq: u64) {
+        if let Some(b) = self.batches.get(&seq) {
+            for (i, leaf) in b.leaves.iter().enumerate() {
+                self.index.insert(*leaf, (seq, i as u64));
+                self.queued.remove(leaf);
+            }
+        }
+    }
+
+    /// Re-reads stored batches against the ledger after a start.
+    fn recover(&mut self, shared: &Shared) -> anyhow::Result<()> {
+        let next = shared.ledger().next_batch_seq(&self.me, BatchKind::Anchors);
+        let tip = shared.ledger().height();
+        let pending: Vec<u64> = self.batches.iter().filter(|(_, b)| b.height.is_none()).map(|(s, _)| *s).collect();
+        for seq in pending {
+            if seq < next {
+                // Committed while this node was not looking: find the block.
+                let height = self.find_commit(shared, seq, tip)?;
+                if let Some(b) = self.batches.get_mut(&seq) {
+                    b.height = height;
+                    self.store.put(b)?;
+                }
+            } else if seq == next && self.inflight.is_none() {
+                if let Some(b) = self.batches.get(&seq) {
+                    let _ = shared.submit(self.tx(b), true);
+                    b.leaves.iter().for_each(|l| {
+                        self.queued.insert(*l);
+                    });
+                }
+                self.inflight = Some((seq, tip));
+            }
+        }
+        let committed: Vec<u64> = self.batches.iter().filter(|(_, b)| b.height.is_some()).map(|(s, _)| *s).collect();
+        for seq in committed {
+            self.index_batch(seq);
+        }
+        self.scanned = tip;
+        Ok(())
+    }
+
+    fn find_commit(&self, shared: &Shared, seq: u64, tip: u64) -> anyhow::Result<Option<u64>> {
+        for h in (1..=tip).rev() {
+            if let Some((block, _)) = shared.store.get(h)? {
+                let found = block.transactions.iter().any(|tx| {
+                    matches!(tx, Transaction::BatchCommit(c)
+                        if c.body.node == self.me && c.body.kind == BatchKind::Anchors && c.body.seq == seq)
+                });
+                if found {
+                    return Ok(Some(h));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn queue(&mut self, leaves: Vec<Hash32>) {
+        for leaf in leaves {
+            if !self.index.contains_key(&leaf) && self.queued.insert(leaf) {
+                self.pending.push(leaf);
+            }
+        }
+    }
+
+    /// Builds, stores and submits the next batch if none is in flight.
+    fn build(&mut self, shared: &Shared) -> anyhow::Result<()> {
+        if self.inflight.is_some() || self.pending.is_empty() {
+            return Ok(());
+        }
+        let take = self.pending.len().min(MAX_BATCH_LEAVES as usize);
+        let mut leaves: Vec<Hash32> = self.pending.drain(..take).collect();
+        let size = padded_size(leaves.len() as u64).unwrap_or(MAX_BATCH_LEAVES);
+        let pad = size as usize - leaves.len();
+        let mut random = vec![0u8; 32 * pad + 8 * size as usize];
+        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
+        let (pads, shuffle) = random.split_at(32 * pad);
+        for chunk in pads.chunks_exact(32) {
+            let mut r = [0u8; 32];
+            r.copy_from_slice(chunk);
+            leaves.push(padding_leaf(&r));
+        }
+        // Shuffle (Fisher–Yates) so a leaf's position says nothing about how full the
+        // batch was.
+        for (i, chunk) in shuffle.chunks_exact(8).enumerate().skip(1).take(leaves.len() - 1) {
+            let mut r = [0u8; 8];
+            r.copy_from_slice(chunk);
+            let j = (u64::from_le_bytes(r) % (i as u64 + 1)) as usize;
+            leaves.swap(i, j);
+        }
+        let hashes: Vec<[u8; 32]> = leaves.iter().map(|l| HASHER.hash_leaf(&l.0)).collect();
+        let root = Hash32(cairn_proto::merkle::root(&HASHER, &hashes));
+        let (next, tip) = {
+            let ledger = shared.ledger();
+            (ledger.next_batch_seq(&self.me, BatchKind::Anchors), ledger.height())
+        };
+        let seq = next.max(self.batches.keys().next_back().map_or(0, |s| s + 1));
+        let body = BatchCommit { version: 1, kind: BatchKind::Anchors, node: self.me, root, size, seq };
+        let batch = StoredBatch { version: 1, commit: body.sign(&self.key)?, leaves, height: None };
+        self.store.put(&batch)?;
+        debug!(seq, real = take, size, "anchor batch built");
+        if let Err(e) = shared.submit(self.tx(&batch), true) {
+            warn!(seq, "anchor batch not admitted yet ({e:?}); it will be submitted again");
+        }
+        self.batches.insert(seq, batch);
+        self.inflight = Some((seq, tip));
+        Ok(())
+    }
+
+    /// Looks at blocks up to `height` for this node's batches; returns how many were
+    /// newly committed.
+    fn scan(&mut self, shared: &Shared, height: u64) -> anyhow::Result<u64> {
+        let mut newly = 0;
+        while self.scanned < height {
+            let h = self.scanned + 1;
+            let Some((block, _)) = shared.store.get(h)? else { break };
+            for tx in &block.transactions {
+                let Transaction::BatchCommit(c) = tx else { continue };
+                if c.body.node != self.me || c.body.kind != BatchKind::Anchors {
+                    continue;
+                }
+                let seq = c.body.seq;
+                match self.batches.get_mut(&seq) {
+                    Some(b) if b.commit.body.root == c.body.root => {
+                        b.height = Some(h);
+                        self.store.put(b)?;
+                        self.index_batch(seq);
+                        newly += 1;
+                        if self.inflight.is_some_and(|(s, _)| s == seq) {
+                            self.inflight = None;
+                        }
+                    }
+                    _ => warn!(seq, height = h, "a committed anchor batch of this node is not in its anchor store"),
+                }
+            }
+            self.scanned = h;
+        }
+        if let Some((seq, since)) = self.inflight
+            && height >= since + RESUBMIT_AFTER_BLOCKS
+        {
+            let next = shared.ledger().next_batch_seq(&self.me, BatchKind::Anchors);
+            if let Some(b) = self.batches.get(&seq)
+                && next == seq
+            {
+                debug!(seq, "anchor batch not committed yet; submitting it again");
+                let _ = shared.submit(self.tx(b), true);
+                self.inflight = Some((seq, height));
+            }
+        }
+        Ok(newly)
+    }
+
+    fn locate(&mut self, leaf: &Hash32) -> Option<Location> {
+        let (seq, index) = *self.index.get(leaf)?;
+        let batch = self.batches.get(&seq)?;
+        let height = batch.height?;
+        if !self.trees.contains_key(&seq) {
+            if self.trees.len() >= TREE_CACHE
+                && let Some(old) = self.trees.keys().next().copied()
+            {
+                self.trees.remove(&old);
+            }
+            let mut tree = Tree::new(&HASHER);
+            for l in &batch.leaves {
+                tree.push(HASHER.hash_leaf(&l.0));
+            }
+            self.trees.insert(seq, tree);
+        }
+        let tree = self.trees.get(&seq)?;
+        let proof = tree.inclusion_proof(index, tree.size()).ok()?;
+        Some(Location { commit: batch.commit.clone(), index, proof: proof.into_iter().map(Hash32).collect(), height })
+    }
+}
