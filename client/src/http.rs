@@ -52,14 +52,39 @@ fn split(url: &str) -> Result<(&str, &str), HttpError> {
 
 /// Sends one request and returns the status and body.
 pub fn request(method: &str, url: &str, content_type: &str, body: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
+    request_with(method, url, content_type, &[], body)
+}
+
+/// The path and query of a URL (what a signed request covers).
+pub fn path_and_query(url: &str) -> Result<(&str, &str), HttpError> {
+    let (_, target) = split(url)?;
+    Ok(match target.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (target, ""),
+    })
+}
+
+/// Sends one request with extra headers and returns the status and body.
+pub fn request_with(
+    method: &str,
+    url: &str,
+    content_type: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), HttpError> {
     let (authority, path) = split(url)?;
     let io = |source| HttpError::Io { url: url.to_string(), source };
     let mut stream = TcpStream::connect(authority).map_err(io)?;
     stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+    let _ = stream.set_nodelay(true);
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
         body.len()
     );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body)).map_err(io)?;
     let mut raw = Vec::new();
     stream.take(MAX_ANSWER).read_to_end(&mut raw).map_err(io)?;

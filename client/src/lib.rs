@@ -1,6 +1,9 @@
 //! Talk to cairn nodes and verify what they return offline; the library behind the
 //! `cairn` command.
 
+pub mod admin;
+pub mod csv;
+pub mod gateway;
 pub mod http;
 pub mod keys;
 pub mod verify;

@@ -3,10 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use cairn_client::verify::{Checks, verify_block, verify_checkpoint, verify_log_consistency};
+use std::io::Write as _;
+
+use cairn_client::gateway::{BodyFormat, Gateway, GatewayError};
+use cairn_client::verify::{Checks, verify_block, verify_checkpoint, verify_log_consistency, verify_receipt};
 use cairn_proto::Hash32;
 use cairn_proto::consensus::{CertifiedBlock, CertifiedHeader};
 use cairn_proto::genesis::Genesis;
+use cairn_proto::receipt::AnchorReceipt;
+use cairn_proto::record::RecordId;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -16,8 +21,118 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum InputFormat {
+    /// From the file name: .csv, .json (a Bundle), otherwise JSON lines.
+    Auto,
+    /// One FHIR Observation per line.
+    Jsonl,
+    /// A FHIR Bundle of Observations.
+    Bundle,
+    /// Smart-shoe CSV (see `cairn_client::csv`).
+    Csv,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Submit readings (JSON lines, a FHIR Bundle or smart-shoe CSV) as a gateway; print
+    /// one JSON line per stored record ({"index","rid","leaf"}) and a summary.
+    Submit {
+        /// The node's HTTP address.
+        #[arg(long)]
+        node: String,
+        /// The gateway's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Purpose-of-use code declared for every reading (e.g. TREAT).
+        #[arg(long)]
+        purpose: String,
+        /// Days until the records must be erased.
+        #[arg(long)]
+        retention_days: u32,
+        /// Input layout.
+        #[arg(long, value_enum, default_value = "auto")]
+        format: InputFormat,
+        /// Readings per request.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Write the stored records here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Input file; `-` or nothing reads standard input.
+        input: Option<PathBuf>,
+    },
+    /// Read a record back as the gateway that wrote it.
+    Get {
+        /// The node's HTTP address.
+        #[arg(long)]
+        node: String,
+        /// The gateway's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Purpose the read is for (must match the record's).
+        #[arg(long)]
+        purpose: String,
+        /// Also verify the record's receipt offline against this genesis file.
+        #[arg(long)]
+        genesis: Option<PathBuf>,
+        /// Record id.
+        rid: String,
+    },
+    /// Fetch anchor receipts (one JSON line each) for record ids or for the output of
+    /// `cairn submit`.
+    Receipt {
+        /// The node's HTTP address.
+        #[arg(long)]
+        node: String,
+        /// The gateway's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// A file written by `cairn submit` (JSON lines with "rid").
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// How long to wait for receipts that are not yet anchored, milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        wait_ms: u64,
+        /// Write the receipts here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Record ids.
+        rids: Vec<String>,
+    },
+    /// As an organisation admin, register a gateway, accessor or regulator key and wait
+    /// until the change is committed.
+    Register {
+        /// The node's HTTP address.
+        #[arg(long)]
+        node: String,
+        /// The chain's genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// The admin's key file.
+        #[arg(long)]
+        admin_key: PathBuf,
+        /// gateway, accessor or regulator.
+        #[arg(long)]
+        role: String,
+        /// The key to register, as a key file (only its public key is used).
+        #[arg(long, conflicts_with = "public_key")]
+        key_file: Option<PathBuf>,
+        /// The key to register, as 64 hex digits.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Verify anchor receipts (a JSON file, or JSON lines) offline against the genesis file.
+    VerifyReceipt {
+        /// The chain's genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// The receipt file.
+        receipts: PathBuf,
+    },
     /// Generate an ed25519 key file; print its public key and key id.
     Keygen {
         /// Key file to create (must not exist).
@@ -84,6 +199,115 @@ fn report(checks: &Checks, limits: &str) {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Submit { node, key, purpose, retention_days, format, batch, parallel, out, input } => {
+            let gateway = Gateway::new(&node, cairn_client::keys::load(&key)?);
+            let readings = load_readings(input.as_deref(), format)?;
+            let options = SubmitOptions { purpose, retention_days, batch, parallel };
+            let mut sink = output(out.as_deref())?;
+            let summary = submit(&gateway, &readings, &options, &mut sink)?;
+            eprintln!("{summary}");
+            if summary.failed > 0 {
+                anyhow::bail!("{} readings were not stored", summary.failed);
+            }
+        }
+        Command::Get { node, key, purpose, genesis, rid } => {
+            let gateway = Gateway::new(&node, cairn_client::keys::load(&key)?);
+            let rid: RecordId = rid.parse().map_err(|e| anyhow::anyhow!("record id {rid:?}: {e}"))?;
+            let answer = gateway.record(&rid, &purpose)?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            if let Some(g) = genesis {
+                let genesis = read_genesis(&g)?;
+                let receipt: Option<AnchorReceipt> = serde_json::from_value(answer["receipt"].clone())?;
+                let receipt =
+                    receipt.ok_or_else(|| anyhow::anyhow!("the record is not anchored yet; try again shortly"))?;
+                if receipt.rid != rid || answer["record"]["leaf"].as_str() != Some(&receipt.leaf.to_string()) {
+                    anyhow::bail!("the receipt is not for this record");
+                }
+                report(
+                    &verify_receipt(&genesis, &receipt)?,
+                    "that the resource shown is the one committed: C is a keyed hash of the ciphertext, which stays with the custodians",
+                );
+            }
+        }
+        Command::Receipt { node, key, from, wait_ms, out, rids } => {
+            let gateway = Gateway::new(&node, cairn_client::keys::load(&key)?);
+            let mut ids: Vec<RecordId> = Vec::new();
+            for r in &rids {
+                ids.push(r.parse().map_err(|e| anyhow::anyhow!("record id {r:?}: {e}"))?);
+            }
+            if let Some(from) = from {
+                let text = std::fs::read_to_string(&from).with_context(|| format!("reading {}", from.display()))?;
+                for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                    let v: serde_json::Value =
+                        serde_json::from_str(line).with_context(|| format!("{} line {}", from.display(), i + 1))?;
+                    let rid = v["rid"]
+                        .as_str()
+                        .ok_or_else(|| anyhow::anyhow!("{} line {}: no \"rid\"", from.display(), i + 1))?;
+                    ids.push(rid.parse().map_err(|e| anyhow::anyhow!("{} line {}: {e}", from.display(), i + 1))?);
+                }
+            }
+            let mut sink = output(out.as_deref())?;
+            let (mut done, mut pending) = (0usize, 0usize);
+            for chunk in ids.chunks(1000) {
+                let got = with_retries(|| gateway.receipts(chunk, wait_ms))?;
+                for r in got {
+                    match r {
+                        Some(r) => {
+                            writeln!(sink, "{}", serde_json::to_string(&r)?)?;
+                            done += 1;
+                        }
+                        None => pending += 1,
+                    }
+                }
+                eprint!("\r{done}/{} receipts", ids.len());
+            }
+            sink.flush()?;
+            eprintln!("\r{done} receipts fetched, {pending} not yet anchored");
+            if pending > 0 {
+                anyhow::bail!("{pending} records are not anchored yet");
+            }
+        }
+        Command::Register { node, genesis, admin_key, role, key_file, public_key } => {
+            let genesis = read_genesis(&genesis)?;
+            let admin = cairn_client::keys::load(&admin_key)?;
+            let role: cairn_proto::membership::Role = serde_json::from_value(serde_json::json!(role))
+                .map_err(|_| anyhow::anyhow!("--role {role:?}: gateway, accessor or regulator"))?;
+            let key = match (key_file, public_key) {
+                (Some(f), None) => cairn_client::keys::load(&f)?.public(),
+                (None, Some(hex)) => hex.parse().map_err(|e| anyhow::anyhow!("--public-key: {e}"))?,
+                _ => anyhow::bail!("give --key-file or --public-key"),
+            };
+            cairn_client::admin::register(&node, &genesis, &admin, role, key)?;
+            println!("registered {key} (key id {}) as {role:?}", key.key_id());
+        }
+        Command::VerifyReceipt { genesis, receipts } => {
+            let genesis = read_genesis(&genesis)?;
+            let text = std::fs::read_to_string(&receipts).with_context(|| format!("reading {}", receipts.display()))?;
+            let parsed: Vec<AnchorReceipt> = match serde_json::from_str::<AnchorReceipt>(&text) {
+                Ok(one) => vec![one],
+                Err(_) => text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty())
+                    .map(|(i, l)| {
+                        serde_json::from_str(l).with_context(|| format!("{} line {}", receipts.display(), i + 1))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            };
+            let limits = "that the content matches C (that needs the commitment secret, held by the custodians), or that the record still exists";
+            if let [one] = parsed.as_slice() {
+                report(&verify_receipt(&genesis, one)?, limits);
+            } else {
+                for (i, r) in parsed.iter().enumerate() {
+                    verify_receipt(&genesis, r).with_context(|| format!("receipt {} (record {})", i + 1, r.rid))?;
+                }
+                println!(
+                    "ok: {} receipts verified: each leaf is in its custodian's signed batch, each batch in a certified log",
+                    parsed.len()
+                );
+                println!("not established: {limits}");
+            }
+        }
         Command::Keygen { out } => {
             let public = cairn_client::keys::generate(&out)?;
             println!("wrote {}", out.display());
@@ -137,4 +361,187 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where output goes: a file or standard output.
+fn output(path: Option<&Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
+    Ok(match path {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    })
+}
+
+/// Reads the input as Observation JSON texts.
+fn load_readings(input: Option<&Path>, format: InputFormat) -> anyhow::Result<Vec<String>> {
+    let (text, name) = match input {
+        None => (std::io::read_to_string(std::io::stdin()).context("reading standard input")?, "-".to_string()),
+        Some(p) if p == Path::new("-") => {
+            (std::io::read_to_string(std::io::stdin()).context("reading standard input")?, "-".to_string())
+        }
+        Some(p) => {
+            (std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?, p.display().to_string())
+        }
+    };
+    let format = match format {
+        InputFormat::Auto if name.ends_with(".csv") => InputFormat::Csv,
+        InputFormat::Auto if name.ends_with(".json") => InputFormat::Bundle,
+        InputFormat::Auto => InputFormat::Jsonl,
+        f => f,
+    };
+    Ok(match format {
+        InputFormat::Csv => cairn_client::csv::to_observations(&text).with_context(|| name.clone())?,
+        InputFormat::Bundle => {
+            #[derive(serde::Deserialize)]
+            struct Entry {
+                resource: Box<serde_json::value::RawValue>,
+            }
+            #[derive(serde::Deserialize)]
+            struct Bundle {
+                #[serde(default)]
+                entry: Vec<Entry>,
+            }
+            let b: Bundle = serde_json::from_str(&text).with_context(|| format!("{name} is not a FHIR Bundle"))?;
+            b.entry.into_iter().map(|e| e.resource.get().to_string()).collect()
+        }
+        _ => text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect(),
+    })
+}
+
+struct SubmitOptions {
+    purpose: String,
+    retention_days: u32,
+    batch: usize,
+    parallel: usize,
+}
+
+struct Summary {
+    stored: usize,
+    failed: usize,
+    requests: usize,
+    seconds: f64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stored {} readings in {} requests in {:.1} s ({:.0} readings/s); {} failed",
+            self.stored,
+            self.requests,
+            self.seconds,
+            self.stored as f64 / self.seconds.max(1e-9),
+            self.failed
+        )
+    }
+}
+
+/// Runs `call` again while it fails with a retryable error (busy, unavailable, network),
+/// waiting 0.2 s, 0.4 s, ... up to 5 s between tries, 10 tries in all.
+fn with_retries<T>(mut call: impl FnMut() -> Result<T, GatewayError>) -> Result<T, GatewayError> {
+    let mut wait = std::time::Duration::from_millis(200);
+    let mut tries = 0;
+    loop {
+        match call() {
+            Err(e) if e.retryable() && tries < 9 => {
+                tries += 1;
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn submit(
+    gateway: &Gateway,
+    readings: &[String],
+    o: &SubmitOptions,
+    sink: &mut dyn std::io::Write,
+) -> anyhow::Result<Summary> {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    if o.batch == 0 || o.parallel == 0 {
+        anyhow::bail!("--batch and --parallel must be at least 1");
+    }
+    let started = std::time::Instant::now();
+    let mut run_id = [0u8; 8];
+    getrandom::fill(&mut run_id).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let run_id: String = run_id.iter().map(|b| format!("{b:02x}")).collect();
+    let chunks: Vec<&[String]> = readings.chunks(o.batch).collect();
+    let next = AtomicUsize::new(0);
+    let stored = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<cairn_client::gateway::Submitted, GatewayError>)>();
+    let mut results: Vec<Option<Result<cairn_client::gateway::Submitted, GatewayError>>> =
+        (0..chunks.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..o.parallel.min(chunks.len().max(1)) {
+            let tx = tx.clone();
+            let (chunks, next, stored, run_id) = (&chunks, &next, &stored, &run_id);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Relaxed);
+                    let Some(chunk) = chunks.get(i) else { return };
+                    let body = chunk.join("\n");
+                    let key = format!("{run_id}-{i}");
+                    let r = with_retries(|| {
+                        gateway.submit(body.as_bytes(), BodyFormat::JsonLines, &o.purpose, o.retention_days, Some(&key))
+                    });
+                    if let Ok(s) = &r {
+                        stored.fetch_add(s.count, Relaxed);
+                    }
+                    if tx.send((i, r)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut last = std::time::Instant::now();
+        for (i, r) in rx {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+            if last.elapsed() > std::time::Duration::from_millis(250) {
+                last = std::time::Instant::now();
+                let done = stored.load(Relaxed);
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                eprint!("\r{done}/{} readings stored ({rate:.0}/s)", readings.len());
+            }
+        }
+    });
+    eprint!("\r");
+    let mut summary = Summary { stored: 0, failed: 0, requests: chunks.len(), seconds: 0.0 };
+    for (i, r) in results.into_iter().enumerate() {
+        let base = i * o.batch;
+        match r {
+            Some(Ok(s)) => {
+                for (j, rec) in s.records.iter().enumerate() {
+                    writeln!(sink, "{}", serde_json::json!({"index": base + j, "rid": rec.rid, "leaf": rec.leaf}))?;
+                }
+                summary.stored += s.records.len();
+            }
+            Some(Err(e)) => {
+                let n = chunks.get(i).map_or(0, |c| c.len());
+                eprintln!("readings {base}..{}: {e}", base + n);
+                if let GatewayError::Refused { body, .. } = &e
+                    && let Some(items) = body.get("items").and_then(|v| v.as_array())
+                {
+                    for item in items.iter().take(20) {
+                        eprintln!(
+                            "  reading {}: {} {}",
+                            base + item["index"].as_u64().unwrap_or(0) as usize,
+                            item["field"],
+                            item["message"]
+                        );
+                    }
+                }
+                summary.failed += n;
+            }
+            None => summary.failed += chunks.get(i).map_or(0, |c| c.len()),
+        }
+    }
+    sink.flush()?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
 }

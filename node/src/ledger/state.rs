@@ -279,6 +279,10 @@ impl LedgerState {
     pub fn last_time_ms(&self) -> u64 {
         self.last_time_ms
     }
+    /// The nonce the next membership change signed by `admin` must carry.
+    pub fn next_admin_nonce(&self, admin: &KeyId) -> u64 {
+        self.book.admin_nonce.get(admin).copied().unwrap_or(0)
+    }
     /// The sequence number the next batch of `kind` from `node` must carry.
     pub fn next_batch_seq(&self, node: &KeyId, kind: BatchKind) -> u64 {
         self.book.batch_seq.get(&(*node, kind)).copied().unwrap_or(0)

@@ -452,6 +452,8 @@ pub fn openapi_document() -> serde_json::Value {
             "/v1/checkpoints/{height}": {"get": {"parameters": [height], "responses": {"200": ok("CertifiedHeader"), "404": err}}},
             "/v1/log/inclusion": {"get": {"parameters": [{"name": "leaf", "in": "query", "required": true, "schema": {"type": "string"}},
                 {"name": "size", "in": "query", "schema": {"type": "integer"}}], "responses": {"200": ok("index, size, proof"), "400": err, "404": err}}},
+            "/v1/admins/{key_id}": {"get": {"parameters": [{"name": "key_id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": ok("organisation and next nonce"), "400": err, "404": err}}},
             "/v1/log/consistency": {"get": {"parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}},
                 {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}}], "responses": {"200": ok("proof"), "400": err}}}
         }

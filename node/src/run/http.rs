@@ -13,6 +13,7 @@
 //! | `GET /v1/checkpoints/{height}` | `CertifiedHeader` at a height |
 //! | `GET /v1/log/inclusion?leaf=HEX[&size=N]` | `{"index","size","proof"}` |
 //! | `GET /v1/log/consistency?from=N&to=M` | list of hex hashes |
+//! | `GET /v1/admins/{key_id}` | `{"organisation","next_nonce"}` for signing a membership change |
 //!
 //! The gateway API (signed requests) is in [`super::api`]. Errors are JSON
 //! `{"code","message"}` with a stable code, and `"field"` where one field is at fault.
@@ -120,6 +121,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/checkpoints/{height}", get(checkpoint_at))
         .route("/v1/log/inclusion", get(inclusion))
         .route("/v1/log/consistency", get(consistency))
+        .route("/v1/admins/{key_id}", get(admin))
         .merge(super::api::routes())
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_LEN))
         .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json".into()) })
@@ -250,4 +252,17 @@ async fn consistency(State(s): State<Arc<Shared>>, Query(q): Query<ConsistencyQu
         .log_consistency(q.from, q.to)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_size", e.to_string()))?;
     Ok(Json(proof.into_iter().map(Hash32).collect()))
+}
+
+async fn admin(State(s): State<Arc<Shared>>, Path(key_id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: cairn_proto::KeyId = key_id.parse().map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_key_id", "a key id is 32 hex digits").field("key_id")
+    })?;
+    let ledger = s.ledger();
+    let org = ledger
+        .membership()
+        .admin_of(&id)
+        .map(|o| o.name.clone())
+        .ok_or_else(|| ApiError::not_found(format!("{id} is not an organisation admin")))?;
+    Ok(Json(json!({"organisation": org, "next_nonce": ledger.next_admin_nonce(&id)})))
 }

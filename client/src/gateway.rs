@@ -1,0 +1,183 @@
+//! The gateway side of the API: signed requests to submit readings, read records back and
+//! fetch receipts (DESIGN.md §9).
+
+use cairn_proto::Keypair;
+use cairn_proto::receipt::AnchorReceipt;
+use cairn_proto::record::RecordId;
+use cairn_proto::request::RequestToSign;
+use serde::{Deserialize, Serialize};
+
+use crate::http::{HttpError, path_and_query, request_with};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Transport.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The node refused, with its JSON error.
+    #[error("node answered {status} {code}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Stable error code.
+        code: String,
+        /// Message.
+        message: String,
+        /// The whole error body.
+        body: serde_json::Value,
+    },
+    /// An answer that is not the expected JSON.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+    /// A local problem (randomness, encoding, a bad argument).
+    #[error("{0}")]
+    Local(String),
+}
+
+impl GatewayError {
+    /// Whether trying again later may succeed (busy, custodians unavailable, network).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Http(HttpError::Io { .. }) => true,
+            Self::Refused { status, .. } => matches!(status, 429 | 502 | 503 | 504 | 409),
+            _ => false,
+        }
+    }
+}
+
+/// How the readings are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// One Observation per line.
+    JsonLines,
+    /// A FHIR Bundle.
+    Bundle,
+}
+
+/// One stored record as the node acknowledged it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// Record id.
+    pub rid: RecordId,
+    /// Leaf.
+    pub leaf: cairn_proto::Hash32,
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Submitted {
+    /// Number of records.
+    pub count: usize,
+    /// Custodians holding them.
+    pub custodians: Vec<cairn_proto::KeyId>,
+    /// Records, in the order of the readings.
+    pub records: Vec<Stored>,
+}
+
+/// A gateway's connection to one node.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// Base URL, e.g. `http://127.0.0.1:26200`.
+    pub node: String,
+    key: Keypair,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Gateway {
+    /// A client for `node` signing with `key`.
+    pub fn new(node: &str, key: Keypair) -> Self {
+        Self { node: node.trim_end_matches('/').to_string(), key }
+    }
+
+    /// Sends a signed request; returns the status and body of a 2xx answer.
+    pub fn call(
+        &self,
+        method: &str,
+        target: &str,
+        content_type: &str,
+        extra: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), GatewayError> {
+        let url = format!("{}{target}", self.node);
+        let (path, query) = path_and_query(&url)?;
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|e| GatewayError::Local(format!("no randomness: {e}")))?;
+        let statement = RequestToSign::new(method, path, query, body, self.key.public().key_id(), now_ms(), nonce);
+        let signature = statement.sign(&self.key).map_err(|e| GatewayError::Local(e.to_string()))?;
+        let mut headers: Vec<(&str, String)> = statement.headers(&signature).into_iter().collect();
+        headers.extend(extra.iter().cloned());
+        let (status, answer) = request_with(method, &url, content_type, &headers, body)?;
+        if (200..300).contains(&status) {
+            return Ok((status, answer));
+        }
+        let body: serde_json::Value = serde_json::from_slice(&answer)
+            .unwrap_or_else(|_| serde_json::json!({"message": String::from_utf8_lossy(&answer)}));
+        let text = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        Err(GatewayError::Refused { status, code: text("code"), message: text("message"), body })
+    }
+
+    /// Submits readings; `idempotency_key` makes a retry of the same body a no-op.
+    pub fn submit(
+        &self,
+        body: &[u8],
+        format: BodyFormat,
+        purpose: &str,
+        retention_days: u32,
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted, GatewayError> {
+        let content_type = match format {
+            BodyFormat::JsonLines => "application/x-ndjson",
+            BodyFormat::Bundle => "application/fhir+json",
+        };
+        if !purpose.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(GatewayError::Local(format!("purpose {purpose:?}: letters, digits, '-', '_' and '.' only")));
+        }
+        let mut extra = Vec::new();
+        if let Some(k) = idempotency_key {
+            if k.is_empty() || k.len() > 128 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(GatewayError::Local("an idempotency key is 1 to 128 printable ASCII characters".into()));
+            }
+            extra.push(("idempotency-key", k.to_string()));
+        }
+        let target = format!("/v1/readings?purpose={purpose}&retention_days={retention_days}");
+        let (_, answer) = self.call("POST", &target, content_type, &extra, body)?;
+        serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(e.to_string()))
+    }
+
+    /// Reads a record back for a declared purpose: `{"record","receipt","served_by"}`.
+    pub fn record(&self, rid: &RecordId, purpose: &str) -> Result<serde_json::Value, GatewayError> {
+        let (_, answer) =
+            self.call("GET", &format!("/v1/records/{rid}?purpose={purpose}"), "application/json", &[], b"")?;
+        serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(e.to_string()))
+    }
+
+    /// The receipt of a record, waiting up to `wait_ms` for it; `None` if still pending.
+    pub fn receipt(&self, rid: &RecordId, wait_ms: u64) -> Result<Option<AnchorReceipt>, GatewayError> {
+        let target = format!("/v1/records/{rid}/receipt?wait_ms={wait_ms}");
+        let (status, answer) = self.call("GET", &target, "application/json", &[], b"")?;
+        if status == 202 {
+            return Ok(None);
+        }
+        serde_json::from_slice(&answer).map(Some).map_err(|e| GatewayError::Unexpected(e.to_string()))
+    }
+
+    /// Receipts of many records (in order; `None` where still pending after `wait_ms`).
+    pub fn receipts(&self, rids: &[RecordId], wait_ms: u64) -> Result<Vec<Option<AnchorReceipt>>, GatewayError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            receipts: Vec<Option<AnchorReceipt>>,
+        }
+        let body = serde_json::to_vec(&serde_json::json!({"rids": rids, "wait_ms": wait_ms}))
+            .map_err(|e| GatewayError::Local(e.to_string()))?;
+        let (_, answer) = self.call("POST", "/v1/receipts", "application/json", &[], &body)?;
+        let a: Answer = serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(e.to_string()))?;
+        if a.receipts.len() != rids.len() {
+            return Err(GatewayError::Unexpected(format!("{} receipts for {} records", a.receipts.len(), rids.len())));
+        }
+        Ok(a.receipts)
+    }
+}
