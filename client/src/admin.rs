@@ -36,7 +36,9 @@ pub enum AdminError {
 
 fn next_nonce(node: &str, admin: &Keypair) -> Result<u64, AdminError> {
     let v: serde_json::Value = get_json(&format!("{node}/v1/admins/{}", admin.public().key_id()))?;
-    v["next_nonce"].as_u64().ok_or_else(|| AdminError::Local("the node's answer has no next_nonce".into()))
+    v.get("next_nonce")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| AdminError::Local("the node's answer has no next_nonce".into()))
 }
 
 /// Submits a membership change signed by `admin` and waits until it is committed.

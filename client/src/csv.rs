@@ -104,8 +104,10 @@ pub fn to_observations(text: &str) -> Result<Vec<String>, CsvError> {
                 components.push(component(code, display, value, unit, ucum));
             }
         }
-        if !components.is_empty() {
-            obs["component"] = Value::Array(components);
+        if !components.is_empty()
+            && let Some(map) = obs.as_object_mut()
+        {
+            map.insert("component".into(), Value::Array(components));
         }
         out.push(obs.to_string());
     }

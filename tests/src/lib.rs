@@ -227,6 +227,47 @@ pub mod cluster {
             (s, String::from_utf8_lossy(&b).into_owned())
         }
 
+        /// Waits until every node answers `/readyz` with 200 (consensus runs and enough
+        /// custodians are connected).
+        pub fn wait_ready(&self) {
+            self.wait_for("every node ready for readings", Duration::from_secs(60), |c| {
+                c.urls
+                    .iter()
+                    .all(|u| http::request("GET", &format!("{u}/readyz"), "", &[]).is_ok_and(|(s, _)| s == 200))
+            });
+        }
+
+        /// Creates a gateway key file, registers it through node 0 with organisation 0's
+        /// admin key (the `cairn register` command) and returns the file and the key.
+        pub fn register_gateway(&self, name: &str) -> (PathBuf, Keypair) {
+            let key_file = self.dir.path().join(format!("{name}.key"));
+            super::run_ok("cairn", &["keygen", "--out", key_file.to_str().unwrap()]);
+            let admin = self.dir.path().join("dev/admins/org0/node.key");
+            super::run_ok(
+                "cairn",
+                &[
+                    "register",
+                    "--node",
+                    &self.urls[0],
+                    "--genesis",
+                    self.genesis_path().to_str().unwrap(),
+                    "--admin-key",
+                    admin.to_str().unwrap(),
+                    "--role",
+                    "gateway",
+                    "--key-file",
+                    key_file.to_str().unwrap(),
+                ],
+            );
+            let key = cairn_client::keys::load(&key_file).unwrap();
+            (key_file, key)
+        }
+
+        /// The index of the validator with key id `id`.
+        pub fn index_of(&self, id: &cairn_proto::KeyId) -> usize {
+            (0..self.configs.len()).find(|i| self.key(*i).public().key_id() == *id).unwrap()
+        }
+
         /// Posts a transaction to validator `i`.
         pub fn submit(&self, i: usize, tx: &Transaction) -> (u16, String) {
             self.post_tx_bytes(i, &encode(tx).unwrap())

@@ -217,10 +217,13 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&answer)?);
             if let Some(g) = genesis {
                 let genesis = read_genesis(&g)?;
-                let receipt: Option<AnchorReceipt> = serde_json::from_value(answer["receipt"].clone())?;
+                let receipt: Option<AnchorReceipt> =
+                    serde_json::from_value(answer.get("receipt").cloned().unwrap_or_default())?;
                 let receipt =
                     receipt.ok_or_else(|| anyhow::anyhow!("the record is not anchored yet; try again shortly"))?;
-                if receipt.rid != rid || answer["record"]["leaf"].as_str() != Some(&receipt.leaf.to_string()) {
+                if receipt.rid != rid
+                    || answer.pointer("/record/leaf").and_then(|v| v.as_str()) != Some(&receipt.leaf.to_string())
+                {
                     anyhow::bail!("the receipt is not for this record");
                 }
                 report(
@@ -240,8 +243,9 @@ fn main() -> anyhow::Result<()> {
                 for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                     let v: serde_json::Value =
                         serde_json::from_str(line).with_context(|| format!("{} line {}", from.display(), i + 1))?;
-                    let rid = v["rid"]
-                        .as_str()
+                    let rid = v
+                        .get("rid")
+                        .and_then(|r| r.as_str())
                         .ok_or_else(|| anyhow::anyhow!("{} line {}: no \"rid\"", from.display(), i + 1))?;
                     ids.push(rid.parse().map_err(|e| anyhow::anyhow!("{} line {}: {e}", from.display(), i + 1))?);
                 }

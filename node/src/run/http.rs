@@ -92,12 +92,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"code": self.code, "message": self.message});
+        let mut body = serde_json::Map::new();
+        body.insert("code".into(), json!(self.code));
+        body.insert("message".into(), json!(self.message));
         if let Some(f) = self.field {
-            body["field"] = json!(f);
+            body.insert("field".into(), json!(f));
         }
         if let Some(items) = self.items {
-            body["items"] = items;
+            body.insert("items".into(), items);
         }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
