@@ -11,10 +11,8 @@ use cairn_proto::consensus::{CertificateError, CertifiedBlock, CertifiedHeader};
 use cairn_proto::encoding::encode;
 use cairn_proto::genesis::Genesis;
 use cairn_proto::ledger::BatchCommit;
-use cairn_proto::ledger::BatchKind;
 use cairn_proto::merkle::{Blake3Merkle, MerkleHasher as _, ProofError, verify_consistency, verify_inclusion};
 use cairn_proto::receipt::AnchorReceipt;
-use cairn_proto::record::record_leaf;
 use cairn_proto::transaction::Block;
 
 /// Why something does not verify.
@@ -155,51 +153,7 @@ pub fn verify_batch_in_log(
 
 /// Verifies an anchor receipt: the leaf is the record's, it is in the custodian's signed
 /// batch, the batch is in the global log, and the log is certified by a block whose
-/// certificate carries a quorum of genesis validators.
+/// certificate carries a quorum of genesis validators (`AnchorReceipt::verify`).
 pub fn verify_receipt(genesis: &Genesis, r: &AnchorReceipt) -> Result<Checks, VerifyError> {
-    let bad = |m: String| VerifyError::Receipt(m);
-    let mut checks = Checks::new();
-    r.manifest.check().map_err(|e| bad(format!("manifest: {e}")))?;
-    let validators = &genesis.membership;
-    for c in &r.manifest.custodians {
-        if validators.validator(c).is_none() {
-            return Err(bad(format!("custodian {c} is not a genesis validator")));
-        }
-    }
-    let manifest_hash = r.manifest.hash().map_err(|e| bad(e.to_string()))?;
-    if record_leaf(&r.rid, &manifest_hash, &r.commitment) != r.leaf {
-        return Err(bad("the leaf is not blake3(\"cairn/leaf/v1\" || rid || manifest hash || C)".into()));
-    }
-    checks.push(format!(
-        "leaf {} binds record {}, its {} custodians and commitment {}",
-        r.leaf,
-        r.rid,
-        r.manifest.custodians.len(),
-        r.commitment
-    ));
-    let commit = &r.batch.body;
-    if commit.kind != BatchKind::Anchors {
-        return Err(bad(format!("the batch is of kind {:?}, not Anchors", commit.kind)));
-    }
-    if !r.manifest.custodians.contains(&commit.node) {
-        return Err(bad(format!("the batch was committed by {}, which is not a custodian of the record", commit.node)));
-    }
-    let node = validators.validator(&commit.node).ok_or_else(|| bad(format!("{} is not a validator", commit.node)))?;
-    r.batch.verify(&node.public_key).map_err(|e| bad(format!("batch commitment signature: {e}")))?;
-    checks.push(format!(
-        "custodian {} signed batch {} (root {}, {} leaves)",
-        commit.node, commit.seq, commit.root, commit.size
-    ));
-    let proof: Vec<[u8; 32]> = r.batch_proof.iter().map(|h| h.0).collect();
-    verify_inclusion(
-        &Blake3Merkle,
-        r.leaf_index,
-        commit.size,
-        &Blake3Merkle.hash_leaf(&r.leaf.0),
-        &proof,
-        &commit.root.0,
-    )?;
-    checks.push(format!("the leaf is entry {} of that batch (RFC 9162 inclusion proof)", r.leaf_index));
-    checks.extend(verify_batch_in_log(genesis, &r.block, commit, r.log_index, &r.log_proof)?);
-    Ok(checks)
+    r.verify(genesis).map_err(|e| VerifyError::Receipt(e.to_string()))
 }

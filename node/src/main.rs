@@ -82,6 +82,10 @@ enum Command {
         /// Only write the layout; start nothing.
         #[arg(long)]
         init_only: bool,
+        /// Also run a simulated smart-shoe gateway that submits readings every 2 s and
+        /// verifies their receipts offline.
+        #[arg(long, conflicts_with = "init_only")]
+        demo: bool,
     },
 }
 
@@ -106,7 +110,7 @@ fn main() -> anyhow::Result<()> {
             let file = cairn_node::run::config::NodeFile::load(&config)?;
             runtime()?.block_on(cairn_node::run::run(file))
         }
-        Command::Dev { dir, validators, base_port, hosts, block_interval_ms, init_only } => {
+        Command::Dev { dir, validators, base_port, hosts, block_interval_ms, init_only, demo } => {
             let hosts = if hosts.is_empty() { Hosts::Local { base_port } } else { Hosts::Each(hosts) };
             let timing = Timing { block_interval_ms, ..Timing::default() };
             let layout = cairn_node::run::dev::prepare(&dir, validators, &hosts, timing)?;
@@ -117,7 +121,7 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             let exe = std::env::current_exe().context("locating cairn-node")?;
-            runtime()?.block_on(cairn_node::run::dev::run_children(&exe, &layout))
+            runtime()?.block_on(cairn_node::run::dev::run_children(&exe, &layout, demo))
         }
     }
 }

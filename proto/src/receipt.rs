@@ -12,10 +12,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::consensus::CertifiedHeader;
+use crate::consensus::{CertificateError, CertifiedHeader};
+use crate::encoding::encode;
+use crate::genesis::Genesis;
 use crate::hash::{Hash32, domain, hash_parts};
-use crate::ledger::SignedBatchCommit;
-use crate::record::{Manifest, RecordId};
+use crate::ledger::{BatchKind, SignedBatchCommit};
+use crate::merkle::{Blake3Merkle, MerkleHasher as _, ProofError, verify_inclusion};
+use crate::record::{Manifest, RecordId, record_leaf};
 use crate::version::versioned;
 
 /// Proof that one record's leaf is anchored on chain.
@@ -46,6 +49,91 @@ pub struct AnchorReceipt {
 }
 
 versioned!(AnchorReceipt = 1);
+
+/// Why a receipt does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// The parts do not fit together (named).
+    #[error("{0}")]
+    Mismatch(String),
+    /// The leaf is not in the batch.
+    #[error("the leaf is not in the batch: {0}")]
+    BatchProof(ProofError),
+    /// The batch is not in the certified log.
+    #[error("the batch is not in the certified log: {0}")]
+    LogProof(ProofError),
+    /// The block's certificate does not verify.
+    #[error("certificate of height {height}: {source}")]
+    Certificate {
+        /// Height.
+        height: u64,
+        /// Why.
+        source: CertificateError,
+    },
+}
+
+impl AnchorReceipt {
+    /// Checks every link of the receipt against the genesis file; returns what was
+    /// established, in words.
+    pub fn verify(&self, genesis: &Genesis) -> Result<Vec<String>, ReceiptError> {
+        let bad = |m: String| ReceiptError::Mismatch(m);
+        let mut checks = Vec::new();
+        self.manifest.check().map_err(|e| bad(format!("manifest: {e}")))?;
+        let members = &genesis.membership;
+        if let Some(c) = self.manifest.custodians.iter().find(|c| members.validator(c).is_none()) {
+            return Err(bad(format!("custodian {c} is not a genesis validator")));
+        }
+        let manifest_hash = self.manifest.hash().map_err(|e| bad(e.to_string()))?;
+        if record_leaf(&self.rid, &manifest_hash, &self.commitment) != self.leaf {
+            return Err(bad("the leaf is not blake3(\"cairn/leaf/v1\" || rid || manifest hash || C)".into()));
+        }
+        checks.push(format!(
+            "leaf {} binds record {}, its {} custodians and commitment {}",
+            self.leaf,
+            self.rid,
+            self.manifest.custodians.len(),
+            self.commitment
+        ));
+        let commit = &self.batch.body;
+        if commit.kind != BatchKind::Anchors {
+            return Err(bad(format!("the batch is of kind {:?}, not Anchors", commit.kind)));
+        }
+        if !self.manifest.custodians.contains(&commit.node) {
+            return Err(bad(format!("the batch was committed by {}, not a custodian of the record", commit.node)));
+        }
+        let node = members.validator(&commit.node).ok_or_else(|| bad(format!("{} is not a validator", commit.node)))?;
+        self.batch.verify(&node.public_key).map_err(|e| bad(format!("batch commitment signature: {e}")))?;
+        checks.push(format!(
+            "custodian {} signed batch {} (root {}, {} leaves)",
+            commit.node, commit.seq, commit.root, commit.size
+        ));
+        let proof: Vec<[u8; 32]> = self.batch_proof.iter().map(|h| h.0).collect();
+        let leaf_hash = Blake3Merkle.hash_leaf(&self.leaf.0);
+        verify_inclusion(&Blake3Merkle, self.leaf_index, commit.size, &leaf_hash, &proof, &commit.root.0)
+            .map_err(ReceiptError::BatchProof)?;
+        checks.push(format!("the leaf is entry {} of that batch (RFC 9162 inclusion proof)", self.leaf_index));
+        let h = &self.block.header;
+        let chain = genesis.hash().map_err(|e| bad(e.to_string()))?;
+        self.block
+            .verify(&chain, &members.validators)
+            .map_err(|source| ReceiptError::Certificate { height: h.height, source })?;
+        checks.push(format!(
+            "header of height {} is certified: {} of {} genesis validators signed precommits for it (ZIP-215), more than two thirds of the voting power",
+            h.height,
+            self.block.certificate.signatures.len(),
+            members.validators.len()
+        ));
+        let log_leaf = Blake3Merkle.hash_leaf(&encode(commit).map_err(|e| bad(e.to_string()))?);
+        let proof: Vec<[u8; 32]> = self.log_proof.iter().map(|h| h.0).collect();
+        verify_inclusion(&Blake3Merkle, self.log_index, h.log_size, &log_leaf, &proof, &h.log_root.0)
+            .map_err(ReceiptError::LogProof)?;
+        checks.push(format!(
+            "batch {} of node {} is entry {} of that block's log of {} batch roots",
+            commit.seq, commit.node, self.log_index, h.log_size
+        ));
+        Ok(checks)
+    }
+}
 
 /// Batch sizes a padded batch may have: 64 × 4^k up to [`MAX_BATCH_LEAVES`].
 pub const BATCH_BUCKETS: [u64; 6] = [64, 256, 1024, 4096, 16_384, 65_536];

@@ -382,3 +382,43 @@ fn refusals_then_losing_the_receiving_custodian() {
     }
     c.wait_for("the three others keep deciding", MINUTE, |c| c.height(1).unwrap_or(0) > 5);
 }
+
+#[test]
+fn dev_demo_shows_verified_receipts_within_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("demo.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = std::process::Command::new(cairn_tests::binary("cairn-node"))
+        .args(["dev", "--demo", "--base-port", "24600", "--block-interval-ms", "200", "--dir"])
+        .arg(dir.path().join("dev"))
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let verified = loop {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if text.contains("receipts verified offline") {
+            break true;
+        }
+        if started.elapsed() > MINUTE || text.contains("demo stopped") {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let elapsed = started.elapsed();
+    // SIGTERM stops the demo and every validator.
+    std::process::Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert!(verified, "no verified receipt within a minute:\n{text}");
+    eprintln!("first receipts verified after {:.1} s", elapsed.as_secs_f64());
+    // What the demo wrote verifies with the shipped command too.
+    let receipts = dir.path().join("dev/demo/receipts.jsonl");
+    let genesis = dir.path().join("dev/genesis.toml");
+    let checked = cairn_tests::run_ok(
+        "cairn",
+        &["verify-receipt", "--genesis", genesis.to_str().unwrap(), receipts.to_str().unwrap()],
+    );
+    assert!(checked.contains("receipts verified"), "{checked}");
+}

@@ -148,7 +148,7 @@ fn now_ms() -> u64 {
 
 /// Starts every validator of `layout` as a child process of `exe` and waits for Ctrl-C or
 /// for one of them to exit; then stops the others.
-pub async fn run_children(exe: &Path, layout: &Layout) -> anyhow::Result<()> {
+pub async fn run_children(exe: &Path, layout: &Layout, demo: bool) -> anyhow::Result<()> {
     let mut children = Vec::new();
     for (i, config) in layout.configs.iter().enumerate() {
         let log_path = config.with_file_name("node.log");
@@ -191,7 +191,14 @@ pub async fn run_children(exe: &Path, layout: &Layout) -> anyhow::Result<()> {
     // Ctrl-C or SIGTERM (`kill`, a service manager) stops every validator.
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
+    let feeder = async {
+        if demo && let Err(e) = super::demo::run(layout.clone()).await {
+            println!("demo stopped: {e:#}");
+        }
+        std::future::pending::<()>().await
+    };
     tokio::select! {
+        _ = feeder => {}
         _ = tokio::signal::ctrl_c() => println!("stopping"),
         _ = term.recv() => println!("stopping"),
         Some(Ok((index, status))) = set.join_next() => {

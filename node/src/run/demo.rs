@@ -1,0 +1,263 @@
+//! `cairn-node dev --demo`: a simulated smart-shoe gateway that feeds the dev consortium,
+//! so a newcomer sees readings stored at their custodians, anchored, and receipts
+//! verified offline against the genesis file, within a minute.
+//!
+//! It does what a real gateway does, over the public API: a key of its own, registered by
+//! organisation 0's admin (a membership change), signed `POST /v1/readings` and
+//! `POST /v1/receipts`, then `AnchorReceipt::verify` from the genesis file alone.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cairn_proto::encoding::encode;
+use cairn_proto::genesis::Genesis;
+use cairn_proto::membership::Role;
+use cairn_proto::receipt::AnchorReceipt;
+use cairn_proto::request::RequestToSign;
+use cairn_proto::signed::SignedBody as _;
+use cairn_proto::transaction::{MembershipChange, MembershipChangeBody, Transaction};
+use cairn_proto::{Keypair, SecretSeed, keyfile};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::auth::now_ms;
+use super::dev::Layout;
+
+/// One HTTP/1.1 exchange (`Connection: close`); returns status and body.
+async fn exchange(
+    base: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let authority = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream =
+        tokio::net::TcpStream::connect(authority).await.with_context(|| format!("connecting to {base}"))?;
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").context("malformed HTTP answer")?;
+    let status = std::str::from_utf8(raw.get(..end).unwrap_or_default())?
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("malformed HTTP status")?;
+    Ok((status, raw.get(end + 4..).unwrap_or_default().to_vec()))
+}
+
+/// A request signed by the demo gateway.
+async fn signed(
+    base: &str,
+    key: &Keypair,
+    method: &str,
+    target: &str,
+    content_type: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let statement = RequestToSign::new(method, path, query, body, key.public().key_id(), now_ms(), nonce);
+    let signature = statement.sign(key)?;
+    let mut headers: Vec<(&str, String)> = statement.headers(&signature).into_iter().collect();
+    headers.push(("content-type", content_type.to_string()));
+    exchange(base, method, target, &headers, body).await
+}
+
+fn load_or_create_key(path: &Path) -> anyhow::Result<Keypair> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path)?;
+        return Ok(Keypair::from_seed(&keyfile::parse(&text).with_context(|| path.display().to_string())?));
+    }
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(bytes.as_mut_slice()).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let seed = SecretSeed::from_bytes(*bytes);
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(keyfile::render(&seed).as_bytes())?;
+    f.sync_all()?;
+    Ok(Keypair::from_seed(&seed))
+}
+
+async fn admin_nonce(base: &str, admin: &Keypair) -> anyhow::Result<u64> {
+    let (status, body) = exchange(base, "GET", &format!("/v1/admins/{}", admin.public().key_id()), &[], b"").await?;
+    anyhow::ensure!(status == 200, "admin lookup answered {status}");
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    v.get("next_nonce").and_then(serde_json::Value::as_u64).context("no next_nonce")
+}
+
+/// Registers the gateway key unless it already is.
+async fn register(base: &str, genesis: &Genesis, admin: &Keypair, gateway: &Keypair) -> anyhow::Result<()> {
+    let id = gateway.public().key_id();
+    if genesis.membership.members.iter().any(|m| m.public_key.key_id() == id) {
+        return Ok(());
+    }
+    let nonce = admin_nonce(base, admin).await?;
+    let body = MembershipChangeBody {
+        version: 1,
+        chain: genesis.hash()?,
+        admin: admin.public().key_id(),
+        nonce,
+        change: MembershipChange::Register { role: Role::Gateway, public_key: gateway.public() },
+    };
+    let tx = encode(&Transaction::Membership(body.sign(admin)?))?;
+    let (status, answer) = exchange(base, "POST", "/v1/transactions", &[], &tx).await?;
+    let text = String::from_utf8_lossy(&answer);
+    if status != 202 {
+        // A second run finds the key registered already.
+        anyhow::ensure!(text.contains("already in use"), "registering the demo gateway: {status} {text}");
+        return Ok(());
+    }
+    for _ in 0..300 {
+        if admin_nonce(base, admin).await? > nonce {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the demo gateway's registration was not committed within 30 s")
+}
+
+/// Unix seconds as an RFC 3339 UTC time (proleptic Gregorian calendar).
+fn rfc3339(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// A simulated five-minute reading of one wearer's smart shoes.
+fn reading(wearer: usize, tick: u64) -> String {
+    let start = now_ms() / 1000;
+    let steps = 400 + (tick * 37 + wearer as u64 * 101) % 300;
+    serde_json::json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "55423-8", "display": "Number of steps in unspecified time Pedometer"}]},
+        "subject": {"reference": format!("Patient/demo-wearer-{wearer}")},
+        "effectivePeriod": {"start": rfc3339(start - 300), "end": rfc3339(start)},
+        "valueQuantity": {"value": steps, "unit": "steps"},
+        "component": [
+            {"code": {"text": "Walking cadence"}, "valueQuantity": {"value": 95 + (tick % 20), "unit": "steps/min"}},
+            {"code": {"text": "Gait speed"}, "valueQuantity": {"value": 1.1 + (wearer as f64) / 10.0, "unit": "m/s"}}
+        ]
+    })
+    .to_string()
+}
+
+/// Feeds the consortium until the process stops.
+pub async fn run(layout: Layout) -> anyhow::Result<()> {
+    let genesis_path = layout.dir.join("genesis.toml");
+    let genesis = Genesis::from_toml(&std::fs::read_to_string(&genesis_path)?)?;
+    let base = layout.http.first().cloned().context("no validator")?;
+    println!("demo: waiting for the consortium to be ready ...");
+    loop {
+        if let Ok((200, _)) = exchange(&base, "GET", "/readyz", &[], b"").await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let admin_text = std::fs::read_to_string(layout.dir.join("admins/org0/node.key"))?;
+    let admin = Keypair::from_seed(&keyfile::parse(&admin_text)?);
+    let key_path = layout.dir.join("demo/gateway.key");
+    let gateway = load_or_create_key(&key_path)?;
+    register(&base, &genesis, &admin, &gateway).await?;
+    println!("demo: smart-shoe gateway {} registered (key {})", gateway.public().key_id(), key_path.display());
+    let receipts_path = layout.dir.join("demo/receipts.jsonl");
+    let mut receipts_file = std::fs::OpenOptions::new().create(true).append(true).open(&receipts_path)?;
+    println!(
+        "demo: receipts go to {}; verify them yourself with: cairn verify-receipt --genesis {} {}",
+        receipts_path.display(),
+        genesis_path.display(),
+        receipts_path.display()
+    );
+    let mut tick = 0u64;
+    loop {
+        let node = layout.http.get(tick as usize % layout.http.len()).cloned().unwrap_or_else(|| base.clone());
+        let body: Vec<String> = (0..20).map(|i| reading(i % 5, tick)).collect();
+        let target = "/v1/readings?purpose=TREAT&retention_days=30";
+        match signed(&node, &gateway, "POST", target, "application/x-ndjson", body.join("\n").as_bytes()).await {
+            Ok((200, answer)) => {
+                let v: serde_json::Value = serde_json::from_slice(&answer)?;
+                let rids: Vec<serde_json::Value> = v
+                    .get("records")
+                    .and_then(|r| r.as_array())
+                    .map(|r| r.iter().filter_map(|x| x.get("rid").cloned()).collect())
+                    .unwrap_or_default();
+                println!(
+                    "demo: {} readings stored by {node} at custodians {}",
+                    rids.len(),
+                    v.get("custodians").unwrap_or(&serde_json::Value::Null)
+                );
+                let ask = serde_json::to_vec(&serde_json::json!({"rids": rids, "wait_ms": 10_000}))?;
+                let (status, answer) =
+                    signed(&node, &gateway, "POST", "/v1/receipts", "application/json", &ask).await?;
+                anyhow::ensure!(status == 200, "receipts: {status} {}", String::from_utf8_lossy(&answer));
+                let v: serde_json::Value = serde_json::from_slice(&answer)?;
+                let list: Vec<Option<AnchorReceipt>> =
+                    serde_json::from_value(v.get("receipts").cloned().unwrap_or_default())?;
+                let (mut ok, mut pending) = (0, 0);
+                let mut last = None;
+                for r in list {
+                    match r {
+                        Some(r) => {
+                            r.verify(&genesis)
+                                .map_err(|e| anyhow::anyhow!("receipt of {} does not verify: {e}", r.rid))?;
+                            use std::io::Write as _;
+                            writeln!(receipts_file, "{}", serde_json::to_string(&r)?)?;
+                            ok += 1;
+                            last = Some(r);
+                        }
+                        None => pending += 1,
+                    }
+                }
+                if let Some(r) = last {
+                    println!(
+                        "demo: {ok} receipts verified offline (e.g. record {}: leaf {} of batch {} by {}, block {} signed by {} of {} validators){}",
+                        r.rid,
+                        r.leaf_index,
+                        r.batch.body.seq,
+                        r.batch.body.node,
+                        r.block.header.height,
+                        r.block.certificate.signatures.len(),
+                        genesis.membership.validators.len(),
+                        if pending > 0 { format!("; {pending} still pending") } else { String::new() }
+                    );
+                }
+            }
+            Ok((status, answer)) => println!("demo: {node} answered {status}: {}", String::from_utf8_lossy(&answer)),
+            Err(e) => println!("demo: {node}: {e:#}"),
+        }
+        tick += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_356_245), "2026-11-22T14:04:05Z");
+    }
+}
