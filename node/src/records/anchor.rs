@@ -3,8 +3,9 @@
 //! padded batches are kept in `anchors.redb` (permanent side: leaves are hashes that name
 //! no one once a record's secret is destroyed) so that receipts can be served later.
 //!
-//! One batch is in flight at a time; leaves that arrive meanwhile wait for the next. A
-//! batch is written to the store before its commitment is submitted, so after a crash
+//! Up to [`MAX_INFLIGHT`] batches are in flight at once (consecutive sequence numbers; a
+//! block may commit several in order), so a leaf waits at most one interval before its
+//! batch is submitted. A batch is written to the store before its commitment is submitted, so after a crash
 //! the node finds it again: committed (its sequence number was used) or resubmitted.
 //! Leaves of records acknowledged but not yet in a stored batch are found again at start
 //! by reading the vault.
@@ -31,6 +32,8 @@ use crate::run::Shared;
 
 const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_batches");
 const STORED_LIMIT: usize = 8 << 20;
+/// Batches submitted and not yet seen in a block.
+pub const MAX_INFLIGHT: usize = 4;
 /// Blocks to wait for an in-flight batch before submitting it again.
 const RESUBMIT_AFTER_BLOCKS: u64 = 10;
 /// Batch trees kept in memory for proofs.
@@ -179,7 +182,8 @@ struct State {
     index: HashMap<Hash32, (u64, u64)>,
     pending: Vec<Hash32>,
     queued: HashSet<Hash32>,
-    inflight: Option<(u64, u64)>,
+    /// Submitted batches not yet committed: sequence number → height when (re)submitted.
+    inflight: BTreeMap<u64, u64>,
     scanned: u64,
     trees: HashMap<u64, Tree<'static, Blake3Merkle>>,
 }
@@ -202,7 +206,7 @@ impl Anchorer {
             index: HashMap::new(),
             pending: Vec::new(),
             queued: HashSet::new(),
-            inflight: None,
+            inflight: BTreeMap::new(),
             scanned: 0,
             trees: HashMap::new(),
         };
@@ -274,14 +278,14 @@ impl State {
                     b.height = height;
                     self.store.put(b)?;
                 }
-            } else if seq == next && self.inflight.is_none() {
+            } else if seq == next + self.inflight.len() as u64 {
                 if let Some(b) = self.batches.get(&seq) {
                     let _ = shared.submit(self.tx(b), true);
                     b.leaves.iter().for_each(|l| {
                         self.queued.insert(*l);
                     });
                 }
-                self.inflight = Some((seq, tip));
+                self.inflight.insert(seq, tip);
             }
         }
         let committed: Vec<u64> = self.batches.iter().filter(|(_, b)| b.height.is_some()).map(|(s, _)| *s).collect();
@@ -317,7 +321,7 @@ impl State {
 
     /// Builds, stores and submits the next batch if none is in flight.
     fn build(&mut self, shared: &Shared) -> anyhow::Result<()> {
-        if self.inflight.is_some() || self.pending.is_empty() {
+        if self.inflight.len() >= MAX_INFLIGHT || self.pending.is_empty() {
             return Ok(());
         }
         let take = self.pending.len().min(MAX_BATCH_LEAVES as usize);
@@ -355,7 +359,7 @@ impl State {
             warn!(seq, "anchor batch not admitted yet ({e:?}); it will be submitted again");
         }
         self.batches.insert(seq, batch);
-        self.inflight = Some((seq, tip));
+        self.inflight.insert(seq, tip);
         Ok(())
     }
 
@@ -378,25 +382,25 @@ impl State {
                         self.store.put(b)?;
                         self.index_batch(seq);
                         newly += 1;
-                        if self.inflight.is_some_and(|(s, _)| s == seq) {
-                            self.inflight = None;
-                        }
+                        self.inflight.remove(&seq);
                     }
                     _ => warn!(seq, height = h, "a committed anchor batch of this node is not in its anchor store"),
                 }
             }
             self.scanned = h;
         }
-        if let Some((seq, since)) = self.inflight
-            && height >= since + RESUBMIT_AFTER_BLOCKS
-        {
-            let next = shared.ledger().next_batch_seq(&self.me, BatchKind::Anchors);
-            if let Some(b) = self.batches.get(&seq)
-                && next == seq
-            {
+        let next = shared.ledger().next_batch_seq(&self.me, BatchKind::Anchors);
+        let stale: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(seq, since)| **seq >= next && height >= **since + RESUBMIT_AFTER_BLOCKS)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in stale {
+            if let Some(b) = self.batches.get(&seq) {
                 debug!(seq, "anchor batch not committed yet; submitting it again");
                 let _ = shared.submit(self.tx(b), true);
-                self.inflight = Some((seq, height));
+                self.inflight.insert(seq, height);
             }
         }
         Ok(newly)

@@ -31,7 +31,19 @@ pub struct VaultHandle {
 
 /// The vault thread has stopped (a fatal storage error ended it).
 fn stopped() -> VaultError {
-    VaultError::Invalid("the vault has stopped".into())
+    VaultError::Fatal("the vault has stopped".into())
+}
+
+/// Sends a reply; true if the result was a fatal failure (the actor then stops).
+fn answer<T>(reply: Reply<T>, result: Result<T, VaultError>) -> bool {
+    let fatal = result.as_ref().err().is_some_and(VaultError::is_fatal);
+    if let Err(e) = &result
+        && fatal
+    {
+        tracing::error!("vault failure, stopping the vault: {e}");
+    }
+    let _ = reply.send(result);
+    fatal
 }
 
 impl VaultHandle {
@@ -46,6 +58,11 @@ impl VaultHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Resolves when the vault thread has stopped (after a fatal failure).
+    pub async fn closed(&self) {
+        self.tx.closed().await;
     }
 
     /// Seals new records (ids, keys, ciphertext) without storing them.
@@ -72,7 +89,8 @@ impl VaultHandle {
 
 fn run(mut vault: Vault<SledStore, FileRootSlot>, mut rx: mpsc::Receiver<Command>) {
     let mut next = None;
-    loop {
+    let mut fatal = false;
+    while !fatal {
         let Some(command) = next.take().or_else(|| rx.blocking_recv()) else { return };
         match command {
             Command::Store(first, reply) => {
@@ -91,33 +109,25 @@ fn run(mut vault: Vault<SledStore, FileRootSlot>, mut rx: mpsc::Receiver<Command
                         Err(_) => break,
                     }
                 }
-                store_group(&mut vault, group);
+                fatal = store_group(&mut vault, group);
             }
-            Command::Seal(records, reply) => {
-                let _ = reply.send(vault.seal_batch(records));
-            }
-            Command::Get(rid, reply) => {
-                let _ = reply.send(vault.get(&rid));
-            }
-            Command::Erase(rids, reply) => {
-                let _ = reply.send(vault.erase(&rids).map(|_| ()));
-            }
+            Command::Seal(records, reply) => fatal = answer(reply, vault.seal_batch(records)),
+            Command::Get(rid, reply) => fatal = answer(reply, vault.get(&rid)),
+            Command::Erase(rids, reply) => fatal = answer(reply, vault.erase(&rids).map(|_| ())),
             Command::Leaves(reply) => {
                 let leaves = vault.record_ids().iter().map(|rid| vault.get(rid).map(|r| r.leaf)).collect();
-                let _ = reply.send(leaves);
+                fatal = answer(reply, leaves);
             }
         }
     }
 }
 
-/// Commits a group in one vault batch; if that fails (one request's replicas are
-/// refused), each request is committed on its own so one bad request fails alone.
-fn store_group(vault: &mut Vault<SledStore, FileRootSlot>, group: Vec<(Vec<Replica>, Reply<Vec<PutReceipt>>)>) {
+/// Commits a group in one vault batch; if that is refused (one request's replicas are
+/// invalid), each request is committed on its own so one bad request fails alone.
+/// Returns true on a fatal failure.
+fn store_group(vault: &mut Vault<SledStore, FileRootSlot>, group: Vec<(Vec<Replica>, Reply<Vec<PutReceipt>>)>) -> bool {
     if group.len() == 1 {
-        for (replicas, reply) in group {
-            let _ = reply.send(vault.store(replicas));
-        }
-        return;
+        return group.into_iter().any(|(replicas, reply)| answer(reply, vault.store(replicas)));
     }
     let sizes: Vec<usize> = group.iter().map(|(r, _)| r.len()).collect();
     let all: Vec<Replica> = group.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
@@ -127,12 +137,22 @@ fn store_group(vault: &mut Vault<SledStore, FileRootSlot>, group: Vec<(Vec<Repli
             for ((_, reply), n) in group.into_iter().zip(sizes) {
                 let _ = reply.send(Ok(receipts.by_ref().take(n).collect()));
             }
+            false
+        }
+        Err(e) if e.is_fatal() => {
+            tracing::error!("vault failure, stopping the vault: {e}");
+            for (_, reply) in group {
+                let _ = reply.send(Err(stopped()));
+            }
+            true
         }
         Err(e) => {
             tracing::debug!("group store refused ({e}); storing each request alone");
+            let mut fatal = false;
             for (replicas, reply) in group {
-                let _ = reply.send(vault.store(replicas));
+                fatal = fatal || answer(reply, vault.store(replicas));
             }
+            fatal
         }
     }
 }

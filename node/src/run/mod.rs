@@ -232,6 +232,7 @@ pub async fn run(file: NodeFile) -> anyhow::Result<()> {
     }
     let vault = Vault::open_dir(&file.data_dir.join(VAULT_DIR), VaultConfig::default()).context("opening the vault")?;
     let vault = VaultHandle::spawn(vault, 1024)?;
+    let vault_watch = vault.clone();
     let anchor_store = AnchorStore::open(&file.data_dir.join(ANCHORS_FILE))?;
     let (anchors, anchorer) = anchor::channel(4096);
     let (outbound_tx, outbound_rx) = mpsc::channel(4096);
@@ -311,6 +312,7 @@ pub async fn run(file: NodeFile) -> anyhow::Result<()> {
         r = p2p => r.map_err(anyhow::Error::from).and_then(|r| r).context("p2p stopped"),
         r = http => r.map_err(anyhow::Error::from).and_then(|r| r).context("HTTP stopped"),
         r = anchoring => r.map_err(anyhow::Error::from).and_then(|r| r).context("anchoring stopped"),
+        _ = vault_watch.closed() => Err(anyhow::anyhow!("the vault stopped after a fatal storage failure; see the log")),
     }
 }
 
