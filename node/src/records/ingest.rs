@@ -40,6 +40,81 @@ pub struct Records {
     pub connected: watch::Receiver<HashSet<PeerId>>,
     /// Custodians per record, this node included.
     pub replication: usize,
+    /// The batcher's queue.
+    pub jobs: mpsc::Sender<Job>,
+}
+
+/// One request's readings waiting for the batcher.
+#[derive(Debug)]
+pub struct Job {
+    terms: BatchTerms,
+    readings: Vec<Reading>,
+    reply: oneshot::Sender<Result<(Manifest, Vec<Ingested>), RecordsError>>,
+}
+
+/// Merges requests that wait together into groups (up to `max_readings` readings) and
+/// stores up to `max_groups` groups at once. Under light load a request is a group of
+/// its own and pays no wait; under load, requests share the seal, the replication round
+/// trip and the vault commit.
+pub async fn run_batcher(
+    shared: Arc<crate::run::Shared>,
+    mut rx: mpsc::Receiver<Job>,
+    max_groups: usize,
+    max_readings: usize,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_groups.max(1)));
+    let mut carry: Option<Job> = None;
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let first = match carry.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut total = first.readings.len();
+        let mut group = vec![first];
+        while total < max_readings {
+            match rx.try_recv() {
+                Ok(job) if total + job.readings.len() <= max_readings => {
+                    total += job.readings.len();
+                    group.push(job);
+                }
+                Ok(job) => {
+                    carry = Some(job);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (inputs, replies): (Vec<_>, Vec<_>) =
+                group.into_iter().map(|j| ((j.terms, j.readings), j.reply)).unzip();
+            match shared.records.ingest_group(inputs).await {
+                Ok((manifest, parts)) => {
+                    for (reply, part) in replies.into_iter().zip(parts) {
+                        let _ = reply.send(Ok((manifest.clone(), part)));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    let fatal = matches!(&e, RecordsError::Vault(v) if v.is_fatal());
+                    for reply in replies {
+                        let err = match &e {
+                            RecordsError::Unavailable(_) => RecordsError::Unavailable(message.clone()),
+                            RecordsError::NotFound(rid) => RecordsError::NotFound(*rid),
+                            RecordsError::Vault(_) if fatal => RecordsError::Vault(VaultError::Fatal(message.clone())),
+                            RecordsError::Vault(_) => RecordsError::Vault(VaultError::Invalid(message.clone())),
+                        };
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// Why a submission or a read failed.
@@ -165,30 +240,47 @@ impl Records {
         rx.await.map_err(|_| "the p2p task dropped the request".to_string())?
     }
 
-    /// Stores readings at every custodian; returns when all hold them durably.
+    /// Stores readings at every custodian; returns when all hold them durably. Requests
+    /// that arrive together are merged by the batcher ([`run_batcher`]) into one seal,
+    /// one replication message per custodian and one vault commit.
     pub async fn ingest(
         &self,
         terms: BatchTerms,
         readings: Vec<Reading>,
     ) -> Result<(Manifest, Vec<Ingested>), RecordsError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job { terms, readings, reply })
+            .await
+            .map_err(|_| RecordsError::Unavailable("the ingest batcher has stopped".into()))?;
+        rx.await.map_err(|_| RecordsError::Unavailable("the ingest batcher dropped the request".into()))?
+    }
+
+    /// Stores the readings of several requests as one group; all or nothing.
+    pub async fn ingest_group(
+        &self,
+        jobs: Vec<(BatchTerms, Vec<Reading>)>,
+    ) -> Result<(Manifest, Vec<Vec<Ingested>>), RecordsError> {
         let custodians = self.custodians()?;
         let manifest = Manifest::new(custodians.iter().map(|(k, _)| *k).collect())
             .map_err(|e| RecordsError::Unavailable(e.to_string()))?;
-        let records = readings
+        let sizes: Vec<usize> = jobs.iter().map(|(_, r)| r.len()).collect();
+        let records: Vec<NewRecord> = jobs
             .into_iter()
-            .map(|r| NewRecord {
-                gateway: terms.gateway,
-                content_type: ContentType::FhirObservationJson,
-                purpose: terms.purpose.clone(),
-                received_at_ms: terms.now_ms,
-                retain_until_ms: terms.now_ms.saturating_add(terms.retention_ms),
-                subject: Some(SubjectRef { gateway: terms.gateway, local: r.subject }),
-                manifest: manifest.clone(),
-                payload: r.resource,
+            .flat_map(|(terms, readings)| {
+                let manifest = manifest.clone();
+                readings.into_iter().map(move |r| NewRecord {
+                    gateway: terms.gateway,
+                    content_type: ContentType::FhirObservationJson,
+                    purpose: terms.purpose.clone(),
+                    received_at_ms: terms.now_ms,
+                    retain_until_ms: terms.now_ms.saturating_add(terms.retention_ms),
+                    subject: Some(SubjectRef { gateway: terms.gateway, local: r.subject }),
+                    manifest: manifest.clone(),
+                    payload: r.resource,
+                })
             })
-            .collect::<Vec<_>>();
-        let manifest_out = manifest.clone();
-        let records = records.into_iter().collect();
+            .collect();
         let replicas = self.vault.seal(records).await?;
         let rids: Vec<RecordId> = replicas.iter().map(|r| r.header.rid).collect();
         let remote = custodians.iter().filter_map(|(_, p)| *p).map(|peer| {
@@ -222,7 +314,9 @@ impl Records {
             }
         };
         self.anchors.add(stored.iter().map(|r| r.leaf).collect()).await;
-        Ok((manifest_out, stored.into_iter().map(|r| Ingested { rid: r.rid, leaf: r.leaf }).collect()))
+        let mut stored = stored.into_iter().map(|r| Ingested { rid: r.rid, leaf: r.leaf });
+        let split = sizes.into_iter().map(|n| stored.by_ref().take(n).collect()).collect();
+        Ok((manifest, split))
     }
 
     /// Stores replicas that a home custodian sent; `from` must be a custodian of each.

@@ -239,7 +239,9 @@ pub async fn run(file: NodeFile) -> anyhow::Result<()> {
     let (connected_tx, connected) = watch::channel(Default::default());
     let custodian_ids = genesis.membership.validators.iter().map(|v| v.public_key.key_id());
     let custodian_ids = custodian_ids.zip(p2p::genesis_peer_ids(&genesis)).collect();
+    let (jobs, jobs_rx) = mpsc::channel(4096);
     let records = Records {
+        jobs,
         me: me.0,
         validators: custodian_ids,
         vault,
@@ -266,6 +268,7 @@ pub async fn run(file: NodeFile) -> anyhow::Result<()> {
         outbound_rx,
         connected_tx,
     ));
+    tokio::spawn(crate::records::ingest::run_batcher(shared.clone(), jobs_rx, 4, custody.max_batch_readings));
     let anchoring = tokio::spawn(anchorer.run(
         shared.clone(),
         cairn_proto::Keypair::from_seed(&identity.seed),

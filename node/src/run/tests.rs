@@ -67,6 +67,7 @@ fn shared(dir: &std::path::Path) -> Arc<Shared> {
         p2p: tokio::sync::mpsc::channel(1).0,
         connected: tokio::sync::watch::channel(Default::default()).1,
         replication: 1,
+        jobs: tokio::sync::mpsc::channel(1).0,
     };
     let store = BlockStore::open(&dir.join("blocks.redb")).unwrap();
     Shared::new(genesis, state, store, 10, gossip, records, Default::default()).unwrap()
