@@ -33,17 +33,30 @@ enum InputFormat {
     Csv,
 }
 
+/// The node a gateway talks to and the key it signs with.
+#[derive(Debug, clap::Args)]
+struct GatewayArgs {
+    /// The node's HTTP address.
+    #[arg(long)]
+    node: String,
+    /// The gateway's key file.
+    #[arg(long)]
+    key: PathBuf,
+}
+
+impl GatewayArgs {
+    fn connect(&self) -> anyhow::Result<Gateway> {
+        Ok(Gateway::new(&self.node, cairn_client::keys::load(&self.key)?))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Submit readings (JSON lines, a FHIR Bundle or smart-shoe CSV) as a gateway; print
     /// one JSON line per stored record ({"index","rid","leaf"}) and a summary.
     Submit {
-        /// The node's HTTP address.
-        #[arg(long)]
-        node: String,
-        /// The gateway's key file.
-        #[arg(long)]
-        key: PathBuf,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         /// Purpose-of-use code declared for every reading (e.g. TREAT).
         #[arg(long)]
         purpose: String,
@@ -67,12 +80,8 @@ enum Command {
     },
     /// Read a record back as the gateway that wrote it.
     Get {
-        /// The node's HTTP address.
-        #[arg(long)]
-        node: String,
-        /// The gateway's key file.
-        #[arg(long)]
-        key: PathBuf,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         /// Purpose the read is for (must match the record's).
         #[arg(long)]
         purpose: String,
@@ -85,12 +94,8 @@ enum Command {
     /// Fetch anchor receipts (one JSON line each) for record ids or for the output of
     /// `cairn submit`.
     Receipt {
-        /// The node's HTTP address.
-        #[arg(long)]
-        node: String,
-        /// The gateway's key file.
-        #[arg(long)]
-        key: PathBuf,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         /// A file written by `cairn submit` (JSON lines with "rid").
         #[arg(long)]
         from: Option<PathBuf>,
@@ -199,8 +204,8 @@ fn report(checks: &Checks, limits: &str) {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Submit { node, key, purpose, retention_days, format, batch, parallel, out, input } => {
-            let gateway = Gateway::new(&node, cairn_client::keys::load(&key)?);
+        Command::Submit { gateway, purpose, retention_days, format, batch, parallel, out, input } => {
+            let gateway = gateway.connect()?;
             let readings = load_readings(input.as_deref(), format)?;
             let options = SubmitOptions { purpose, retention_days, batch, parallel };
             let mut sink = output(out.as_deref())?;
@@ -210,8 +215,8 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("{} readings were not stored", summary.failed);
             }
         }
-        Command::Get { node, key, purpose, genesis, rid } => {
-            let gateway = Gateway::new(&node, cairn_client::keys::load(&key)?);
+        Command::Get { gateway, purpose, genesis, rid } => {
+            let gateway = gateway.connect()?;
             let rid: RecordId = rid.parse().map_err(|e| anyhow::anyhow!("record id {rid:?}: {e}"))?;
             let answer = gateway.record(&rid, &purpose)?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -232,8 +237,8 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Receipt { node, key, from, wait_ms, out, rids } => {
-            let gateway = Gateway::new(&node, cairn_client::keys::load(&key)?);
+        Command::Receipt { gateway, from, wait_ms, out, rids } => {
+            let gateway = gateway.connect()?;
             let mut ids: Vec<RecordId> = Vec::new();
             for r in &rids {
                 ids.push(r.parse().map_err(|e| anyhow::anyhow!("record id {r:?}: {e}"))?);
