@@ -146,8 +146,9 @@ fn store_group(vault: &mut Vault<SledStore, FileRootSlot>, group: Vec<(Vec<Repli
             }
             true
         }
-        Err(e) => {
-            tracing::debug!("group store refused ({e}); storing each request alone");
+        Err(_) => {
+            // The reason may name a record id: not logged.
+            tracing::debug!("group store refused; storing each request alone");
             let mut fatal = false;
             for (replicas, reply) in group {
                 fatal = fatal || answer(reply, vault.store(replicas));

@@ -99,16 +99,8 @@ pub async fn run_batcher(
                     }
                 }
                 Err(e) => {
-                    let message = e.to_string();
-                    let fatal = matches!(&e, RecordsError::Vault(v) if v.is_fatal());
                     for reply in replies {
-                        let err = match &e {
-                            RecordsError::Unavailable(_) => RecordsError::Unavailable(message.clone()),
-                            RecordsError::NotFound(rid) => RecordsError::NotFound(*rid),
-                            RecordsError::Vault(_) if fatal => RecordsError::Vault(VaultError::Fatal(message.clone())),
-                            RecordsError::Vault(_) => RecordsError::Vault(VaultError::Invalid(message.clone())),
-                        };
-                        let _ = reply.send(Err(err));
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
@@ -118,7 +110,7 @@ pub async fn run_batcher(
 }
 
 /// Why a submission or a read failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RecordsError {
     /// Not enough custodians are reachable to acknowledge.
     #[error("{0}")]

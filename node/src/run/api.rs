@@ -136,7 +136,7 @@ fn check_purpose(purpose: Option<&str>) -> Result<String, ApiError> {
         ApiError::new(StatusCode::BAD_REQUEST, "missing_purpose", "declare a purpose-of-use code (e.g. TREAT)")
             .field("purpose")
     })?;
-    if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_graphic()) {
+    if !crate::vault::valid_purpose(p) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_purpose", "1 to 64 printable ASCII characters")
             .field("purpose"));
     }

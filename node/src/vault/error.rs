@@ -4,7 +4,7 @@
 use cairn_proto::record::RecordId;
 
 /// Why a vault operation did not happen.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum VaultError {
     /// No live record has this id (never stored, or erased).
     #[error("no record {0}")]

@@ -61,6 +61,11 @@ impl Default for VaultConfig {
     }
 }
 
+/// Whether a purpose code is acceptable: 1 to 64 printable ASCII characters.
+pub fn valid_purpose(purpose: &str) -> bool {
+    !purpose.is_empty() && purpose.len() <= 64 && purpose.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// A data subject as a gateway names it: the gateway's key id and its local reference
 /// (e.g. `Patient/123`). Stored only inside sealed entries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -219,7 +219,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         if r.payload.is_empty() || r.payload.len() > self.config.max_payload {
             return bad(format!("payload is {} bytes; 1 to {} allowed", r.payload.len(), self.config.max_payload));
         }
-        if r.purpose.is_empty() || r.purpose.len() > 64 || !r.purpose.bytes().all(|b| b.is_ascii_graphic()) {
+        if !super::valid_purpose(&r.purpose) {
             return bad(format!("purpose {:?} must be 1 to 64 printable ASCII characters", r.purpose));
         }
         if r.retain_until_ms <= r.received_at_ms {
