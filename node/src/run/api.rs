@@ -32,8 +32,8 @@ use super::Shared;
 use super::auth::{authenticate, now_ms};
 use super::http::ApiError;
 use crate::records::fhir::{self, BodyError, Format};
-use crate::records::ingest::{BatchTerms, ReadAnswer, RecordsError};
-use crate::records::receipts::read_anywhere;
+use crate::records::ingest::{BatchTerms, RecordView, RecordsError};
+use crate::records::receipts::{for_views, read_anywhere};
 
 /// Longest wait a caller may ask for, milliseconds.
 const MAX_WAIT_MS: u64 = 30_000;
@@ -349,14 +349,50 @@ async fn receipt(
     let caller = authenticate(&s, &method, &uri, &headers, b"", Role::Gateway, now_ms())?;
     let rid = parse_rid(&rid)?;
     let deadline = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    match wait_for_receipts(&s, &[rid], caller.public_key.key_id(), deadline).await?.pop().flatten() {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Ok((StatusCode::ACCEPTED, Json(json!({"status": "pending", "rid": rid}))).into_response()),
+    }
+}
+
+/// Receipts of `rids` (for `gateway`), waiting until all exist or `deadline`. A record
+/// held here is read (decrypted) once; later rounds only look its leaf up again. A
+/// record held elsewhere is asked for again each round.
+async fn wait_for_receipts(
+    s: &Shared,
+    rids: &[RecordId],
+    gateway: KeyId,
+    deadline: Instant,
+) -> Result<Vec<Option<AnchorReceipt>>, ApiError> {
+    let mut found: Vec<Option<AnchorReceipt>> = vec![None; rids.len()];
+    let mut held: Vec<Option<RecordView>> = vec![None; rids.len()];
     loop {
-        let (ReadAnswer { receipt, .. }, _) =
-            read_anywhere(&s, rid, caller.public_key.key_id()).await.map_err(records_error)?;
-        if let Some(r) = receipt {
-            return Ok(Json(r).into_response());
+        for ((slot, view), rid) in found.iter_mut().zip(held.iter_mut()).zip(rids) {
+            if slot.is_some() || view.is_some() {
+                continue;
+            }
+            match read_anywhere(s, *rid, gateway).await {
+                Ok((answer, here)) => match answer.receipt {
+                    Some(r) => *slot = Some(r),
+                    None if here => *view = Some(answer.record),
+                    None => {}
+                },
+                Err(RecordsError::NotFound(_)) => {}
+                Err(e) => return Err(records_error(e)),
+            }
         }
-        if !wait_for_progress(&s, deadline).await {
-            return Ok((StatusCode::ACCEPTED, Json(json!({"status": "pending", "rid": rid}))).into_response());
+        let waiting: Vec<RecordView> =
+            found.iter().zip(&held).filter(|(f, _)| f.is_none()).filter_map(|(_, v)| v.clone()).collect();
+        if !waiting.is_empty() {
+            let mut located = for_views(s, &waiting).await.map_err(ApiError::internal)?.into_iter();
+            for (slot, view) in found.iter_mut().zip(&held) {
+                if slot.is_none() && view.is_some() {
+                    *slot = located.next().flatten();
+                }
+            }
+        }
+        if found.iter().all(Option::is_some) || !wait_for_progress(s, deadline).await {
+            return Ok(found);
         }
     }
 }
@@ -389,21 +425,8 @@ async fn receipts(
     }
     let gateway = caller.public_key.key_id();
     let deadline = Instant::now() + Duration::from_millis(req.wait_ms.min(MAX_WAIT_MS));
-    let mut found: Vec<Option<AnchorReceipt>> = vec![None; req.rids.len()];
-    loop {
-        for (slot, rid) in found.iter_mut().zip(&req.rids) {
-            if slot.is_none() {
-                match read_anywhere(&s, *rid, gateway).await {
-                    Ok((answer, _)) => *slot = answer.receipt,
-                    Err(RecordsError::NotFound(_)) => {}
-                    Err(e) => return Err(records_error(e)),
-                }
-            }
-        }
-        if found.iter().all(Option::is_some) || !wait_for_progress(&s, deadline).await {
-            return Ok(Json(json!({"receipts": found})).into_response());
-        }
-    }
+    let found = wait_for_receipts(&s, &req.rids, gateway, deadline).await?;
+    Ok(Json(json!({"receipts": found})).into_response())
 }
 
 async fn openapi() -> impl IntoResponse {
