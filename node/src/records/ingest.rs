@@ -339,6 +339,3 @@ impl Records {
         }
     }
 }
-
-/// Shared handle.
-pub type RecordsRef = Arc<Records>;

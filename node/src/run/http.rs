@@ -84,10 +84,6 @@ impl ApiError {
     pub fn not_found(what: String) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", what)
     }
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
 impl IntoResponse for ApiError {
