@@ -296,7 +296,8 @@ impl Records {
                 if local.is_ok()
                     && let Err(e) = self.vault.erase(rids).await
                 {
-                    tracing::warn!("could not remove records whose replication failed: {e}");
+                    // The error may name a record id: only its kind is logged.
+                    tracing::warn!(fatal = e.is_fatal(), "could not remove records whose replication failed");
                 }
                 return Err(match (local, failure) {
                     (Err(e), _) => RecordsError::Vault(e),
