@@ -1,13 +1,14 @@
-//! The gateway side of the API: signed requests to submit readings, read records back and
-//! fetch receipts (DESIGN.md §9).
+//! The gateway side of the API: signed requests to submit readings, read records back,
+//! fetch receipts, and ask for erasures and their certificates (DESIGN.md §9).
 
 use cairn_proto::Keypair;
+use cairn_proto::erasure::ErasureCertificate;
 use cairn_proto::receipt::AnchorReceipt;
 use cairn_proto::record::RecordId;
 use cairn_proto::request::RequestToSign;
 use serde::{Deserialize, Serialize};
 
-use crate::http::{HttpError, path_and_query, request_with};
+use crate::http::{HttpError, Pool, path_and_query};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,12 +76,29 @@ pub struct Submitted {
     pub records: Vec<Stored>,
 }
 
-/// A gateway's connection to one node.
+/// What an erasure request covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Erase {
+    /// These records.
+    Records(Vec<RecordId>),
+    /// Every record this gateway wrote for this subject reference.
+    Subject(String),
+}
+
+fn scope_json(what: &Erase) -> serde_json::Value {
+    match what {
+        Erase::Records(rids) => serde_json::json!({"records": rids}),
+        Erase::Subject(subject) => serde_json::json!({"subject": subject}),
+    }
+}
+
+/// A gateway's connection to one node. Clones share kept-alive connections.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     /// Base URL, e.g. `http://127.0.0.1:26200`.
     pub node: String,
     key: Keypair,
+    pool: Pool,
 }
 
 fn now_ms() -> u64 {
@@ -90,7 +108,7 @@ fn now_ms() -> u64 {
 impl Gateway {
     /// A client for `node` signing with `key`.
     pub fn new(node: &str, key: Keypair) -> Self {
-        Self { node: node.trim_end_matches('/').to_string(), key }
+        Self { node: node.trim_end_matches('/').to_string(), key, pool: Pool::new() }
     }
 
     /// Sends a signed request; returns the status and body of a 2xx answer.
@@ -110,7 +128,7 @@ impl Gateway {
         let signature = statement.sign(&self.key).map_err(|e| GatewayError::Local(e.to_string()))?;
         let mut headers: Vec<(&str, String)> = statement.headers(&signature).into_iter().collect();
         headers.extend(extra.iter().cloned());
-        let (status, answer) = request_with(method, &url, content_type, &headers, body)?;
+        let (status, answer) = self.pool.request_with(method, &url, content_type, &headers, body)?;
         if (200..300).contains(&status) {
             return Ok((status, answer));
         }
@@ -163,6 +181,60 @@ impl Gateway {
             return Ok(None);
         }
         serde_json::from_slice(&answer).map(Some).map_err(|e| GatewayError::Unexpected(e.to_string()))
+    }
+
+    /// Asks for an erasure (`trigger`: `subject_request`, the default, or
+    /// `purpose_achieved`); returns the request's id once the node has stored it.
+    pub fn erase(&self, what: &Erase, trigger: Option<&str>) -> Result<String, GatewayError> {
+        let mut body = scope_json(what);
+        if let (Some(t), Some(map)) = (trigger, body.as_object_mut()) {
+            map.insert("trigger".into(), serde_json::Value::String(t.to_string()));
+        }
+        let body = serde_json::to_vec(&body).map_err(|e| GatewayError::Local(e.to_string()))?;
+        let (_, answer) = self.call("POST", "/v1/erasures", "application/json", &[], &body)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(e.to_string()))?;
+        v.get("id").and_then(|i| i.as_str()).map(str::to_string).ok_or_else(|| GatewayError::Unexpected(v.to_string()))
+    }
+
+    /// Places (`on`) or lifts a legal hold at every custodian; returns how many records.
+    pub fn hold(&self, what: &Erase, on: bool) -> Result<u64, GatewayError> {
+        let body = serde_json::to_vec(&scope_json(what)).map_err(|e| GatewayError::Local(e.to_string()))?;
+        let target = if on { "/v1/holds" } else { "/v1/holds/release" };
+        let (_, answer) = self.call("POST", target, "application/json", &[], &body)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(e.to_string()))?;
+        v.get(if on { "held" } else { "released" })
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| GatewayError::Unexpected(v.to_string()))
+    }
+
+    /// This gateway's erasures known to the node: `{"erasures":[{"id","status","trigger",..}]}`.
+    pub fn erasures(&self) -> Result<serde_json::Value, GatewayError> {
+        let (_, answer) = self.call("GET", "/v1/erasures", "application/json", &[], b"")?;
+        serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(e.to_string()))
+    }
+
+    /// An erasure request's progress at every custodian.
+    pub fn erasure(&self, id: &str) -> Result<serde_json::Value, GatewayError> {
+        let (_, answer) = self.call("GET", &format!("/v1/erasures/{id}"), "application/json", &[], b"")?;
+        serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(e.to_string()))
+    }
+
+    /// The certificates of an erasure request, one per record; `None` while custodians
+    /// are still erasing.
+    pub fn certificates(&self, id: &str) -> Result<Option<Vec<ErasureCertificate>>, GatewayError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            certificates: Vec<ErasureCertificate>,
+        }
+        let (status, answer) =
+            self.call("GET", &format!("/v1/erasures/{id}/certificate"), "application/json", &[], b"")?;
+        if status == 202 {
+            return Ok(None);
+        }
+        let a: Answer = serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(e.to_string()))?;
+        Ok(Some(a.certificates))
     }
 
     /// Receipts of many records (in order; `None` where still pending after `wait_ms`).

@@ -64,7 +64,8 @@ pub fn path_and_query(url: &str) -> Result<(&str, &str), HttpError> {
     })
 }
 
-/// Sends one request with extra headers and returns the status and body.
+/// Sends one request with extra headers on a fresh connection and returns the status and
+/// body.
 pub fn request_with(
     method: &str,
     url: &str,
@@ -72,35 +73,187 @@ pub fn request_with(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> Result<(u16, Vec<u8>), HttpError> {
-    let (authority, path) = split(url)?;
-    let io = |source| HttpError::Io { url: url.to_string(), source };
-    let mut stream = TcpStream::connect(authority).map_err(io)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
-    let _ = stream.set_nodelay(true);
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+    Pool::none().request_with(method, url, content_type, headers, body)
+}
+
+/// Idle connections kept per pool.
+const MAX_IDLE: usize = 64;
+
+/// A kept connection and the `host:port` it goes to.
+type IdleConnection = (String, TcpStream);
+
+/// Keeps connections open between requests (HTTP/1.1 keep-alive), so a gateway that sends
+/// many requests pays for one TCP handshake per connection, not per request. Clones share
+/// the idle connections; a pool may be used from many threads at once.
+#[derive(Debug, Clone, Default)]
+pub struct Pool {
+    idle: Option<std::sync::Arc<std::sync::Mutex<Vec<IdleConnection>>>>,
+}
+
+impl Pool {
+    /// A pool that keeps up to 64 idle connections.
+    pub fn new() -> Self {
+        Self { idle: Some(std::sync::Arc::default()) }
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body)).map_err(io)?;
-    let mut raw = Vec::new();
-    stream.take(MAX_ANSWER).read_to_end(&mut raw).map_err(io)?;
-    let malformed = || HttpError::Malformed(url.to_string());
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(malformed)?;
+
+    /// No pooling: every request opens a connection and asks the node to close it.
+    pub fn none() -> Self {
+        Self { idle: None }
+    }
+
+    fn take(&self, authority: &str) -> Option<TcpStream> {
+        let mut idle = self.idle.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let i = idle.iter().rposition(|(a, _)| a == authority)?;
+        Some(idle.swap_remove(i).1)
+    }
+
+    fn give_back(&self, authority: &str, stream: TcpStream) {
+        if let Some(idle) = &self.idle {
+            let mut idle = idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if idle.len() < MAX_IDLE {
+                idle.push((authority.to_string(), stream));
+            }
+        }
+    }
+
+    /// Sends one request with extra headers and returns the status and body. A kept
+    /// connection that the node closed while idle is replaced by a new one once.
+    pub fn request_with(
+        &self,
+        method: &str,
+        url: &str,
+        content_type: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), HttpError> {
+        let (authority, path) = split(url)?;
+        let io = |source| HttpError::Io { url: url.to_string(), source };
+        let keep = self.idle.is_some();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+            if keep { "keep-alive" } else { "close" },
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        if let Some(mut stream) = self.take(authority) {
+            match exchange(&mut stream, head.as_bytes(), body, url) {
+                Ok((status, answer, reusable)) => {
+                    if reusable {
+                        self.give_back(authority, stream);
+                    }
+                    return Ok((status, answer));
+                }
+                // The node closed the idle connection before reading the request: nothing
+                // was done, so send it again on a new connection.
+                Err(Exchange::Closed(_)) => {}
+                Err(Exchange::Failed(e)) => return Err(e),
+            }
+        }
+        let mut stream = TcpStream::connect(authority).map_err(io)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
+        let _ = stream.set_nodelay(true);
+        match exchange(&mut stream, head.as_bytes(), body, url) {
+            Ok((status, answer, reusable)) => {
+                if reusable && keep {
+                    self.give_back(authority, stream);
+                }
+                Ok((status, answer))
+            }
+            Err(Exchange::Closed(e) | Exchange::Failed(e)) => Err(e),
+        }
+    }
+}
+
+enum Exchange {
+    /// The connection ended before any byte of an answer arrived.
+    Closed(HttpError),
+    /// Anything else.
+    Failed(HttpError),
+}
+
+/// Writes a request and reads one answer: status, body, and whether the connection may
+/// carry another request.
+fn exchange(stream: &mut TcpStream, head: &[u8], body: &[u8], url: &str) -> Result<(u16, Vec<u8>, bool), Exchange> {
+    let io = |source| HttpError::Io { url: url.to_string(), source };
+    let malformed = || Exchange::Failed(HttpError::Malformed(url.to_string()));
+    // A node may answer before it has read the whole body (413 on a too-large body) and
+    // close the connection, which fails the write; its answer is still there to read.
+    let unwritten = stream.write_all(head).and_then(|_| stream.write_all(body)).err();
+    let mut raw = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 16 * 1024];
+    let end = loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) if raw.is_empty() => {
+                let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed");
+                return Err(Exchange::Closed(io(unwritten.unwrap_or(eof))));
+            }
+            Ok(0) => return Err(malformed()),
+            Ok(n) => raw.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(e) if raw.is_empty() && e.kind() != std::io::ErrorKind::WouldBlock => {
+                return Err(Exchange::Closed(io(unwritten.unwrap_or(e))));
+            }
+            Err(e) => return Err(Exchange::Failed(io(e))),
+        }
+        if raw.len() as u64 > MAX_ANSWER {
+            return Err(malformed());
+        }
+    };
     let head = std::str::from_utf8(raw.get(..end).ok_or_else(malformed)?).map_err(|_| malformed())?;
-    let body = raw.get(end + 4..).ok_or_else(malformed)?;
     let mut lines = head.split("\r\n");
     let status: u16 =
         lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).ok_or_else(malformed)?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked { dechunk(body).ok_or_else(malformed)? } else { body.to_vec() };
-    Ok((status, body))
+    let (mut length, mut chunked, mut close) = (None, false, false);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_ascii_lowercase());
+        match name.as_str() {
+            "content-length" => length = Some(value.parse::<u64>().map_err(|_| malformed())?),
+            "transfer-encoding" => chunked = value.contains("chunked"),
+            "connection" => close = value.contains("close"),
+            _ => {}
+        }
+    }
+    let mut body = raw.split_off(end + 4);
+    let mut more = |body: &mut Vec<u8>| -> Result<bool, Exchange> {
+        let n = stream.read(&mut chunk).map_err(|e| Exchange::Failed(io(e)))?;
+        body.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        if body.len() as u64 > MAX_ANSWER {
+            return Err(malformed());
+        }
+        Ok(n > 0)
+    };
+    if chunked {
+        loop {
+            if let Some(out) = dechunk(&body) {
+                // The trailer may still be in flight: do not reuse the connection.
+                return Ok((status, out, false));
+            }
+            if !more(&mut body)? {
+                return Err(malformed());
+            }
+        }
+    }
+    if let Some(length) = length {
+        if length > MAX_ANSWER {
+            return Err(malformed());
+        }
+        while (body.len() as u64) < length {
+            if !more(&mut body)? {
+                return Err(malformed());
+            }
+        }
+        body.truncate(length as usize);
+        return Ok((status, body, !close && unwritten.is_none()));
+    }
+    // No length: the answer ends with the connection.
+    while more(&mut body)? {}
+    Ok((status, body, false))
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
@@ -135,4 +288,101 @@ pub fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, HttpErro
 /// POST bytes; returns the status and body whatever the status.
 pub fn post(url: &str, content_type: &str, body: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
     request("POST", url, content_type, body)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use std::io::{BufRead as _, BufReader};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// Serves `per_connection` answers on each accepted connection, then closes it;
+    /// returns the URL and a counter of accepted connections.
+    fn server(per_connection: usize, connections: usize) -> (String, std::thread::JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut served = 0;
+            for stream in listener.incoming().take(connections) {
+                let stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                for _ in 0..per_connection {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap() == 0 {
+                            return served;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    served += 1;
+                    let answer = format!("answer {served} to {}", String::from_utf8_lossy(&body));
+                    write!(writer, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len()).unwrap();
+                }
+            }
+            served
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn a_pool_reuses_its_connection_and_replaces_one_the_server_closed() {
+        // Two answers per connection, two connections: the third request finds its kept
+        // connection closed by the server and is sent again on a new one.
+        let (url, server) = server(2, 2);
+        let pool = Pool::new();
+        for (i, expected) in ["answer 1 to a", "answer 2 to b", "answer 3 to c"].iter().enumerate() {
+            let body = [b'a' + i as u8];
+            let (status, answer) = pool.request_with("POST", &url, "text/plain", &[], &body).unwrap();
+            assert_eq!((status, String::from_utf8(answer).unwrap().as_str()), (200, *expected));
+        }
+        drop(pool);
+        assert_eq!(server.join().unwrap(), 3, "three answers on two connections");
+    }
+
+    #[test]
+    fn an_answer_sent_before_the_body_was_read_is_returned() {
+        // Like a node refusing a too-large body: it reads the head, answers 413 and closes
+        // with most of the body unread, so the client's write fails.
+        for pool in [Pool::none(), Pool::new()] {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}/x", listener.local_addr().unwrap());
+            let server = std::thread::spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while line != "\r\n" {
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                }
+                let mut writer = stream;
+                writer.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large").unwrap();
+            });
+            let huge = vec![b' '; 32 << 20];
+            let (status, answer) = pool.request_with("POST", &url, "text/plain", &[], &huge).unwrap();
+            assert_eq!((status, answer.as_slice()), (413, b"too large".as_slice()));
+            server.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn without_a_pool_every_request_has_its_own_connection() {
+        let (url, server) = server(1, 2);
+        for body in [b"a", b"b"] {
+            let (status, answer) = request_with("POST", &url, "text/plain", &[], body).unwrap();
+            assert_eq!(status, 200);
+            assert!(String::from_utf8(answer).unwrap().starts_with("answer"));
+        }
+        assert_eq!(server.join().unwrap(), 2);
+    }
 }

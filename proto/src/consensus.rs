@@ -119,6 +119,9 @@ pub enum CertificateError {
     /// Signers are repeated or out of order.
     #[error("signers must be distinct and ascending")]
     Unordered,
+    /// A certificate format this verifier does not know.
+    #[error("unknown certificate version {0}")]
+    Version(u8),
     /// A signature does not verify (ZIP-215).
     #[error("signature {index} by {signer} does not verify")]
     BadSignature {
@@ -152,6 +155,9 @@ impl CommitCertificate {
         value: &Hash32,
         validators: &[Validator],
     ) -> Result<(), CertificateError> {
+        if self.version != 1 {
+            return Err(CertificateError::Version(self.version));
+        }
         if self.height != height || self.value != *value {
             return Err(CertificateError::WrongBlock { height: self.height, value: self.value });
         }

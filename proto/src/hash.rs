@@ -48,8 +48,12 @@ pub mod domain {
     pub const SIG_MEMBERSHIP: &str = "cairn/sig/membership/v1";
     /// Signed: an erasure receipt.
     pub const SIG_ERASURE_RECEIPT: &str = "cairn/sig/erasure-receipt/v1";
+    /// Hash of an erasure request (what an erasure receipt answers).
+    pub const ERASURE_REQUEST: &str = "cairn/erasure-request/v1";
     /// Signed: an answer to a liveness challenge.
     pub const SIG_CHALLENGE: &str = "cairn/sig/challenge/v1";
+    /// A custodian's handle of a record under legal hold (kept outside the vault).
+    pub const HOLD: &str = "cairn/hold/v1";
     /// Signed (ZIP-215): a consensus vote.
     pub const SIG_VOTE: &str = "cairn/sig/vote/v1";
     /// Signed (ZIP-215): a consensus proposal.
@@ -76,7 +80,9 @@ pub mod domain {
         SIG_BATCH_COMMIT,
         SIG_MEMBERSHIP,
         SIG_ERASURE_RECEIPT,
+        ERASURE_REQUEST,
         SIG_CHALLENGE,
+        HOLD,
         SIG_VOTE,
         SIG_PROPOSAL,
         SIG_VALIDATOR_PROOF,

@@ -78,6 +78,9 @@ impl AnchorReceipt {
     pub fn verify(&self, genesis: &Genesis) -> Result<Vec<String>, ReceiptError> {
         let bad = |m: String| ReceiptError::Mismatch(m);
         let mut checks = Vec::new();
+        if self.version != 1 {
+            return Err(bad(format!("unknown receipt version {}", self.version)));
+        }
         self.manifest.check().map_err(|e| bad(format!("manifest: {e}")))?;
         let members = &genesis.membership;
         if let Some(c) = self.manifest.custodians.iter().find(|c| members.validator(c).is_none()) {
@@ -94,24 +97,67 @@ impl AnchorReceipt {
             self.manifest.custodians.len(),
             self.commitment
         ));
-        let commit = &self.batch.body;
-        if commit.kind != BatchKind::Anchors {
-            return Err(bad(format!("the batch is of kind {:?}, not Anchors", commit.kind)));
+        if !self.manifest.custodians.contains(&self.batch.body.node) {
+            return Err(bad(format!(
+                "the batch was committed by {}, not a custodian of the record",
+                self.batch.body.node
+            )));
         }
-        if !self.manifest.custodians.contains(&commit.node) {
-            return Err(bad(format!("the batch was committed by {}, not a custodian of the record", commit.node)));
+        let inclusion = BatchInclusion {
+            batch: &self.batch,
+            leaf_index: self.leaf_index,
+            batch_proof: &self.batch_proof,
+            log_index: self.log_index,
+            log_proof: &self.log_proof,
+            block: &self.block,
+        };
+        checks.extend(inclusion.verify(&self.leaf, BatchKind::Anchors, genesis)?);
+        Ok(checks)
+    }
+}
+
+/// The evidence that a leaf was committed on chain through one node's batch: the signed
+/// batch commitment, the leaf's inclusion proof into the batch root, the batch's inclusion
+/// proof into the global log and the certified header of the committing block. Shared by
+/// anchor receipts and erasure certificates.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchInclusion<'a> {
+    /// The node's signed batch commitment.
+    pub batch: &'a SignedBatchCommit,
+    /// Position of the leaf in the batch.
+    pub leaf_index: u64,
+    /// Inclusion proof of the leaf in the batch root.
+    pub batch_proof: &'a [Hash32],
+    /// Position of the batch commitment in the global log.
+    pub log_index: u64,
+    /// Inclusion proof of the batch commitment in the log at the header's size.
+    pub log_proof: &'a [Hash32],
+    /// The committing block's header with its commit certificate.
+    pub block: &'a CertifiedHeader,
+}
+
+impl BatchInclusion<'_> {
+    /// Checks that `leaf` is in a batch of `kind` signed by a genesis validator and that
+    /// the batch is in the log of a certified block; returns what was established.
+    pub fn verify(&self, leaf: &Hash32, kind: BatchKind, genesis: &Genesis) -> Result<Vec<String>, ReceiptError> {
+        let bad = |m: String| ReceiptError::Mismatch(m);
+        let mut checks = Vec::new();
+        let members = &genesis.membership;
+        let commit = &self.batch.body;
+        if commit.kind != kind {
+            return Err(bad(format!("the batch is of kind {:?}, not {kind:?}", commit.kind)));
         }
         let node = members.validator(&commit.node).ok_or_else(|| bad(format!("{} is not a validator", commit.node)))?;
         self.batch.verify(&node.public_key).map_err(|e| bad(format!("batch commitment signature: {e}")))?;
         checks.push(format!(
-            "custodian {} signed batch {} (root {}, {} leaves)",
+            "node {} signed {kind:?} batch {} (root {}, {} leaves)",
             commit.node, commit.seq, commit.root, commit.size
         ));
         let proof: Vec<[u8; 32]> = self.batch_proof.iter().map(|h| h.0).collect();
-        let leaf_hash = Blake3Merkle.hash_leaf(&self.leaf.0);
+        let leaf_hash = Blake3Merkle.hash_leaf(&leaf.0);
         verify_inclusion(&Blake3Merkle, self.leaf_index, commit.size, &leaf_hash, &proof, &commit.root.0)
             .map_err(ReceiptError::BatchProof)?;
-        checks.push(format!("the leaf is entry {} of that batch (RFC 9162 inclusion proof)", self.leaf_index));
+        checks.push(format!("leaf {leaf} is entry {} of that batch (RFC 9162 inclusion proof)", self.leaf_index));
         let h = &self.block.header;
         let chain = genesis.hash().map_err(|e| bad(e.to_string()))?;
         self.block

@@ -86,8 +86,10 @@ fn trigger() -> impl Strategy<Value = ErasureTrigger> {
 }
 prop_compose! {
     fn receipt()(custodian in key_id(), leaf in hash(), trigger in trigger(), req in hash(),
+                 asked in any::<u64>(), deadline in any::<u64>(),
                  at in any::<u64>(), before in any::<u64>(), after in any::<u64>()) -> ErasureReceipt {
         ErasureReceipt { version: 1, custodian, record_leaf: leaf, trigger, request_hash: req,
+                         requested_at_ms: asked, deadline_ms: deadline,
                          erased_at_ms: at, epoch_before: before, epoch_after: after }
     }
 }

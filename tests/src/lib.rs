@@ -79,12 +79,29 @@ pub mod cluster {
         pub configs: Vec<PathBuf>,
         /// Each validator's HTTP base URL.
         pub urls: Vec<String>,
+        /// Environment variables set for every node process.
+        pub env: Vec<(String, String)>,
         children: Vec<Option<Child>>,
     }
 
     impl Cluster {
         /// Writes a layout of `n` validators on ports from `base_port` and starts them all.
         pub fn start(n: usize, base_port: u16, block_interval_ms: u64) -> Cluster {
+            Self::start_with(n, base_port, block_interval_ms, 2)
+        }
+
+        /// As [`Cluster::start`], with `replication` custodians per record.
+        pub fn start_with(n: usize, base_port: u16, block_interval_ms: u64, replication: usize) -> Cluster {
+            let mut c = Self::layout(n, base_port, block_interval_ms);
+            if replication != 2 {
+                c.edit_configs("replication = 2", &format!("replication = {replication}"));
+            }
+            c.start_all();
+            c
+        }
+
+        /// Writes a layout of `n` validators on ports from `base_port`; starts none.
+        pub fn layout(n: usize, base_port: u16, block_interval_ms: u64) -> Cluster {
             let dir = tempfile::tempdir().unwrap();
             let d = dir.path().join("dev");
             let out = super::run_ok(
@@ -105,14 +122,27 @@ pub mod cluster {
             let configs: Vec<PathBuf> = out.lines().map(PathBuf::from).collect();
             assert_eq!(configs.len(), n, "{out}");
             let urls = (0..n).map(|i| format!("http://127.0.0.1:{}", base_port + 200 + i as u16)).collect();
-            let mut c = Cluster { dir, configs, urls, children: (0..n).map(|_| None).collect() };
-            for i in 0..n {
-                c.start_node(i);
+            Cluster { dir, configs, urls, env: Vec::new(), children: (0..n).map(|_| None).collect() }
+        }
+
+        /// Replaces `from` (which must occur) by `to` in every node's configuration file.
+        pub fn edit_configs(&self, from: &str, to: &str) {
+            for config in &self.configs {
+                let text = std::fs::read_to_string(config).unwrap();
+                assert!(text.contains(from), "{}: no {from:?}", config.display());
+                std::fs::write(config, text.replace(from, to)).unwrap();
             }
-            c.wait_for("every node to answer HTTP", std::time::Duration::from_secs(60), |c| {
+        }
+
+        /// Starts every node and waits until each answers HTTP.
+        pub fn start_all(&mut self) {
+            let n = self.configs.len();
+            for i in 0..n {
+                self.start_node(i);
+            }
+            self.wait_for("every node to answer HTTP", std::time::Duration::from_secs(60), |c| {
                 (0..n).all(|i| c.height(i).is_some())
             });
-            c
         }
 
         /// The genesis file.
@@ -143,6 +173,7 @@ pub mod cluster {
                 .arg("run")
                 .arg("--config")
                 .arg(&self.configs[i])
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::from(log.try_clone().unwrap()))
                 .stderr(Stdio::from(log))
                 .spawn()
@@ -259,6 +290,11 @@ pub mod cluster {
                     key_file.to_str().unwrap(),
                 ],
             );
+            // Node 0 applied the registration; wait until every node has reached its height.
+            let h0 = self.height(0).unwrap();
+            self.wait_for("every node to apply the registration", Duration::from_secs(30), |c| {
+                (0..c.urls.len()).all(|i| c.height(i).is_some_and(|h| h >= h0))
+            });
             let key = cairn_client::keys::load(&key_file).unwrap();
             (key_file, key)
         }
@@ -293,5 +329,80 @@ pub mod cluster {
             seq,
         };
         Transaction::BatchCommit(body.sign(key).unwrap())
+    }
+}
+
+/// Test data: unguessable values, FHIR Observations, and a byte scanner for files.
+pub mod fixtures {
+    use std::path::{Path, PathBuf};
+
+    /// `n` random bytes as hex.
+    pub fn random_hex(n: usize) -> String {
+        let mut b = vec![0u8; n];
+        random_fill(&mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// Distinct, unguessable test values: blake3 of the time, the process and a counter.
+    pub fn random_fill(buf: &mut [u8]) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let seed = format!(
+            "{:?}-{}-{}",
+            std::time::SystemTime::now(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut out = blake3::Hasher::new();
+        out.update(seed.as_bytes());
+        out.finalize_xof().fill(buf);
+    }
+
+    /// An Observation of `subject` (a plain reference such as `Patient/1`) carrying
+    /// `canary` (letters, digits, `-`) in a note.
+    pub fn observation(subject: &str, steps: u64, canary: &str) -> String {
+        format!(
+            r#"{{"resourceType":"Observation","status":"final","code":{{"coding":[{{"system":"http://loinc.org","code":"55423-8"}}]}},"subject":{{"reference":"{subject}"}},"effectivePeriod":{{"start":"2026-11-22T10:00:00Z","end":"2026-11-22T10:05:00Z"}},"valueQuantity":{{"value":{steps},"unit":"steps"}},"note":[{{"text":"{canary}"}}]}}"#
+        )
+    }
+
+    /// Every file under `dir`, recursively.
+    pub fn files(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Where any needle occurs in any named haystack: `"name: needle"` per hit, and the
+    /// bytes scanned.
+    pub fn scan(haystacks: &[(String, Vec<u8>)], needles: &[Vec<u8>]) -> (Vec<String>, usize) {
+        // Needles grouped by length: one pass of windows per length, a set lookup each.
+        let mut by_len: std::collections::BTreeMap<usize, std::collections::HashSet<&[u8]>> = Default::default();
+        for n in needles {
+            by_len.entry(n.len()).or_default().insert(n.as_slice());
+        }
+        let mut hits = Vec::new();
+        let mut scanned = 0usize;
+        for (name, hay) in haystacks {
+            scanned += hay.len();
+            for (len, set) in &by_len {
+                for w in hay.windows(*len) {
+                    if set.contains(w) {
+                        hits.push(format!("{name}: {}", String::from_utf8_lossy(w)));
+                    }
+                }
+            }
+        }
+        (hits, scanned)
     }
 }

@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use cairn_client::gateway::{BodyFormat, Gateway, GatewayError};
@@ -17,57 +16,10 @@ use cairn_proto::record::RecordId;
 use cairn_proto::request::RequestToSign;
 use cairn_proto::{Keypair, SecretSeed};
 use cairn_tests::cluster::Cluster;
+use cairn_tests::fixtures::{files, observation, random_fill, random_hex, scan};
 use serde_json::{Value, json};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom_fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Distinct, unguessable test values: blake3 of the time, the process and a counter.
-fn getrandom_fill(buf: &mut [u8]) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = format!(
-        "{:?}-{}-{}",
-        std::time::SystemTime::now(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut out = blake3::Hasher::new();
-    out.update(seed.as_bytes());
-    out.finalize_xof().fill(buf);
-}
-
-/// An Observation of `subject` carrying `canary` in a note.
-fn observation(subject: &str, steps: u64, canary: &str) -> String {
-    json!({
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "55423-8"}]},
-        "subject": {"reference": subject},
-        "effectivePeriod": {"start": "2026-11-22T10:00:00Z", "end": "2026-11-22T10:05:00Z"},
-        "valueQuantity": {"value": steps, "unit": "steps"},
-        "note": [{"text": canary}]
-    })
-    .to_string()
-}
-
-/// Every file under `dir`, except the vault (ciphertext by design, checked by the vault's
-/// own forensic test) and the process log.
-fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
 
 #[test]
 fn ten_thousand_readings_through_the_cli() {
@@ -180,9 +132,7 @@ fn ten_thousand_readings_through_the_cli() {
         haystacks.push((format!("block {h} (JSON)"), serde_json::to_vec(&block).unwrap()));
     }
     for i in 0..4 {
-        let mut paths = Vec::new();
-        files(c.data_dir(i), &mut paths);
-        for p in paths {
+        for p in files(c.data_dir(i)) {
             if p.components().any(|c| c.as_os_str() == "vault") || p.ends_with("node.log") {
                 continue;
             }
@@ -194,30 +144,14 @@ fn ten_thousand_readings_through_the_cli() {
     needles.extend(canaries.iter().map(|s| s.as_bytes().to_vec()));
     needles.extend(rids.iter().map(|r| r.0.to_vec()));
     needles.extend(rids.iter().map(|r| r.to_string().into_bytes()));
-    // Needles grouped by length: one pass of windows per length, a set lookup each.
-    let mut by_len: std::collections::BTreeMap<usize, std::collections::HashSet<&[u8]>> = Default::default();
-    for n in &needles {
-        by_len.entry(n.len()).or_default().insert(n.as_slice());
-    }
-    let mut hits = Vec::new();
-    let mut scanned = 0usize;
-    for (name, hay) in &haystacks {
-        scanned += hay.len();
-        for (len, set) in &by_len {
-            for w in hay.windows(*len) {
-                if set.contains(w) {
-                    hits.push(format!("{name}: {}", String::from_utf8_lossy(w)));
-                }
-            }
-        }
-    }
+    let (hits, scanned) = scan(&haystacks, &needles);
     eprintln!("scanned {} items, {scanned} bytes, for {} needles", haystacks.len(), needles.len());
     assert!(scanned > 100_000, "the scan must cover the stores");
     assert!(hits.is_empty(), "personal data found outside the vault: {hits:?}");
     // Control: the same scan finds what is there (a canary in the readings file).
     let input_bytes = std::fs::read(&input).unwrap();
-    let set = &by_len[&canaries[77].len()];
-    assert!(input_bytes.windows(canaries[77].len()).filter(|w| set.contains(w)).count() >= 10_000);
+    let (found, _) = scan(&[("readings".into(), input_bytes)], &needles);
+    assert!(found.len() >= 10_000, "the scan finds the canaries in the readings file");
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -236,7 +170,7 @@ fn signed(
     let (path, query) = cairn_client::http::path_and_query(&full).unwrap();
     let nonce: [u8; 16] = {
         let mut n = [0u8; 16];
-        getrandom_fill(&mut n);
+        random_fill(&mut n);
         n
     };
     let id = claimed.unwrap_or_else(|| key.public().key_id());

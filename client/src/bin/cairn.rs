@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use std::io::Write as _;
 
-use cairn_client::gateway::{BodyFormat, Gateway, GatewayError};
-use cairn_client::verify::{Checks, verify_block, verify_checkpoint, verify_log_consistency, verify_receipt};
+use cairn_client::gateway::{BodyFormat, Erase, Gateway, GatewayError};
+use cairn_client::verify::{verify_block, verify_checkpoint, verify_log_consistency, verify_receipt};
 use cairn_proto::Hash32;
 use cairn_proto::consensus::{CertifiedBlock, CertifiedHeader};
 use cairn_proto::genesis::Genesis;
@@ -138,6 +138,54 @@ enum Command {
         /// The receipt file.
         receipts: PathBuf,
     },
+    /// Ask for the erasure of records, or of every record of a subject, at every custodian;
+    /// wait for the certificates (one per record), write them to a directory and, with
+    /// `--genesis`, verify each offline.
+    Erase {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// Erase every record this gateway wrote for this subject reference.
+        #[arg(long, conflicts_with = "rids")]
+        subject: Option<String>,
+        /// Why: subject_request or purpose_achieved.
+        #[arg(long, default_value = "subject_request")]
+        trigger: String,
+        /// Write the certificates here as <rid>.json (waits for them).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// How long to wait for the certificates, seconds.
+        #[arg(long, default_value_t = 120)]
+        wait_s: u64,
+        /// Verify each certificate offline against this genesis file.
+        #[arg(long, requires = "out")]
+        genesis: Option<PathBuf>,
+        /// Record ids.
+        rids: Vec<String>,
+    },
+    /// Place a legal hold (or lift it with --release) on records, or on every record of a
+    /// subject, at every custodian: a held record is not erased when its retention ends.
+    Hold {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// Every record this gateway wrote for this subject reference.
+        #[arg(long, conflicts_with = "rids")]
+        subject: Option<String>,
+        /// Lift the hold instead.
+        #[arg(long)]
+        release: bool,
+        /// Record ids.
+        rids: Vec<String>,
+    },
+    /// Verify an erasure certificate offline against the genesis file: prints every check
+    /// made and what a certificate cannot prove. The file holds the certificate as JSON (as
+    /// a node serves it) or as hex of its bcs bytes (docs/formats/erasure-certificate.md).
+    VerifyErasure {
+        /// The chain's genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// The certificate file.
+        certificate: PathBuf,
+    },
     /// Generate an ed25519 key file; print its public key and key id.
     Keygen {
         /// Key file to create (must not exist).
@@ -195,7 +243,19 @@ fn read_genesis(path: &Path) -> anyhow::Result<Genesis> {
     Genesis::from_toml(&text).with_context(|| format!("{}", path.display()))
 }
 
-fn report(checks: &Checks, limits: &str) {
+/// An erasure certificate from JSON or from hex of its bcs bytes (whitespace ignored).
+fn parse_certificate(text: &str) -> anyhow::Result<cairn_proto::erasure::ErasureCertificate> {
+    let text = text.trim();
+    if text.starts_with('{') {
+        return serde_json::from_str(text).context("not an erasure certificate in JSON");
+    }
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = hex::decode(&compact).context("neither JSON nor hex")?;
+    cairn_proto::version::decode_versioned(&bytes, 16 << 20)
+        .map_err(|e| anyhow::anyhow!("not a bcs erasure certificate: {e}"))
+}
+
+fn report(checks: &[String], limits: &str) {
     for c in checks {
         println!("ok: {c}");
     }
@@ -316,6 +376,41 @@ fn main() -> anyhow::Result<()> {
                 );
                 println!("not established: {limits}");
             }
+        }
+        Command::Hold { gateway, subject, release, rids } => {
+            let gateway = gateway.connect()?;
+            let what = scope(subject, &rids)?;
+            let n = with_retries(|| gateway.hold(&what, !release))?;
+            println!("{} {n} records at every custodian", if release { "released" } else { "held" });
+        }
+        Command::Erase { gateway, subject, trigger, out, wait_s, genesis, rids } => {
+            let gateway = gateway.connect()?;
+            let what = scope(subject, &rids)?;
+            let id = with_retries(|| gateway.erase(&what, Some(&trigger)))?;
+            println!("erasure request {id} accepted");
+            if let Some(out) = out {
+                let genesis = genesis.as_deref().map(read_genesis).transpose()?;
+                let certificates = wait_for_certificates(&gateway, &id, wait_s)?;
+                std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+                for cert in &certificates {
+                    let file = out.join(format!("{}.json", cert.record.rid));
+                    std::fs::write(&file, serde_json::to_string_pretty(cert)?)
+                        .with_context(|| format!("writing {}", file.display()))?;
+                    if let Some(g) = &genesis {
+                        cert.verify(g).map_err(|e| anyhow::anyhow!("{}: does not verify: {e}", file.display()))?;
+                    }
+                }
+                let verified = if genesis.is_some() { ", each verified offline" } else { "" };
+                println!("{} certificates written to {}{verified}", certificates.len(), out.display());
+            }
+        }
+        Command::VerifyErasure { genesis, certificate } => {
+            let genesis = read_genesis(&genesis)?;
+            let text =
+                std::fs::read_to_string(&certificate).with_context(|| format!("reading {}", certificate.display()))?;
+            let cert = parse_certificate(&text).with_context(|| format!("{}", certificate.display()))?;
+            let checks = cert.verify(&genesis).map_err(|e| anyhow::anyhow!("the certificate does not verify: {e}"))?;
+            report(&checks, cairn_proto::erasure::CANNOT_PROVE);
         }
         Command::Keygen { out } => {
             let public = cairn_client::keys::generate(&out)?;
@@ -448,6 +543,55 @@ impl std::fmt::Display for Summary {
 
 /// Runs `call` again while it fails with a retryable error (busy, unavailable, network),
 /// waiting 0.2 s, 0.4 s, ... up to 5 s between tries, 10 tries in all.
+/// Records by id, or a subject.
+fn scope(subject: Option<String>, rids: &[String]) -> anyhow::Result<Erase> {
+    Ok(match subject {
+        Some(s) => Erase::Subject(s),
+        None if rids.is_empty() => anyhow::bail!("name record ids or --subject"),
+        None => Erase::Records(
+            rids.iter()
+                .map(|r| r.parse().map_err(|e| anyhow::anyhow!("record id {r:?}: {e}")))
+                .collect::<anyhow::Result<_>>()?,
+        ),
+    })
+}
+
+/// Polls an erasure request until its certificates exist, showing progress.
+fn wait_for_certificates(
+    gateway: &Gateway,
+    id: &str,
+    wait_s: u64,
+) -> anyhow::Result<Vec<cairn_proto::erasure::ErasureCertificate>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_s);
+    loop {
+        if let Some(certificates) = with_retries(|| gateway.certificates(id))? {
+            eprintln!();
+            return Ok(certificates);
+        }
+        let status = with_retries(|| gateway.erasure(id))?;
+        // Every custodian entry of every record: {"custodian","state","last_error"}.
+        let custodians: Vec<&serde_json::Value> = status
+            .get("records")
+            .and_then(|r| r.as_array())
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r.get("custodians").and_then(|c| c.as_array()).into_iter().flatten())
+            .collect();
+        let text = |c: &serde_json::Value, k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let committed = custodians.iter().filter(|c| text(c, "state").as_deref() == Some("committed")).count();
+        eprint!("\r{committed}/{} custodian receipts committed", custodians.len());
+        if std::time::Instant::now() >= deadline {
+            eprintln!();
+            let errors: Vec<String> = custodians.iter().filter_map(|c| text(c, "last_error")).collect();
+            anyhow::bail!(
+                "no certificate after {wait_s} s; the node keeps trying (last news: {})",
+                errors.first().map_or("custodians are still erasing", String::as_str)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 fn with_retries<T>(mut call: impl FnMut() -> Result<T, GatewayError>) -> Result<T, GatewayError> {
     let mut wait = std::time::Duration::from_millis(200);
     let mut tries = 0;

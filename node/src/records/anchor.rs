@@ -3,6 +3,9 @@
 //! padded batches are kept in `anchors.redb` (permanent side: leaves are hashes that name
 //! no one once a record's secret is destroyed) so that receipts can be served later.
 //!
+//! The same actor, run a second time with [`BatchKind::ErasureReceipts`], commits the
+//! leaves of this node's erasure receipts (`erasure-batches.redb`).
+//!
 //! Up to [`MAX_INFLIGHT`] batches are in flight at once (consecutive sequence numbers; a
 //! block may commit several in order), so a leaf waits at most one interval before its
 //! batch is submitted. A batch is written to the store before its commitment is submitted, so after a crash
@@ -160,11 +163,11 @@ impl AnchorHandle {
     }
 }
 
-/// Creates the mailbox; [`Anchorer::run`] serves it.
-pub fn channel(bound: usize) -> (AnchorHandle, Anchorer) {
+/// Creates the mailbox of a batcher of `kind`; [`Anchorer::run`] serves it.
+pub fn channel(bound: usize, kind: BatchKind) -> (AnchorHandle, Anchorer) {
     let (tx, rx) = mpsc::channel(bound);
     let (committed_tx, committed) = watch::channel(0);
-    (AnchorHandle { tx, committed }, Anchorer { rx, committed: committed_tx })
+    (AnchorHandle { tx, committed }, Anchorer { rx, committed: committed_tx, kind })
 }
 
 /// The receiving half, to be run once the node's shared state exists.
@@ -172,9 +175,11 @@ pub fn channel(bound: usize) -> (AnchorHandle, Anchorer) {
 pub struct Anchorer {
     rx: mpsc::Receiver<Command>,
     committed: watch::Sender<u64>,
+    kind: BatchKind,
 }
 
 struct State {
+    kind: BatchKind,
     me: KeyId,
     key: Keypair,
     store: AnchorStore,
@@ -199,6 +204,7 @@ impl Anchorer {
     ) -> anyhow::Result<()> {
         let batches = store.all()?;
         let mut st = State {
+            kind: self.kind,
             me: key.public().key_id(),
             key,
             store,
@@ -213,11 +219,14 @@ impl Anchorer {
         st.recover(&shared)?;
         let mut committed = st.batches.values().filter(|b| b.height.is_some()).count() as u64;
         self.committed.send_replace(committed);
-        // Records acknowledged before a crash but in no stored batch.
-        let leaves = shared.records.vault.leaves().await?;
+        // Records (or erasure receipts) acknowledged before a crash but in no stored batch.
+        let leaves = match self.kind {
+            BatchKind::ErasureReceipts => shared.records.erasures.store.receipt_leaves()?,
+            _ => shared.records.vault.leaves().await?,
+        };
         let missing: Vec<Hash32> = leaves.into_iter().filter(|l| !st.index.contains_key(l)).collect();
         if !missing.is_empty() {
-            info!(leaves = missing.len(), "anchoring records that were stored but not yet anchored");
+            info!(leaves = missing.len(), kind = ?self.kind, "committing leaves that were stored but are in no batch");
         }
         st.queue(missing);
 
@@ -267,7 +276,7 @@ impl State {
 
     /// Re-reads stored batches against the ledger after a start.
     fn recover(&mut self, shared: &Shared) -> anyhow::Result<()> {
-        let next = shared.ledger().next_batch_seq(&self.me, BatchKind::Anchors);
+        let next = shared.ledger().next_batch_seq(&self.me, self.kind);
         let tip = shared.ledger().height();
         let pending: Vec<u64> = self.batches.iter().filter(|(_, b)| b.height.is_none()).map(|(s, _)| *s).collect();
         for seq in pending {
@@ -301,7 +310,7 @@ impl State {
             if let Some((block, _)) = shared.store.get(h)? {
                 let found = block.transactions.iter().any(|tx| {
                     matches!(tx, Transaction::BatchCommit(c)
-                        if c.body.node == self.me && c.body.kind == BatchKind::Anchors && c.body.seq == seq)
+                        if c.body.node == self.me && c.body.kind == self.kind && c.body.seq == seq)
                 });
                 if found {
                     return Ok(Some(h));
@@ -348,15 +357,15 @@ impl State {
         let root = Hash32(cairn_proto::merkle::root(&HASHER, &hashes));
         let (next, tip) = {
             let ledger = shared.ledger();
-            (ledger.next_batch_seq(&self.me, BatchKind::Anchors), ledger.height())
+            (ledger.next_batch_seq(&self.me, self.kind), ledger.height())
         };
         let seq = next.max(self.batches.keys().next_back().map_or(0, |s| s + 1));
-        let body = BatchCommit { version: 1, kind: BatchKind::Anchors, node: self.me, root, size, seq };
+        let body = BatchCommit { version: 1, kind: self.kind, node: self.me, root, size, seq };
         let batch = StoredBatch { version: 1, commit: body.sign(&self.key)?, leaves, height: None };
         self.store.put(&batch)?;
-        debug!(seq, real = take, size, "anchor batch built");
+        debug!(seq, real = take, size, kind = ?self.kind, "batch built");
         if let Err(e) = shared.submit(self.tx(&batch), true) {
-            warn!(seq, "anchor batch not admitted yet ({e:?}); it will be submitted again");
+            warn!(seq, kind = ?self.kind, "batch not admitted yet ({e:?}); it will be submitted again");
         }
         self.batches.insert(seq, batch);
         self.inflight.insert(seq, tip);
@@ -372,7 +381,7 @@ impl State {
             let Some((block, _)) = shared.store.get(h)? else { break };
             for tx in &block.transactions {
                 let Transaction::BatchCommit(c) = tx else { continue };
-                if c.body.node != self.me || c.body.kind != BatchKind::Anchors {
+                if c.body.node != self.me || c.body.kind != self.kind {
                     continue;
                 }
                 let seq = c.body.seq;
@@ -384,12 +393,14 @@ impl State {
                         newly += 1;
                         self.inflight.remove(&seq);
                     }
-                    _ => warn!(seq, height = h, "a committed anchor batch of this node is not in its anchor store"),
+                    _ => {
+                        warn!(seq, height = h, kind = ?self.kind, "a committed batch of this node is not in its store")
+                    }
                 }
             }
             self.scanned = h;
         }
-        let next = shared.ledger().next_batch_seq(&self.me, BatchKind::Anchors);
+        let next = shared.ledger().next_batch_seq(&self.me, self.kind);
         let stale: Vec<u64> = self
             .inflight
             .iter()
@@ -398,7 +409,7 @@ impl State {
             .collect();
         for seq in stale {
             if let Some(b) = self.batches.get(&seq) {
-                debug!(seq, "anchor batch not committed yet; submitting it again");
+                debug!(seq, kind = ?self.kind, "batch not committed yet; submitting it again");
                 let _ = shared.submit(self.tx(b), true);
                 self.inflight.insert(seq, height);
             }

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::vault::kv::SledStore;
 use crate::vault::root::FileRootSlot;
-use crate::vault::{NewRecord, PutReceipt, Replica, StoredRecord, Vault, VaultError};
+use crate::vault::{ErasureEvidence, NewRecord, PutReceipt, Replica, StoredRecord, SubjectRef, Vault, VaultError};
 
 /// Most replicas committed in one group.
 const GROUP_LIMIT: usize = 20_000;
@@ -19,7 +19,10 @@ enum Command {
     Seal(Vec<NewRecord>, Reply<Vec<Replica>>),
     Store(Vec<Replica>, Reply<Vec<PutReceipt>>),
     Get(RecordId, Reply<StoredRecord>),
-    Erase(Vec<RecordId>, Reply<()>),
+    Erase(Vec<RecordId>, Reply<Vec<ErasureEvidence>>),
+    Epoch(Reply<u64>),
+    Expired(u64, Reply<Vec<StoredRecord>>),
+    Subject(SubjectRef, Reply<Vec<StoredRecord>>),
     Leaves(Reply<Vec<Hash32>>),
 }
 
@@ -77,9 +80,21 @@ impl VaultHandle {
     pub async fn get(&self, rid: RecordId) -> Result<StoredRecord, VaultError> {
         self.ask(|r| Command::Get(rid, r)).await
     }
-    /// Erases records.
-    pub async fn erase(&self, rids: Vec<RecordId>) -> Result<(), VaultError> {
+    /// Erases records in one keystore epoch; all or nothing.
+    pub async fn erase(&self, rids: Vec<RecordId>) -> Result<Vec<ErasureEvidence>, VaultError> {
         self.ask(|r| Command::Erase(rids, r)).await
+    }
+    /// Records whose retention ended at or before `now_ms` (reads every record).
+    pub async fn expired(&self, now_ms: u64) -> Result<Vec<StoredRecord>, VaultError> {
+        self.ask(|r| Command::Expired(now_ms, r)).await
+    }
+    /// The keystore's current epoch.
+    pub async fn epoch(&self) -> Result<u64, VaultError> {
+        self.ask(Command::Epoch).await
+    }
+    /// Every record of a subject held here (none if the vault does not know the subject).
+    pub async fn subject(&self, subject: SubjectRef) -> Result<Vec<StoredRecord>, VaultError> {
+        self.ask(|r| Command::Subject(subject, r)).await
     }
     /// The leaves of every live record.
     pub async fn leaves(&self) -> Result<Vec<Hash32>, VaultError> {
@@ -113,7 +128,31 @@ fn run(mut vault: Vault<SledStore, FileRootSlot>, mut rx: mpsc::Receiver<Command
             }
             Command::Seal(records, reply) => fatal = answer(reply, vault.seal_batch(records)),
             Command::Get(rid, reply) => fatal = answer(reply, vault.get(&rid)),
-            Command::Erase(rids, reply) => fatal = answer(reply, vault.erase(&rids).map(|_| ())),
+            Command::Erase(rids, reply) => fatal = answer(reply, vault.erase(&rids)),
+            Command::Epoch(reply) => fatal = answer(reply, Ok(vault.epoch())),
+            Command::Expired(now, reply) => {
+                let mut expired = Vec::new();
+                let mut failure = None;
+                for rid in vault.record_ids() {
+                    match vault.get(&rid) {
+                        Ok(r) if r.header.retain_until_ms <= now => expired.push(r),
+                        Ok(_) => {}
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                fatal = answer(reply, failure.map_or(Ok(expired), Err));
+            }
+            Command::Subject(subject, reply) => {
+                let records = match vault.subject_records(&subject) {
+                    Ok(rids) => rids.iter().map(|rid| vault.get(rid)).collect(),
+                    Err(VaultError::SubjectNotFound) => Ok(Vec::new()),
+                    Err(e) => Err(e),
+                };
+                fatal = answer(reply, records);
+            }
             Command::Leaves(reply) => {
                 let leaves = vault.record_ids().iter().map(|rid| vault.get(rid).map(|r| r.leaf)).collect();
                 fatal = answer(reply, leaves);

@@ -34,6 +34,8 @@ pub struct Records {
     pub vault: VaultHandle,
     /// The anchoring actor.
     pub anchors: AnchorHandle,
+    /// Erasure: receipts, jobs, the receipt batcher.
+    pub erasures: super::erasure::Erasures,
     /// Requests to peers.
     pub p2p: mpsc::Sender<Outbound>,
     /// Peers connected to cairn's swarm.

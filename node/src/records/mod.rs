@@ -3,6 +3,7 @@
 
 pub mod anchor;
 pub mod custody;
+pub mod erasure;
 pub mod fhir;
 pub mod ingest;
 pub mod receipts;

@@ -17,13 +17,7 @@ pub fn assemble(shared: &Shared, view: &RecordView, loc: Location) -> anyhow::Re
     if loc.commit.body.kind != BatchKind::Anchors {
         return Ok(None);
     }
-    let Some(cb) = shared.certified_block(loc.height)? else { return Ok(None) };
-    let header = cb.block.header;
-    let (log_index, log_proof) = {
-        let ledger = shared.ledger();
-        let Some(index) = ledger.find_leaf(&log_leaf(&loc.commit.body)?) else { return Ok(None) };
-        (index, ledger.log_inclusion(index, header.log_size)?)
-    };
+    let Some(InLog { log_index, log_proof, block }) = in_log(shared, &loc)? else { return Ok(None) };
     Ok(Some(AnchorReceipt {
         version: 1,
         rid: view.rid,
@@ -33,6 +27,34 @@ pub fn assemble(shared: &Shared, view: &RecordView, loc: Location) -> anyhow::Re
         batch: loc.commit,
         leaf_index: loc.index,
         batch_proof: loc.proof,
+        log_index,
+        log_proof,
+        block,
+    }))
+}
+
+/// Where a committed batch is in the global log, and the block that certifies it.
+#[derive(Debug)]
+pub struct InLog {
+    /// Position of the batch commitment in the log.
+    pub log_index: u64,
+    /// Its inclusion proof at the block's log size.
+    pub log_proof: Vec<Hash32>,
+    /// The committing block's certified header.
+    pub block: CertifiedHeader,
+}
+
+/// The log position and certified block of the batch at `loc` (`None` if this node does
+/// not have them yet).
+pub fn in_log(shared: &Shared, loc: &Location) -> anyhow::Result<Option<InLog>> {
+    let Some(cb) = shared.certified_block(loc.height)? else { return Ok(None) };
+    let header = cb.block.header;
+    let (log_index, log_proof) = {
+        let ledger = shared.ledger();
+        let Some(index) = ledger.find_leaf(&log_leaf(&loc.commit.body)?) else { return Ok(None) };
+        (index, ledger.log_inclusion(index, header.log_size)?)
+    };
+    Ok(Some(InLog {
         log_index,
         log_proof: log_proof.into_iter().map(Hash32).collect(),
         block: CertifiedHeader { header, certificate: cb.certificate },

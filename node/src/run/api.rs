@@ -7,6 +7,12 @@
 //! | `GET /v1/records/{rid}?purpose=P` | the gateway that wrote it | `{"record","receipt","served_by"}` |
 //! | `GET /v1/records/{rid}/receipt[?wait_ms=N]` | same | 200 `AnchorReceipt`, 202 while not yet anchored |
 //! | `POST /v1/receipts` `{"rids":[..],"wait_ms":N}` | same | `{"receipts":[AnchorReceipt or null]}` |
+//! | `POST /v1/erasures` `{"records":[..]}` or `{"subject":".."}`, optional `"trigger"` | the gateway that wrote them | 202 `{"id","records","status"}` once the request is stored |
+//! | `GET /v1/erasures` | a gateway | its erasures known to this node (requested here, or by retention expiry where this node sweeps) |
+//! | `GET /v1/erasures/{id}` | same | the request's progress at every custodian |
+//! | `GET /v1/erasures/{id}/certificate` | same | 200 `{"certificates":[ErasureCertificate]}`, 202 while custodians are still erasing |
+//! | `POST /v1/holds`, `POST /v1/holds/release` `{"records":[..]}` or `{"subject":".."}` | the gateway that wrote them | `{"held"}` / `{"released"}` once every custodian confirmed; a held record outlives its retention |
+//! | `POST /v1/challenges` `{"rid","leaf","nonce"}` | anyone (a regulator) | a signed `ChallengeAnswer`: does this custodian hold the record now |
 //! | `GET /v1/openapi.json` | anyone | this API as OpenAPI 3.1 |
 
 use std::collections::{HashMap, VecDeque};
@@ -20,6 +26,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use cairn_proto::erasure::{ErasureScope, ErasureTrigger};
 use cairn_proto::membership::Role;
 use cairn_proto::receipt::AnchorReceipt;
 use cairn_proto::record::RecordId;
@@ -31,6 +38,7 @@ use serde_json::value::RawValue;
 use super::Shared;
 use super::auth::{authenticate, now_ms};
 use super::http::ApiError;
+use crate::records::erasure::{self, ErasureError};
 use crate::records::fhir::{self, BodyError, Format};
 use crate::records::ingest::{BatchTerms, RecordView, RecordsError};
 use crate::records::receipts::{for_views, read_anywhere};
@@ -49,6 +57,12 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/v1/records/{rid}", get(record))
         .route("/v1/records/{rid}/receipt", get(receipt))
         .route("/v1/receipts", post(receipts))
+        .route("/v1/erasures", post(erasures).get(erasure_list))
+        .route("/v1/holds", post(place_holds))
+        .route("/v1/challenges", post(challenge))
+        .route("/v1/holds/release", post(release_holds))
+        .route("/v1/erasures/{id}", get(erasure_status))
+        .route("/v1/erasures/{id}/certificate", get(erasure_certificate))
         .route("/v1/openapi.json", get(openapi))
 }
 
@@ -429,6 +443,264 @@ async fn receipts(
     Ok(Json(json!({"receipts": found})).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErasureBody {
+    #[serde(default)]
+    records: Option<Vec<RecordId>>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    trigger: Option<String>,
+}
+
+fn erasure_error(e: ErasureError) -> ApiError {
+    match e {
+        ErasureError::NotFound(rid) => ApiError::not_found(format!("no record {rid} for this gateway")),
+        ErasureError::NoRecords => {
+            ApiError::new(StatusCode::NOT_FOUND, "no_records", "this gateway holds no record of that subject")
+        }
+        ErasureError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_erasure", m),
+        ErasureError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "custodians_unavailable", m),
+        ErasureError::Internal(m) => ApiError::internal(m),
+    }
+}
+
+async fn erasures(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&s, body).await?;
+    let now = now_ms();
+    let caller = authenticate(&s, &method, &uri, &headers, &body, Role::Gateway, now)?;
+    let gateway = caller.public_key.key_id();
+    let req: ErasureBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("expected {{\"records\":[..]}} or {{\"subject\":\"..\"}}: {e}"),
+        )
+    })?;
+    let trigger = match req.trigger.as_deref() {
+        None | Some("subject_request") => ErasureTrigger::SubjectRequest,
+        Some("purpose_achieved") => ErasureTrigger::PurposeAchieved,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_trigger",
+                format!("{other:?}: a gateway asks for subject_request or purpose_achieved (retention and consent withdrawal are triggered by the node)"),
+            )
+            .field("trigger"));
+        }
+    };
+    let scope = scope_of(req.records, req.subject, gateway)?;
+    let job = erasure::accept(&s, gateway, scope, trigger, now).await.map_err(erasure_error)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": job.id_hex(), "records": job.records.len(), "status": "erasing"})))
+        .into_response())
+}
+
+/// Records by id, or a subject of the calling gateway.
+fn scope_of(records: Option<Vec<RecordId>>, subject: Option<String>, gateway: KeyId) -> Result<ErasureScope, ApiError> {
+    match (records, subject) {
+        (Some(rids), None) => Ok(ErasureScope::Records(rids)),
+        (None, Some(local)) if !local.is_empty() && local.len() <= 256 => Ok(ErasureScope::Subject { gateway, local }),
+        (None, Some(_)) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_subject", "1 to 256 bytes").field("subject"))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_scope",
+            "name either \"records\" or a \"subject\", not both",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldBody {
+    #[serde(default)]
+    records: Option<Vec<RecordId>>,
+    #[serde(default)]
+    subject: Option<String>,
+}
+
+async fn holds(
+    s: Arc<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+    on: bool,
+) -> Result<Response, ApiError> {
+    let body = read_body(&s, body).await?;
+    let now = now_ms();
+    let caller = authenticate(&s, &method, &uri, &headers, &body, Role::Gateway, now)?;
+    let gateway = caller.public_key.key_id();
+    let req: HoldBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("expected {{\"records\":[..]}} or {{\"subject\":\"..\"}}: {e}"),
+        )
+    })?;
+    let scope = scope_of(req.records, req.subject, gateway)?;
+    if let ErasureScope::Records(rids) = &scope
+        && (rids.is_empty() || rids.len() > erasure::MAX_RECORDS)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_scope",
+            format!("1 to {} records", erasure::MAX_RECORDS),
+        ));
+    }
+    let n = erasure::hold(&s, gateway, &scope, on, now).await.map_err(erasure_error)?;
+    let key = if on { "held" } else { "released" };
+    Ok(Json(json!({ key: n })).into_response())
+}
+
+async fn place_holds(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    holds(s, method, uri, headers, body, true).await
+}
+
+async fn release_holds(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    holds(s, method, uri, headers, body, false).await
+}
+
+async fn erasure_list(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&s, &method, &uri, &headers, b"", Role::Gateway, now_ms())?;
+    let gateway = caller.public_key.key_id();
+    let jobs = s.records.erasures.store.jobs(|j| j.owner == gateway).map_err(ApiError::internal)?;
+    let list: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|j| {
+            json!({"id": j.id_hex(), "status": if j.complete() { "certified" } else { "erasing" },
+                "trigger": j.trigger, "requested_at_ms": j.requested_at_ms, "records": j.records.len()})
+        })
+        .collect();
+    Ok(Json(json!({"erasures": list})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChallengeBody {
+    rid: RecordId,
+    leaf: Hash32,
+    nonce: String,
+}
+
+/// A live challenge (anyone may ask): does this custodian hold the record? Signed answer.
+async fn challenge(State(s): State<Arc<Shared>>, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(&s, body).await?;
+    let req: ChallengeBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("expected {{\"rid\",\"leaf\",\"nonce\"}}: {e}"),
+        )
+    })?;
+    let nonce: [u8; 16] = hex::decode(&req.nonce).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_nonce", "a nonce is 32 hex digits").field("nonce")
+    })?;
+    let answer = erasure::answer_challenge(&s, req.rid, req.leaf, nonce).await.map_err(ApiError::internal)?;
+    Ok(Json(answer).into_response())
+}
+
+/// The job `id` if it erases records of `gateway`.
+fn own_job(s: &Shared, id: &str, gateway: KeyId) -> Result<erasure::Job, ApiError> {
+    let missing = || ApiError::not_found(format!("no erasure request {id} from this gateway"));
+    let bytes: [u8; 16] = hex::decode(id).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "an erasure id is 32 hex digits").field("id")
+    })?;
+    match s.records.erasures.store.job(&bytes).map_err(ApiError::internal)? {
+        Some(job) if job.owner == gateway => Ok(job),
+        _ => Err(missing()),
+    }
+}
+
+/// A job's progress as JSON.
+fn job_status(job: &erasure::Job) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = job
+        .records
+        .iter()
+        .map(|r| {
+            let custodians: Vec<serde_json::Value> = r
+                .anchor
+                .manifest
+                .custodians
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let state =
+                        match (r.committed.get(i).and_then(Option::as_ref), r.receipts.get(i).and_then(Option::as_ref))
+                        {
+                            (Some(_), _) => "committed",
+                            (None, Some(_)) => "erased",
+                            (None, None) => "pending",
+                        };
+                    json!({"custodian": c, "state": state, "last_error": r.errors.get(i).cloned().flatten()})
+                })
+                .collect();
+            json!({"rid": r.anchor.rid, "leaf": r.anchor.leaf, "custodians": custodians})
+        })
+        .collect();
+    json!({
+        "id": job.id_hex(),
+        "status": if job.complete() { "certified" } else { "erasing" },
+        "trigger": job.trigger,
+        "request_hash": job.request_hash,
+        "requested_at_ms": job.requested_at_ms,
+        "deadline_ms": job.deadline_ms,
+        "records": records,
+    })
+}
+
+async fn erasure_status(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&s, &method, &uri, &headers, b"", Role::Gateway, now_ms())?;
+    let job = own_job(&s, &id, caller.public_key.key_id())?;
+    Ok(Json(job_status(&job)).into_response())
+}
+
+async fn erasure_certificate(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&s, &method, &uri, &headers, b"", Role::Gateway, now_ms())?;
+    let job = own_job(&s, &id, caller.public_key.key_id())?;
+    match job.certificates() {
+        Some(certificates) => Ok(Json(json!({"certificates": certificates})).into_response()),
+        None => Ok((StatusCode::ACCEPTED, Json(job_status(&job))).into_response()),
+    }
+}
+
 async fn openapi() -> impl IntoResponse {
     Json(openapi_document())
 }
@@ -439,6 +711,7 @@ pub fn openapi_document() -> serde_json::Value {
     let signed = json!([{"cairnSignature": []}]);
     let rid = json!({"name": "rid", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}});
     let purpose = json!({"name": "purpose", "in": "query", "required": true, "schema": {"type": "string"}});
+    let erasure_id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}});
     let height = json!({"name": "height", "in": "path", "required": true, "schema": {"type": "integer"}});
     let ok = |d: &str| json!({"description": d, "content": {"application/json": {}}});
     json!({
@@ -468,6 +741,19 @@ pub fn openapi_document() -> serde_json::Value {
                 "responses": {"200": ok("AnchorReceipt"), "202": ok("not yet anchored"), "401": err, "404": err}}},
             "/v1/receipts": {"post": {"security": signed, "requestBody": {"required": true, "content": {"application/json": {}}},
                 "responses": {"200": ok("receipts in request order, null if pending"), "400": err, "401": err}}},
+            "/v1/erasures": {"post": {"security": signed, "requestBody": {"required": true, "content": {"application/json": {}}},
+                "responses": {"202": ok("request stored; id to follow it"), "400": err, "401": err, "404": err, "503": err}},
+                "get": {"security": signed, "responses": {"200": ok("this gateway's erasures known here"), "401": err}}},
+            "/v1/challenges": {"post": {"requestBody": {"required": true, "content": {"application/json": {}}},
+                "responses": {"200": ok("SignedChallengeAnswer"), "400": err}}},
+            "/v1/holds": {"post": {"security": signed, "requestBody": {"required": true, "content": {"application/json": {}}},
+                "responses": {"200": ok("held at every custodian"), "400": err, "401": err, "404": err, "503": err}}},
+            "/v1/holds/release": {"post": {"security": signed, "requestBody": {"required": true, "content": {"application/json": {}}},
+                "responses": {"200": ok("released at every custodian"), "400": err, "401": err, "404": err, "503": err}}},
+            "/v1/erasures/{id}": {"get": {"security": signed, "parameters": [erasure_id],
+                "responses": {"200": ok("progress at every custodian"), "400": err, "401": err, "404": err}}},
+            "/v1/erasures/{id}/certificate": {"get": {"security": signed, "parameters": [erasure_id],
+                "responses": {"200": ok("one ErasureCertificate per record"), "202": ok("custodians still erasing"), "400": err, "401": err, "404": err}}},
             "/v1/transactions": {"post": {"requestBody": {"content": {"application/octet-stream": {}}},
                 "responses": {"202": ok("admitted"), "400": err, "409": err, "503": err}}},
             "/v1/blocks/{height}": {"get": {"parameters": [height], "responses": {"200": ok("CertifiedBlock"), "404": err}}},

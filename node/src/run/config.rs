@@ -86,6 +86,8 @@ pub struct CustodySection {
     pub request_skew_ms: u64,
     /// Idempotency keys remembered (the oldest are forgotten first).
     pub idempotency_keys: usize,
+    /// How often the node looks for records whose retention ran out, milliseconds.
+    pub retention_sweep_ms: u64,
 }
 
 impl Default for CustodySection {
@@ -98,6 +100,7 @@ impl Default for CustodySection {
             max_body_bytes: 8 << 20,
             request_skew_ms: 300_000,
             idempotency_keys: 100_000,
+            retention_sweep_ms: 60_000,
         }
     }
 }
@@ -210,6 +213,7 @@ impl NodeFile {
             ("custody.max_body_bytes", c.max_body_bytes as u64, 64 << 20),
             ("custody.request_skew_ms", c.request_skew_ms, 3_600_000),
             ("custody.idempotency_keys", c.idempotency_keys as u64, 10_000_000),
+            ("custody.retention_sweep_ms", c.retention_sweep_ms, 86_400_000),
         ] {
             if v == 0 || v > max {
                 return Err(field(name, format!("{v} is not between 1 and {max}")));

@@ -128,6 +128,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 /// Serves the API on `listener` until the process ends.
 pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // Without TCP_NODELAY a kept-alive connection can hold an answer's last segment back
+    // until the client's delayed ACK (40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, router(shared)).await?;
     Ok(())
 }

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub readings: AtomicU64,
     /// Requests answered 429 because the ingest queue was full.
     pub busy_refusals: AtomicU64,
+    /// Retention sweeps completed.
+    pub retention_sweeps: AtomicU64,
+    /// Records erased in this node's vault.
+    pub records_erased: AtomicU64,
+    /// Erasure certificates assembled (and verified) by this node as coordinator.
+    pub erasure_certificates: AtomicU64,
 }
 
 fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
@@ -62,6 +68,27 @@ impl Metrics {
             "# HELP cairn_block_time_seconds Time between the last two decided blocks.\n# TYPE cairn_block_time_seconds gauge\ncairn_block_time_seconds {interval}"
         );
         line(&mut s, "cairn_readings_total", "counter", "Readings acknowledged as home custodian.", g(&self.readings));
+        line(
+            &mut s,
+            "cairn_retention_sweeps_total",
+            "counter",
+            "Retention sweeps completed.",
+            g(&self.retention_sweeps),
+        );
+        line(
+            &mut s,
+            "cairn_records_erased_total",
+            "counter",
+            "Records erased in this node's vault.",
+            g(&self.records_erased),
+        );
+        line(
+            &mut s,
+            "cairn_erasure_certificates_total",
+            "counter",
+            "Erasure certificates assembled and verified as coordinator.",
+            g(&self.erasure_certificates),
+        );
         line(
             &mut s,
             "cairn_busy_refusals_total",

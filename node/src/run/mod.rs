@@ -26,6 +26,7 @@ use arc_malachitebft_app_channel::{
 use cairn_proto::Hash32;
 use cairn_proto::consensus::CommitCertificate;
 use cairn_proto::genesis::Genesis;
+use cairn_proto::ledger::BatchKind;
 use cairn_proto::transaction::Transaction;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
@@ -38,6 +39,7 @@ use crate::ledger::state::{LedgerLimits, LedgerState};
 use crate::ledger::store::BlockStore;
 use crate::records::anchor::{self, AnchorStore};
 use crate::records::custody::VaultHandle;
+use crate::records::erasure::{ErasureStore, Erasures};
 use crate::records::ingest::Records;
 use crate::vault::{Vault, VaultConfig};
 use config::{CustodySection, NodeFile};
@@ -52,6 +54,10 @@ pub const WAL_FILE: &str = "consensus.wal";
 pub const VAULT_DIR: &str = "vault";
 /// File of this node's anchor batches inside the data directory.
 pub const ANCHORS_FILE: &str = "anchors.redb";
+/// File of this node's batches of erasure receipts inside the data directory.
+pub const ERASURE_BATCHES_FILE: &str = "erasure-batches.redb";
+/// File of this node's erasure receipts and erasure jobs inside the data directory.
+pub const ERASURES_FILE: &str = "erasures.redb";
 
 /// What the engine loop, the peer protocol and the HTTP API share.
 pub struct Shared {
@@ -234,7 +240,14 @@ pub async fn run(file: NodeFile) -> anyhow::Result<()> {
     let vault = VaultHandle::spawn(vault, 1024)?;
     let vault_watch = vault.clone();
     let anchor_store = AnchorStore::open(&file.data_dir.join(ANCHORS_FILE))?;
-    let (anchors, anchorer) = anchor::channel(4096);
+    let (anchors, anchorer) = anchor::channel(4096, BatchKind::Anchors);
+    let erasure_batch_store = AnchorStore::open(&file.data_dir.join(ERASURE_BATCHES_FILE))?;
+    let (erasure_batches, erasure_batcher) = anchor::channel(4096, BatchKind::ErasureReceipts);
+    let erasures = Erasures::new(
+        ErasureStore::open(&file.data_dir.join(ERASURES_FILE))?,
+        erasure_batches,
+        cairn_proto::Keypair::from_seed(&identity.seed),
+    );
     let (outbound_tx, outbound_rx) = mpsc::channel(4096);
     let (connected_tx, connected) = watch::channel(Default::default());
     let custodian_ids = genesis.membership.validators.iter().map(|v| v.public_key.key_id());
@@ -246,6 +259,7 @@ pub async fn run(file: NodeFile) -> anyhow::Result<()> {
         validators: custodian_ids,
         vault,
         anchors,
+        erasures,
         p2p: outbound_tx,
         connected,
         replication: custody.replication,
@@ -275,6 +289,14 @@ pub async fn run(file: NodeFile) -> anyhow::Result<()> {
         anchor_store,
         std::time::Duration::from_millis(custody.anchor_interval_ms),
     ));
+
+    let erasure_batching = tokio::spawn(erasure_batcher.run(
+        shared.clone(),
+        cairn_proto::Keypair::from_seed(&identity.seed),
+        erasure_batch_store,
+        std::time::Duration::from_millis(custody.anchor_interval_ms),
+    ));
+    let coordinating = tokio::spawn(crate::records::erasure::run_coordinator(shared.clone()));
 
     // HTTP.
     let listener = tokio::net::TcpListener::bind(file.http.listen)
@@ -315,6 +337,8 @@ pub async fn run(file: NodeFile) -> anyhow::Result<()> {
         r = p2p => r.map_err(anyhow::Error::from).and_then(|r| r).context("p2p stopped"),
         r = http => r.map_err(anyhow::Error::from).and_then(|r| r).context("HTTP stopped"),
         r = anchoring => r.map_err(anyhow::Error::from).and_then(|r| r).context("anchoring stopped"),
+        r = erasure_batching => r.map_err(anyhow::Error::from).and_then(|r| r).context("erasure receipt batching stopped"),
+        r = coordinating => r.map_err(anyhow::Error::from).and_then(|r| r).context("erasure coordination stopped"),
         _ = vault_watch.closed() => Err(anyhow::anyhow!("the vault stopped after a fatal storage failure; see the log")),
     }
 }

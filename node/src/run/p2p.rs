@@ -22,8 +22,9 @@ use cairn_proto::transaction::Transaction;
 use cairn_proto::{Hash32, KeyId};
 
 use super::Shared;
+use crate::records::erasure::{EraseAnswer, EraseOrder};
 use crate::records::ingest::ReadAnswer;
-use crate::vault::Replica;
+use crate::vault::{Replica, SubjectRef};
 
 /// The gossip topic for transactions.
 pub const TX_TOPIC: &str = "/cairn/tx/1";
@@ -48,6 +49,18 @@ pub enum Request {
         /// The gateway asking (authenticated by the node that forwards).
         gateway: KeyId,
     },
+    /// The records of a subject held here, with receipts, without their content (the
+    /// peer is resolving an erasure request).
+    Subject(SubjectRef),
+    /// Erase these records (the peer coordinates the erasure) and answer with receipts.
+    Erase(Vec<EraseOrder>),
+    /// Place (`on`) or lift a legal hold on records held here.
+    Hold {
+        /// The records.
+        rids: Vec<RecordId>,
+        /// Place or lift.
+        on: bool,
+    },
 }
 
 /// An answer.
@@ -62,6 +75,12 @@ pub enum Response {
     Record(Box<ReadAnswer>),
     /// No such record here (or not for this gateway).
     NotFound,
+    /// A subject's records held here (content left out).
+    Records(Vec<ReadAnswer>),
+    /// One answer per erase order, in order.
+    Erased(Vec<EraseAnswer>),
+    /// Holds placed or lifted.
+    Held,
     /// Chain, last decided height and its header hash.
     Status {
         /// Genesis hash.
@@ -293,6 +312,31 @@ pub async fn run(
                                 Err(crate::records::ingest::RecordsError::NotFound(_)) => Response::NotFound,
                                 Err(e) => Response::Error(e.to_string()),
                             };
+                            let _ = answers.send((channel, response)).await;
+                        });
+                    }
+                    Request::Subject(subject) => {
+                        let (shared, answers) = (shared.clone(), answers_tx.clone());
+                        tokio::spawn(async move {
+                            let response = match crate::records::erasure::subject_here(&shared, subject).await {
+                                Ok(list) => Response::Records(list),
+                                Err(e) => Response::Error(e.to_string()),
+                            };
+                            let _ = answers.send((channel, response)).await;
+                        });
+                    }
+                    Request::Hold { rids, on } => {
+                        let now = super::auth::now_ms();
+                        let response = match shared.records.erasures.store.set_holds(&rids, on, now) {
+                            Ok(()) => Response::Held,
+                            Err(e) => Response::Error(e.to_string()),
+                        };
+                        let _ = swarm.behaviour_mut().requests.send_response(channel, response);
+                    }
+                    Request::Erase(orders) => {
+                        let (shared, answers) = (shared.clone(), answers_tx.clone());
+                        tokio::spawn(async move {
+                            let response = Response::Erased(crate::records::erasure::erase_here(&shared, orders).await);
                             let _ = answers.send((channel, response)).await;
                         });
                     }

@@ -58,12 +58,19 @@ fn shared(dir: &std::path::Path) -> Arc<Shared> {
     let state = LedgerState::from_genesis(&genesis, LedgerLimits::default()).unwrap();
     let (gossip, _) = tokio::sync::mpsc::channel(1);
     let vault = crate::vault::Vault::open_dir(&dir.join("vault"), crate::vault::VaultConfig::default()).unwrap();
-    let (anchors, _) = crate::records::anchor::channel(1);
+    let (anchors, _) = crate::records::anchor::channel(1, cairn_proto::ledger::BatchKind::Anchors);
+    let (erasure_batches, _) = crate::records::anchor::channel(1, cairn_proto::ledger::BatchKind::ErasureReceipts);
+    let erasures = crate::records::erasure::Erasures::new(
+        crate::records::erasure::ErasureStore::open(&dir.join("erasures.redb")).unwrap(),
+        erasure_batches,
+        Keypair::from_seed(&seed(1)),
+    );
     let records = crate::records::ingest::Records {
         me: Keypair::from_seed(&seed(1)).public().key_id(),
         validators: vec![],
         vault: crate::records::custody::VaultHandle::spawn(vault, 1).unwrap(),
         anchors,
+        erasures,
         p2p: tokio::sync::mpsc::channel(1).0,
         connected: tokio::sync::watch::channel(Default::default()).1,
         replication: 1,

@@ -1,0 +1,280 @@
+//! Erasure across custodians on four real validator processes (issue 6): by record and by
+//! subject, with 2 and with 3 custodians per record, asked through a node that is not the
+//! records' home. One custodian is down during the erasure: no certificate exists until it
+//! comes back and erases. Then every certificate verifies offline (library and
+//! `cairn verify-erasure`), the erased records are gone from every node, the others read
+//! back intact, and a forensic scan of every node's data directory (vault, ledger, anchor
+//! and erasure stores, consensus WAL, configuration, log) finds no canary, data key or
+//! commitment secret of an erased record.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use cairn_client::gateway::{BodyFormat, Erase, Gateway, GatewayError};
+use cairn_node::vault::{Vault, VaultConfig};
+use cairn_proto::erasure::{ErasureCertificate, ErasureTrigger};
+use cairn_proto::record::RecordId;
+use cairn_tests::cluster::Cluster;
+use cairn_tests::fixtures::{files, observation, random_hex, scan};
+use cairn_tests::run_ok;
+use serde_json::Value;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+struct Reading {
+    rid: RecordId,
+    subject: usize,
+    canary: String,
+}
+
+/// The states of every custodian of every record of an erasure request.
+fn states(status: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for r in status["records"].as_array().unwrap() {
+        for c in r["custodians"].as_array().unwrap() {
+            out.push((c["custodian"].as_str().unwrap().to_string(), c["state"].as_str().unwrap().to_string()));
+        }
+    }
+    out
+}
+
+fn erase_with_custodians(replication: usize, base_port: u16) {
+    let mut c = Cluster::start_with(4, base_port, 100, replication);
+    c.wait_ready();
+    let (_, key) = c.register_gateway("shoe");
+    let (_, stranger) = c.register_gateway("other");
+    let genesis = c.genesis();
+    let home = Gateway::new(&c.urls[0], key.clone());
+
+    // Subject 0: three readings, subject 1: two, subject 2: one; a canary in each.
+    let subjects: Vec<String> = (0..3).map(|i| format!("Patient/s{i}-{}", random_hex(6))).collect();
+    let mut body = String::new();
+    let mut planned = Vec::new();
+    for (subject, n) in [(0usize, 3u64), (1, 2), (2, 1)] {
+        for k in 0..n {
+            let canary = format!("canary-{}", random_hex(12));
+            body.push_str(&observation(&subjects[subject], k, &canary));
+            body.push('\n');
+            planned.push((subject, canary));
+        }
+    }
+    let submitted = home.submit(body.as_bytes(), BodyFormat::JsonLines, "TREAT", 7, None).unwrap();
+    assert_eq!(submitted.custodians.len(), replication);
+    let readings: Vec<Reading> = submitted
+        .records
+        .iter()
+        .zip(planned)
+        .map(|(s, (subject, canary))| Reading { rid: s.rid, subject, canary })
+        .collect();
+    let rids: Vec<RecordId> = readings.iter().map(|r| r.rid).collect();
+    assert!(home.receipts(&rids, 30_000).unwrap().iter().all(Option::is_some), "every record anchored");
+    let custodians: Vec<usize> = submitted.custodians.iter().map(|k| c.index_of(k)).collect();
+    assert!(custodians.contains(&0), "the receiving node is a custodian");
+
+    // Erased: all of subject 0 (by subject) and the first record of subject 1 (by record).
+    let erased: Vec<&Reading> =
+        readings.iter().filter(|r| r.subject == 0).chain(readings.iter().filter(|r| r.subject == 1).take(1)).collect();
+    let kept: Vec<&Reading> = readings.iter().filter(|r| !erased.iter().any(|e| e.rid == r.rid)).collect();
+
+    // One custodian other than node 2 goes down; its vault gives the secrets the scan
+    // looks for later.
+    let d = custodians.iter().position(|&i| i != 2).unwrap();
+    let down = custodians[d];
+    let down_key = submitted.custodians[d].to_string();
+    c.kill(down);
+    let mut secrets: Vec<Vec<u8>> = Vec::new();
+    {
+        let vault = Vault::open_dir(&c.data_dir(down).join("vault"), VaultConfig::default()).unwrap();
+        for r in &erased {
+            let replica = vault.replica(&r.rid).unwrap();
+            secrets.push(replica.dk.expose().to_vec());
+            secrets.push(replica.s.expose().to_vec());
+        }
+    }
+
+    // Asked through node 2 (not the home custodian).
+    let gw = Gateway::new(&c.urls[2], key.clone());
+    let by_record = gw.erase(&Erase::Records(vec![erased[3].rid]), Some("purpose_achieved")).unwrap();
+    let by_subject = gw.erase(&Erase::Subject(subjects[0].clone()), None).unwrap();
+    c.wait_for("the custodians that are up to commit their receipts", MINUTE, |_| {
+        [&by_record, &by_subject].iter().all(|id| {
+            states(&gw.erasure(id).unwrap()).iter().all(|(who, state)| (state == "committed") == (*who != down_key))
+        })
+    });
+    let status = gw.erasure(&by_subject).unwrap();
+    assert_eq!(status["records"].as_array().unwrap().len(), 3, "{status}");
+    assert_eq!(status["status"], "erasing");
+    for r in status["records"].as_array().unwrap() {
+        for cu in r["custodians"].as_array().unwrap() {
+            if cu["custodian"] == down_key.as_str() {
+                assert_eq!(cu["state"], "pending", "{status}");
+                assert!(cu["last_error"].as_str().unwrap().contains("unreachable"), "{status}");
+            } else {
+                assert_eq!((&cu["state"], &cu["last_error"]), (&Value::from("committed"), &Value::Null), "{status}");
+            }
+        }
+    }
+    assert!(gw.certificates(&by_subject).unwrap().is_none(), "no certificate while a custodian has not erased");
+    assert!(gw.certificates(&by_record).unwrap().is_none(), "no certificate while a custodian has not erased");
+    // Another gateway cannot see the request.
+    match Gateway::new(&c.urls[2], stranger).erasure(&by_subject) {
+        Err(GatewayError::Refused { status: 404, .. }) => {}
+        other => panic!("another gateway's view of the request: {other:?}"),
+    }
+
+    // The custodian comes back, is asked again, erases; then the certificates exist.
+    c.start_node(down);
+    let mut certificates: Vec<ErasureCertificate> = Vec::new();
+    for (id, n, trigger) in
+        [(&by_record, 1, ErasureTrigger::PurposeAchieved), (&by_subject, 3, ErasureTrigger::SubjectRequest)]
+    {
+        c.wait_for("the certificates", MINUTE, |_| gw.certificates(id).unwrap().is_some());
+        let certs = gw.certificates(id).unwrap().unwrap();
+        assert_eq!(certs.len(), n);
+        for cert in &certs {
+            assert_eq!(cert.trigger, trigger);
+            assert_eq!(cert.erasures.len(), replication, "one receipt per custodian");
+            let checks = cert.verify(&genesis).unwrap();
+            assert!(checks.len() > 2 * replication, "{checks:?}");
+        }
+        certificates.extend(certs);
+    }
+    let mut certified: Vec<RecordId> = certificates.iter().map(|c| c.record.rid).collect();
+    let mut expected: Vec<RecordId> = erased.iter().map(|r| r.rid).collect();
+    certified.sort();
+    expected.sort();
+    assert_eq!(certified, expected, "one certificate per erased record");
+    // The shipped verifier agrees.
+    let file = c.dir.path().join("certificate.json");
+    std::fs::write(&file, serde_json::to_string(&certificates[0]).unwrap()).unwrap();
+    let out =
+        run_ok("cairn", &["verify-erasure", "--genesis", c.genesis_path().to_str().unwrap(), file.to_str().unwrap()]);
+    assert!(out.contains("not established"), "{out}");
+
+    // Erased records are gone from every node; the others read back intact everywhere.
+    for i in 0..4 {
+        let g = Gateway::new(&c.urls[i], key.clone());
+        for r in &erased {
+            match g.record(&r.rid, "TREAT") {
+                Err(GatewayError::Refused { status: 404, .. }) => {}
+                other => panic!("erased record {} read through node {i}: {other:?}", r.rid),
+            }
+        }
+        for r in &kept {
+            let answer = g.record(&r.rid, "TREAT").unwrap();
+            assert_eq!(answer["record"]["resource"]["note"][0]["text"], r.canary.as_str());
+        }
+    }
+
+    // Forensic scan of every node's whole data directory, nodes stopped.
+    for i in 0..4 {
+        c.kill(i);
+    }
+    let mut haystacks: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..4 {
+        for p in files(c.data_dir(i)) {
+            haystacks.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    let mut needles: Vec<Vec<u8>> = erased.iter().map(|r| r.canary.as_bytes().to_vec()).collect();
+    needles.extend(secrets.iter().cloned());
+    needles.extend(secrets.iter().map(|s| hex::encode(s).into_bytes()));
+    let (hits, scanned) = scan(&haystacks, &needles);
+    eprintln!("scanned {} files, {scanned} bytes, for {} needles", haystacks.len(), needles.len());
+    assert!(haystacks.iter().any(|(n, _)| n.contains("vault")) && scanned > 100_000, "the scan covers the vaults");
+    assert!(hits.is_empty(), "an erased record's content or keys remain: {hits:?}");
+    // Control: the same scan finds the canaries where they are (the submitted body).
+    let (found, _) = scan(&[("body".into(), body.into_bytes())], &needles);
+    assert_eq!(found.len(), erased.len());
+}
+
+#[test]
+fn two_custodians_erase_by_record_and_by_subject_with_one_down() {
+    erase_with_custodians(2, 25000);
+}
+
+#[test]
+fn three_custodians_erase_by_record_and_by_subject_with_one_down() {
+    erase_with_custodians(3, 25300);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// The ids of this gateway's erasures at a node that are certified.
+fn certified(g: &Gateway) -> Vec<String> {
+    let list = g.erasures().unwrap();
+    list["erasures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] == "certified")
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn retention_expiry_erases_on_its_own_and_a_legal_hold_stops_it() {
+    let mut c = Cluster::layout(4, 25600, 100);
+    c.edit_configs("retention_sweep_ms = 60000", "retention_sweep_ms = 300");
+    let clock = c.dir.path().join("clock");
+    std::fs::write(&clock, now_ms().to_string()).unwrap();
+    c.env.push((cairn_node::records::erasure::TEST_CLOCK_ENV.into(), clock.display().to_string()));
+    c.start_all();
+    c.wait_ready();
+    let (_, key) = c.register_gateway("shoe");
+    let genesis = c.genesis();
+    let gw = Gateway::new(&c.urls[1], key.clone());
+    let subject = format!("Patient/r-{}", random_hex(6));
+    let canaries: Vec<String> = (0..3).map(|_| format!("canary-{}", random_hex(12))).collect();
+    let body: String = canaries.iter().enumerate().map(|(i, k)| observation(&subject, i as u64, k) + "\n").collect();
+    let submitted = gw.submit(body.as_bytes(), BodyFormat::JsonLines, "TREAT", 1, None).unwrap();
+    let rids: Vec<RecordId> = submitted.records.iter().map(|r| r.rid).collect();
+    assert!(gw.receipts(&rids, 30_000).unwrap().iter().all(Option::is_some), "every record anchored");
+    // The first custodian of the manifest sweeps for these records.
+    let sweeper = Gateway::new(&c.urls[c.index_of(&submitted.custodians[0])], key.clone());
+    assert_eq!(gw.hold(&Erase::Records(vec![rids[1]]), true).unwrap(), 1, "one record held");
+    let s = c.index_of(&submitted.custodians[0]);
+    let sweeps = |c: &Cluster| c.metric(s, "cairn_retention_sweeps_total").unwrap();
+    let before = sweeps(&c);
+    c.wait_for("two more retention sweeps", MINUTE, |c| sweeps(c) >= before + 2.0);
+    assert_eq!(
+        sweeper.erasures().unwrap()["erasures"],
+        serde_json::json!([]),
+        "nothing erased before the retention ends"
+    );
+
+    // Two days later by the nodes' retention clock: the one-day retention ran out.
+    std::fs::write(&clock, (now_ms() + 2 * 86_400_000).to_string()).unwrap();
+    c.wait_for("the retention erasure to be certified", MINUTE, |_| !certified(&sweeper).is_empty());
+    let first = certified(&sweeper);
+    assert_eq!(first.len(), 1, "one erasure for the expired records");
+    let certs = sweeper.certificates(&first[0]).unwrap().unwrap();
+    let mut erased: Vec<RecordId> = certs.iter().map(|c| c.record.rid).collect();
+    erased.sort();
+    let mut expected = vec![rids[0], rids[2]];
+    expected.sort();
+    assert_eq!(erased, expected, "the held record is not erased");
+    for cert in &certs {
+        assert_eq!(cert.trigger, ErasureTrigger::RetentionExpired);
+        cert.verify(&genesis).unwrap();
+    }
+    for (i, url) in c.urls.iter().enumerate() {
+        let g = Gateway::new(url, key.clone());
+        let held = g.record(&rids[1], "TREAT").unwrap();
+        assert_eq!(held["record"]["resource"]["note"][0]["text"], canaries[1].as_str(), "node {i}");
+        for rid in &expected {
+            assert!(matches!(g.record(rid, "TREAT"), Err(GatewayError::Refused { status: 404, .. })), "node {i}");
+        }
+    }
+
+    // Lifting the hold lets the retention erase the last record too.
+    assert_eq!(gw.hold(&Erase::Records(vec![rids[1]]), false).unwrap(), 1);
+    c.wait_for("the second retention erasure", MINUTE, |_| certified(&sweeper).len() == 2);
+    let second: Vec<String> = certified(&sweeper).into_iter().filter(|id| *id != first[0]).collect();
+    let certs = sweeper.certificates(&second[0]).unwrap().unwrap();
+    assert_eq!(certs.iter().map(|c| c.record.rid).collect::<Vec<_>>(), vec![rids[1]]);
+    certs[0].verify(&genesis).unwrap();
+}
