@@ -6,4 +6,5 @@ pub mod csv;
 pub mod gateway;
 pub mod http;
 pub mod keys;
+pub mod live;
 pub mod verify;

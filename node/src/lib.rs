@@ -1,6 +1,7 @@
 //! Run a cairn consortium node: its identity, its setup commands, and (as the issues
 //! land) the ledger, the vault, the peer protocols and the HTTP API.
 
+pub mod audit;
 pub mod consensus;
 pub mod harden;
 pub mod identity;

@@ -60,6 +60,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Audit a stopped node's data directory.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
+    },
     /// Start a working consortium on this machine: keys, genesis, configuration and data
     /// under one directory, endpoints printed. Running it again resumes it.
     Dev {
@@ -89,6 +94,17 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Look through the vault, ledger, indexes and logs for anything that still links a
+    /// record this node erased; report what was scanned and found (exit 1 if anything).
+    Residue {
+        /// The node's configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     cairn_node::harden::refuse_core_dumps().context("refusing core dumps")?;
     match Cli::parse().command {
@@ -109,6 +125,35 @@ fn main() -> anyhow::Result<()> {
             init_logging();
             let file = cairn_node::run::config::NodeFile::load(&config)?;
             runtime()?.block_on(cairn_node::run::run(file))
+        }
+        Command::Audit { what: AuditCommand::Residue { config } } => {
+            let file = cairn_node::run::config::NodeFile::load(&config)?;
+            let report = cairn_node::audit::residue(&file.data_dir, |path, bytes| {
+                eprintln!("scanning {} ({bytes} bytes)", path.display());
+            })?;
+            println!("data directory: {}", file.data_dir.display());
+            println!("records this node erased as a custodian: {}", report.erased_here);
+            println!("record ids certified erased by erasures this node coordinated: {}", report.erased_ids);
+            println!("live records in the vault: {}", report.live_records);
+            println!("vault: {}", report.vault);
+            println!(
+                "scanned {} files, {} bytes, for the erased record ids (raw and hex)",
+                report.files.len(),
+                report.bytes()
+            );
+            println!(
+                "not searched: subject references (the node keeps none after a request: it only hashes it) and \
+                 record leaves (on chain by design; without the destroyed commitment secret a leaf links to nothing)"
+            );
+            if report.findings.is_empty() {
+                println!("found: nothing");
+            } else {
+                for f in &report.findings {
+                    println!("found: {f}");
+                }
+                anyhow::bail!("{} residue findings", report.findings.len());
+            }
+            Ok(())
         }
         Command::Dev { dir, validators, base_port, hosts, block_interval_ms, init_only, demo } => {
             let hosts = if hosts.is_empty() { Hosts::Local { base_port } } else { Hosts::Each(hosts) };

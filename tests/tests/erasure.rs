@@ -72,6 +72,21 @@ fn erase_with_custodians(replication: usize, base_port: u16) {
     let custodians: Vec<usize> = submitted.custodians.iter().map(|k| c.index_of(k)).collect();
     assert!(custodians.contains(&0), "the receiving node is a custodian");
 
+    // Refusals, each with its reason; none starts an erasure.
+    let refused = |r: Result<String, GatewayError>| match r {
+        Err(GatewayError::Refused { status, code, .. }) => (status, code),
+        other => panic!("expected a refusal: {other:?}"),
+    };
+    assert_eq!(refused(home.erase(&Erase::Records(vec![]), None)), (400, "bad_erasure".into()));
+    assert_eq!(refused(home.erase(&Erase::Records(vec![RecordId([7; 16])]), None)), (404, "not_found".into()));
+    assert_eq!(refused(home.erase(&Erase::Records(vec![rids[0], rids[0]]), None)), (400, "bad_erasure".into()));
+    assert_eq!(refused(home.erase(&Erase::Subject("Patient/nobody".into()), None)), (404, "no_records".into()));
+    let retention = home.erase(&Erase::Records(vec![rids[0]]), Some("retention_expired"));
+    assert_eq!(refused(retention), (400, "bad_trigger".into()));
+    let others = Gateway::new(&c.urls[0], stranger.clone()).erase(&Erase::Records(vec![rids[0]]), None);
+    assert_eq!(refused(others), (404, "not_found".into()), "another gateway cannot erase these records");
+    assert_eq!(home.erasures().unwrap()["erasures"], serde_json::json!([]));
+
     // Erased: all of subject 0 (by subject) and the first record of subject 1 (by record).
     let erased: Vec<&Reading> =
         readings.iter().filter(|r| r.subject == 0).chain(readings.iter().filter(|r| r.subject == 1).take(1)).collect();
@@ -145,12 +160,26 @@ fn erase_with_custodians(replication: usize, base_port: u16) {
     certified.sort();
     expected.sort();
     assert_eq!(certified, expected, "one certificate per erased record");
-    // The shipped verifier agrees.
+    // The shipped verifier agrees, offline and with the live challenge of every node.
     let file = c.dir.path().join("certificate.json");
     std::fs::write(&file, serde_json::to_string(&certificates[0]).unwrap()).unwrap();
-    let out =
-        run_ok("cairn", &["verify-erasure", "--genesis", c.genesis_path().to_str().unwrap(), file.to_str().unwrap()]);
+    let genesis_path = c.genesis_path();
+    let mut args = vec!["verify-erasure", "--genesis", genesis_path.to_str().unwrap()];
+    for url in &c.urls {
+        args.extend(["--live", url.as_str()]);
+    }
+    args.push(file.to_str().unwrap());
+    let out = run_ok("cairn", &args);
     assert!(out.contains("not established"), "{out}");
+    assert_eq!(out.matches("live: custodian").count(), replication, "{out}");
+    // Control: the same challenge about a record that is kept finds it held.
+    let mut about_kept = certificates[0].clone();
+    let kept_stored = submitted.records.iter().find(|s| s.rid == kept[0].rid).unwrap();
+    (about_kept.record.rid, about_kept.record.leaf) = (kept_stored.rid, kept_stored.leaf);
+    match cairn_client::live::challenge(&genesis, &about_kept, &c.urls) {
+        Err(cairn_client::live::LiveError::StillHeld(_)) => {}
+        other => panic!("a kept record challenged: {other:?}"),
+    }
 
     // Erased records are gone from every node; the others read back intact everywhere.
     for i in 0..4 {
@@ -187,6 +216,28 @@ fn erase_with_custodians(replication: usize, base_port: u16) {
     // Control: the same scan finds the canaries where they are (the submitted body).
     let (found, _) = scan(&[("body".into(), body.into_bytes())], &needles);
     assert_eq!(found.len(), erased.len());
+
+    // The residue audit of every node finds nothing; the coordinator knows the ids.
+    for i in 0..4 {
+        let out = run_ok("cairn-node", &["audit", "residue", "--config", c.configs[i].to_str().unwrap()]);
+        assert!(out.contains("found: nothing"), "node {i}: {out}");
+        let custodian = custodians.contains(&i);
+        let erased_here = if custodian { erased.len() } else { 0 };
+        assert!(out.contains(&format!("records this node erased as a custodian: {erased_here}\n")), "node {i}: {out}");
+        if i == 2 {
+            assert!(
+                out.contains(&format!("certified erased by erasures this node coordinated: {}\n", erased.len())),
+                "{out}"
+            );
+        }
+    }
+    // Control: a file left in the data directory naming an erased record is found.
+    let leftover = c.data_dir(2).join("export.csv");
+    std::fs::write(&leftover, format!("rid\n{}\n", erased[0].rid)).unwrap();
+    let out = cairn_tests::run("cairn-node", &["audit", "residue", "--config", c.configs[2].to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&format!("export.csv contains erased record id {}", erased[0].rid)), "{text}");
 }
 
 #[test]

@@ -183,6 +183,10 @@ enum Command {
         /// The chain's genesis file.
         #[arg(long)]
         genesis: PathBuf,
+        /// Also challenge the custodians online: the HTTP address of every custodian
+        /// (repeat); each must sign, for a fresh nonce, that it no longer holds the record.
+        #[arg(long)]
+        live: Vec<String>,
         /// The certificate file.
         certificate: PathBuf,
     },
@@ -404,12 +408,19 @@ fn main() -> anyhow::Result<()> {
                 println!("{} certificates written to {}{verified}", certificates.len(), out.display());
             }
         }
-        Command::VerifyErasure { genesis, certificate } => {
+        Command::VerifyErasure { genesis, live, certificate } => {
             let genesis = read_genesis(&genesis)?;
             let text =
                 std::fs::read_to_string(&certificate).with_context(|| format!("reading {}", certificate.display()))?;
             let cert = parse_certificate(&text).with_context(|| format!("{}", certificate.display()))?;
-            let checks = cert.verify(&genesis).map_err(|e| anyhow::anyhow!("the certificate does not verify: {e}"))?;
+            let mut checks =
+                cert.verify(&genesis).map_err(|e| anyhow::anyhow!("the certificate does not verify: {e}"))?;
+            if !live.is_empty() {
+                checks.extend(
+                    cairn_client::live::challenge(&genesis, &cert, &live)
+                        .map_err(|e| anyhow::anyhow!("live challenge failed: {e}"))?,
+                );
+            }
             report(&checks, cairn_proto::erasure::CANNOT_PROVE);
         }
         Command::Keygen { out } => {

@@ -47,6 +47,8 @@ use crate::vault::{SubjectRef, VaultError};
 pub const DEADLINE_MS: u64 = 30 * 86_400_000;
 /// Most records one request may cover.
 pub const MAX_RECORDS: usize = 10_000;
+/// Longest wait, when a request is accepted, for its records to be anchored.
+const ANCHOR_WAIT: Duration = Duration::from_secs(10);
 /// Most orders sent to one custodian in one message.
 const ORDERS_PER_MESSAGE: usize = 1_000;
 /// Longest wait for a custodian's answer.
@@ -300,6 +302,17 @@ impl ErasureStore {
         Ok(out)
     }
 
+    /// The record leaves of every receipt this node signed (records it erased).
+    pub fn signed_record_leaves(&self) -> anyhow::Result<Vec<Hash32>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECEIPTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(decode_receipt(row?.1.value())?.body.record_leaf);
+        }
+        Ok(out)
+    }
+
     /// A job by id.
     pub fn job(&self, id: &[u8; 16]) -> anyhow::Result<Option<Job>> {
         let txn = self.db.begin_read()?;
@@ -467,6 +480,44 @@ async fn resolve(shared: &Shared, gateway: KeyId, scope: &ErasureScope) -> Resul
     Ok(found)
 }
 
+/// Fills in the anchor receipts that are missing from `found`, from this node or another
+/// custodian of each record, waiting up to [`ANCHOR_WAIT`] for records being anchored.
+async fn complete_receipts(shared: &Shared, gateway: KeyId, found: &mut [ReadAnswer]) {
+    let records = &shared.records;
+    let deadline = tokio::time::Instant::now() + ANCHOR_WAIT;
+    let mut decided = shared.subscribe_decided();
+    loop {
+        for answer in found.iter_mut().filter(|a| a.receipt.is_none()) {
+            let rid = answer.record.rid;
+            if let Ok(here) = super::receipts::read_here(shared, rid, gateway).await
+                && here.receipt.is_some()
+            {
+                answer.receipt = here.receipt;
+                continue;
+            }
+            for custodian in answer.record.manifest.custodians.iter().filter(|c| **c != records.me) {
+                let Some(peer) = records.validators.iter().find(|(k, _)| k == custodian).map(|(_, p)| *p) else {
+                    continue;
+                };
+                let asked = tokio::time::timeout(ASK_TIMEOUT, records.ask(peer, Request::Read { rid, gateway })).await;
+                if let Ok(Ok(Response::Record(there))) = asked
+                    && there.receipt.is_some()
+                {
+                    answer.receipt = there.receipt;
+                    break;
+                }
+            }
+        }
+        if found.iter().all(|a| a.receipt.is_some()) || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::select! {
+            _ = decided.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
 /// The records of a subject held here, each with this node's receipt if it anchored it.
 pub async fn subject_here(shared: &Shared, subject: SubjectRef) -> Result<Vec<ReadAnswer>, VaultError> {
     let views: Vec<_> = shared
@@ -502,7 +553,8 @@ pub async fn accept(
             return Err(ErasureError::Invalid("a record is named twice".into()));
         }
     }
-    let found = resolve(shared, requested_by, &scope).await?;
+    let mut found = resolve(shared, requested_by, &scope).await?;
+    complete_receipts(shared, requested_by, &mut found).await;
     create(shared, requested_by, requested_by, scope, trigger, now_ms, found).await
 }
 
@@ -515,7 +567,8 @@ pub async fn consent_withdrawn(
     now_ms: u64,
 ) -> Result<Job, ErasureError> {
     let scope = ErasureScope::Subject { gateway, local: subject };
-    let found = resolve(shared, gateway, &scope).await?;
+    let mut found = resolve(shared, gateway, &scope).await?;
+    complete_receipts(shared, gateway, &mut found).await;
     create(shared, shared.records.me, gateway, scope, ErasureTrigger::ConsentWithdrawn, now_ms, found).await
 }
 
