@@ -87,7 +87,7 @@ pub struct EraseOrder {
 
 impl EraseOrder {
     /// Key of this order's intent and receipt in the store: request hash ‖ record leaf.
-    fn key(&self) -> [u8; 64] {
+    pub(crate) fn key(&self) -> [u8; 64] {
         let mut k = [0u8; 64];
         k[..32].copy_from_slice(&self.request_hash.0);
         k[32..].copy_from_slice(&self.leaf.0);
@@ -262,7 +262,7 @@ impl ErasureStore {
         Ok(table.get(key)?.map(|v| v.value()))
     }
 
-    fn put_intents(&self, keys: &[[u8; 64]], epoch: u64) -> anyhow::Result<()> {
+    pub(crate) fn put_intents(&self, keys: &[[u8; 64]], epoch: u64) -> anyhow::Result<()> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(INTENTS)?;

@@ -212,3 +212,60 @@ fn the_mempool_drops_duplicates_and_stale_transactions_and_keeps_early_ones() {
     assert_eq!(pool.admit(&state, batch(4, 0)), Err(Refused::Full(4)));
     assert_eq!(pool.len(), 4);
 }
+
+/// A custodian that erased a record and crashed before storing its receipt answers the
+/// order again with a receipt from the intent's keystore epoch; asked again, it answers
+/// the same receipt from its store; a record it never held is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_interrupted_before_its_receipt_is_completed_from_its_intent() {
+    use crate::records::erasure::{EraseAnswer, EraseOrder, erase_here};
+    let dir = tempfile::tempdir().unwrap();
+    let shared = shared(dir.path());
+    let me = shared.records.me;
+    let record = crate::vault::NewRecord {
+        gateway: Keypair::from_seed(&seed(9)).public().key_id(),
+        content_type: cairn_proto::record::ContentType::FhirObservationJson,
+        purpose: "TREAT".into(),
+        received_at_ms: 1_000,
+        retain_until_ms: 2_000,
+        subject: None,
+        manifest: cairn_proto::record::Manifest::new(vec![me]).unwrap(),
+        payload: b"{}".to_vec(),
+    };
+    let vault = &shared.records.vault;
+    let replicas = vault.seal(vec![record]).await.unwrap();
+    let stored = vault.store(replicas).await.unwrap();
+    let (rid, leaf) = (stored[0].rid, stored[0].leaf);
+    let order = EraseOrder {
+        request_hash: cairn_proto::Hash32([5; 32]),
+        trigger: cairn_proto::erasure::ErasureTrigger::SubjectRequest,
+        requested_at_ms: 3_000,
+        deadline_ms: 4_000,
+        rid,
+        leaf,
+    };
+    // The intent is written, the vault erases, then the process "crashes".
+    let before = vault.epoch().await.unwrap();
+    shared.records.erasures.store.put_intents(&[order.key()], before).unwrap();
+    vault.erase(vec![rid]).await.unwrap();
+    let after = vault.epoch().await.unwrap();
+    assert!(after > before);
+
+    let answer = erase_here(&shared, vec![order.clone()]).await;
+    let receipt = match &answer[..] {
+        [EraseAnswer::Signed(r)] => r.clone(),
+        other => panic!("expected a signed receipt: {other:?}"),
+    };
+    assert_eq!((receipt.body.epoch_before, receipt.body.epoch_after), (before, after));
+    assert_eq!((receipt.body.custodian, receipt.body.record_leaf), (me, leaf));
+    receipt.verify(&Keypair::from_seed(&seed(1)).public()).unwrap();
+    match &erase_here(&shared, vec![order.clone()]).await[..] {
+        [EraseAnswer::Signed(again)] => assert_eq!(*again, receipt, "answered from the store"),
+        other => panic!("{other:?}"),
+    }
+    let unknown = EraseOrder { rid: cairn_proto::record::RecordId([3; 16]), leaf: cairn_proto::Hash32([3; 32]), ..order };
+    match &erase_here(&shared, vec![unknown]).await[..] {
+        [EraseAnswer::Refused(why)] => assert!(why.contains("holds no such record"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
