@@ -263,7 +263,8 @@ async fn an_erasure_interrupted_before_its_receipt_is_completed_from_its_intent(
         [EraseAnswer::Signed(again)] => assert_eq!(*again, receipt, "answered from the store"),
         other => panic!("{other:?}"),
     }
-    let unknown = EraseOrder { rid: cairn_proto::record::RecordId([3; 16]), leaf: cairn_proto::Hash32([3; 32]), ..order };
+    let unknown =
+        EraseOrder { rid: cairn_proto::record::RecordId([3; 16]), leaf: cairn_proto::Hash32([3; 32]), ..order };
     match &erase_here(&shared, vec![unknown]).await[..] {
         [EraseAnswer::Refused(why)] => assert!(why.contains("holds no such record"), "{why}"),
         other => panic!("{other:?}"),
