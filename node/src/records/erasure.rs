@@ -10,7 +10,7 @@
 //! each answers with its erasure receipt committed on chain. A custodian
 //! ([`erase_here`]) records an intent, erases through its vault (one keystore epoch per
 //! order batch), signs an [`ErasureReceipt`], stores it and hands its leaf to its batcher
-//! of [`BatchKind::ErasureReceipts`]; asked again, it answers from its store, with the
+//! of `BatchKind::ErasureReceipts`; asked again, it answers from its store, with the
 //! proof of commitment once its batch is in a block. A custodian that is down is asked
 //! again every round until it answers. When every custodian of a record has a committed
 //! receipt, the coordinator builds the record's [`ErasureCertificate`] and checks it
@@ -839,8 +839,14 @@ pub async fn run_coordinator(shared: Arc<Shared>) -> anyhow::Result<()> {
     loop {
         if tokio::time::Instant::now() >= next_sweep {
             next_sweep = tokio::time::Instant::now() + sweep_every;
-            for job in sweep_retention(&shared, retention_clock()).await? {
-                info!(id = %job.id_hex(), records = job.records.len(), "retention expired: erasure started");
+            match sweep_retention(&shared, retention_clock()).await {
+                Ok(jobs) => {
+                    for job in jobs {
+                        info!(id = %job.id_hex(), records = job.records.len(), "retention expired: erasure started");
+                    }
+                }
+                // Tried again at the next sweep; a fatal vault failure stops the node anyway.
+                Err(e) => warn!("retention sweep failed: {e}"),
             }
         }
         let jobs = shared.records.erasures.store.open_jobs()?;
