@@ -326,12 +326,16 @@ pub async fn run(
                         });
                     }
                     Request::Hold { rids, on } => {
-                        let now = super::auth::now_ms();
-                        let response = match shared.records.erasures.store.set_holds(&rids, on, now) {
-                            Ok(()) => Response::Held,
-                            Err(e) => Response::Error(e.to_string()),
-                        };
-                        let _ = swarm.behaviour_mut().requests.send_response(channel, response);
+                        // A redb commit syncs: kept off the swarm's loop.
+                        let (shared, answers) = (shared.clone(), answers_tx.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let now = super::auth::now_ms();
+                            let response = match shared.records.erasures.store.set_holds(&rids, on, now) {
+                                Ok(()) => Response::Held,
+                                Err(e) => Response::Error(e.to_string()),
+                            };
+                            let _ = answers.blocking_send((channel, response));
+                        });
                     }
                     Request::Erase(orders) => {
                         let (shared, answers) = (shared.clone(), answers_tx.clone());
