@@ -666,7 +666,8 @@ pub async fn erase_here(shared: &Shared, orders: Vec<EraseOrder>) -> Vec<EraseAn
     match try_erase_here(shared, &orders).await {
         Ok(answers) => answers,
         Err(e) => {
-            warn!("erasure failed at this custodian: {e}");
+            // The reason may name a record id: only that it failed is logged.
+            warn!("an erasure failed at this custodian; the coordinator will ask again");
             orders.iter().map(|_| EraseAnswer::Refused(format!("the custodian failed: {e}"))).collect()
         }
     }
