@@ -183,8 +183,8 @@ impl Gateway {
         serde_json::from_slice(&answer).map(Some).map_err(|e| GatewayError::Unexpected(e.to_string()))
     }
 
-    /// Asks for an erasure (`trigger`: `subject_request`, the default, or
-    /// `purpose_achieved`); returns the request's id once the node has stored it.
+    /// Asks for an erasure (`trigger`: `subject_request`, the default,
+    /// `purpose_achieved`, or `consent_withdrawn` for a subject); returns the request's id once the node has stored it.
     pub fn erase(&self, what: &Erase, trigger: Option<&str>) -> Result<String, GatewayError> {
         let mut body = scope_json(what);
         if let (Some(t), Some(map)) = (trigger, body.as_object_mut()) {

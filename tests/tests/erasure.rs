@@ -1,5 +1,5 @@
-//! Erasure across custodians on four real validator processes (issue 6): by record and by
-//! subject, with 2 and with 3 custodians per record, asked through a node that is not the
+//! Erasure across custodians on four real validator processes (issue 6): by record, by
+//! subject and on a subject's consent withdrawal, with 2 and with 3 custodians per record, asked through a node that is not the
 //! records' home. One custodian is down during the erasure: no certificate exists until it
 //! comes back and erases. Then every certificate verifies offline (library and
 //! `cairn verify-erasure`), the erased records are gone from every node, the others read
@@ -83,13 +83,20 @@ fn erase_with_custodians(replication: usize, base_port: u16) {
     assert_eq!(refused(home.erase(&Erase::Subject("Patient/nobody".into()), None)), (404, "no_records".into()));
     let retention = home.erase(&Erase::Records(vec![rids[0]]), Some("retention_expired"));
     assert_eq!(refused(retention), (400, "bad_trigger".into()));
+    let consent_of_records = home.erase(&Erase::Records(vec![rids[0]]), Some("consent_withdrawn"));
+    assert_eq!(refused(consent_of_records), (400, "bad_trigger".into()), "consent is a subject's");
     let others = Gateway::new(&c.urls[0], stranger.clone()).erase(&Erase::Records(vec![rids[0]]), None);
     assert_eq!(refused(others), (404, "not_found".into()), "another gateway cannot erase these records");
     assert_eq!(home.erasures().unwrap()["erasures"], serde_json::json!([]));
 
-    // Erased: all of subject 0 (by subject) and the first record of subject 1 (by record).
-    let erased: Vec<&Reading> =
-        readings.iter().filter(|r| r.subject == 0).chain(readings.iter().filter(|r| r.subject == 1).take(1)).collect();
+    // Erased: all of subject 0 (by subject), the first record of subject 1 (by record) and
+    // subject 2, who withdrew consent.
+    let erased: Vec<&Reading> = readings
+        .iter()
+        .filter(|r| r.subject == 0)
+        .chain(readings.iter().filter(|r| r.subject == 1).take(1))
+        .chain(readings.iter().filter(|r| r.subject == 2))
+        .collect();
     let kept: Vec<&Reading> = readings.iter().filter(|r| !erased.iter().any(|e| e.rid == r.rid)).collect();
 
     // One custodian other than node 2 goes down; its vault gives the secrets the scan
@@ -112,8 +119,9 @@ fn erase_with_custodians(replication: usize, base_port: u16) {
     let gw = Gateway::new(&c.urls[2], key.clone());
     let by_record = gw.erase(&Erase::Records(vec![erased[3].rid]), Some("purpose_achieved")).unwrap();
     let by_subject = gw.erase(&Erase::Subject(subjects[0].clone()), None).unwrap();
+    let by_consent = gw.erase(&Erase::Subject(subjects[2].clone()), Some("consent_withdrawn")).unwrap();
     c.wait_for("the custodians that are up to commit their receipts", MINUTE, |_| {
-        [&by_record, &by_subject].iter().all(|id| {
+        [&by_record, &by_subject, &by_consent].iter().all(|id| {
             states(&gw.erasure(id).unwrap()).iter().all(|(who, state)| (state == "committed") == (*who != down_key))
         })
     });
@@ -132,6 +140,7 @@ fn erase_with_custodians(replication: usize, base_port: u16) {
     }
     assert!(gw.certificates(&by_subject).unwrap().is_none(), "no certificate while a custodian has not erased");
     assert!(gw.certificates(&by_record).unwrap().is_none(), "no certificate while a custodian has not erased");
+    assert!(gw.certificates(&by_consent).unwrap().is_none(), "no certificate while a custodian has not erased");
     // Another gateway cannot see the request.
     match Gateway::new(&c.urls[2], stranger).erasure(&by_subject) {
         Err(GatewayError::Refused { status: 404, .. }) => {}
@@ -141,9 +150,11 @@ fn erase_with_custodians(replication: usize, base_port: u16) {
     // The custodian comes back, is asked again, erases; then the certificates exist.
     c.start_node(down);
     let mut certificates: Vec<ErasureCertificate> = Vec::new();
-    for (id, n, trigger) in
-        [(&by_record, 1, ErasureTrigger::PurposeAchieved), (&by_subject, 3, ErasureTrigger::SubjectRequest)]
-    {
+    for (id, n, trigger) in [
+        (&by_record, 1, ErasureTrigger::PurposeAchieved),
+        (&by_subject, 3, ErasureTrigger::SubjectRequest),
+        (&by_consent, 1, ErasureTrigger::ConsentWithdrawn),
+    ] {
         c.wait_for("the certificates", MINUTE, |_| gw.certificates(id).unwrap().is_some());
         let certs = gw.certificates(id).unwrap().unwrap();
         assert_eq!(certs.len(), n);

@@ -147,7 +147,7 @@ enum Command {
         /// Erase every record this gateway wrote for this subject reference.
         #[arg(long, conflicts_with = "rids")]
         subject: Option<String>,
-        /// Why: subject_request or purpose_achieved.
+        /// Why: subject_request, purpose_achieved or consent_withdrawn (with --subject).
         #[arg(long, default_value = "subject_request")]
         trigger: String,
         /// Write the certificates here as <rid>.json (waits for them).

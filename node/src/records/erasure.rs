@@ -558,10 +558,13 @@ pub async fn accept(
     create(shared, requested_by, requested_by, scope, trigger, now_ms, found).await
 }
 
-/// Erasure on consent withdrawal: the hook the consent module calls when a subject
-/// withdraws the consent its records were collected under.
+/// Erasure on consent withdrawal: every record of `gateway`'s `subject`, at every
+/// custodian. Called when a subject withdraws the consent their records were collected
+/// under: today by the gateway that reports it (`POST /v1/erasures` with trigger
+/// `consent_withdrawn`, `requested_by` the gateway), later also by the consent module.
 pub async fn consent_withdrawn(
     shared: &Shared,
+    requested_by: KeyId,
     gateway: KeyId,
     subject: String,
     now_ms: u64,
@@ -569,7 +572,7 @@ pub async fn consent_withdrawn(
     let scope = ErasureScope::Subject { gateway, local: subject };
     let mut found = resolve(shared, gateway, &scope).await?;
     complete_receipts(shared, gateway, &mut found).await;
-    create(shared, shared.records.me, gateway, scope, ErasureTrigger::ConsentWithdrawn, now_ms, found).await
+    create(shared, requested_by, gateway, scope, ErasureTrigger::ConsentWithdrawn, now_ms, found).await
 }
 
 /// Fixes a request's times and hash, stores its job and wakes the coordinator.
@@ -850,9 +853,13 @@ pub async fn run_coordinator(shared: Arc<Shared>) -> anyhow::Result<()> {
                 Err(e) => warn!("retention sweep failed: {e}"),
             }
         }
+        // A job created during the round left a permit in `wake`: the next round sees it.
         let jobs = shared.records.erasures.store.open_jobs()?;
+        let mut open = false;
         for mut job in jobs {
-            if advance(&shared, &mut job).await {
+            let changed = advance(&shared, &mut job).await;
+            open |= !job.complete();
+            if changed {
                 shared.records.erasures.store.put_job(&job)?;
                 if job.complete() {
                     let n = job.records.len();
@@ -861,7 +868,6 @@ pub async fn run_coordinator(shared: Arc<Shared>) -> anyhow::Result<()> {
                 }
             }
         }
-        let open = !shared.records.erasures.store.open_jobs()?.is_empty();
         if open {
             tokio::select! {
                 _ = shared.records.erasures.wake.notified() => {}

@@ -7,7 +7,7 @@
 //! | `GET /v1/records/{rid}?purpose=P` | the gateway that wrote it | `{"record","receipt","served_by"}` |
 //! | `GET /v1/records/{rid}/receipt[?wait_ms=N]` | same | 200 `AnchorReceipt`, 202 while not yet anchored |
 //! | `POST /v1/receipts` `{"rids":[..],"wait_ms":N}` | same | `{"receipts":[AnchorReceipt or null]}` |
-//! | `POST /v1/erasures` `{"records":[..]}` or `{"subject":".."}`, optional `"trigger"` | the gateway that wrote them | 202 `{"id","records","status"}` once the request is stored |
+//! | `POST /v1/erasures` `{"records":[..]}` or `{"subject":".."}`, optional `"trigger"` (`consent_withdrawn` with a subject only) | the gateway that wrote them | 202 `{"id","records","status"}` once the request is stored |
 //! | `GET /v1/erasures` | a gateway | its erasures known to this node (requested here, or by retention expiry where this node sweeps) |
 //! | `GET /v1/erasures/{id}` | same | the request's progress at every custodian |
 //! | `GET /v1/erasures/{id}/certificate` | same | 200 `{"certificates":[ErasureCertificate]}`, 202 while custodians are still erasing |
@@ -477,29 +477,42 @@ async fn erasures(
     let now = now_ms();
     let caller = authenticate(&s, &method, &uri, &headers, &body, Role::Gateway, now)?;
     let gateway = caller.public_key.key_id();
-    let req: ErasureBody = serde_json::from_slice(&body).map_err(|e| {
+    let req: ErasureBody = scoped_body(&body)?;
+    let bad_trigger = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_trigger", why).field("trigger");
+    let trigger = match req.trigger.as_deref() {
+        None | Some("subject_request") => ErasureTrigger::SubjectRequest,
+        Some("purpose_achieved") => ErasureTrigger::PurposeAchieved,
+        Some("consent_withdrawn") => ErasureTrigger::ConsentWithdrawn,
+        Some(other) => {
+            return Err(bad_trigger(format!(
+                "{other:?}: a gateway asks for subject_request, purpose_achieved or consent_withdrawn (retention expiry is the node's)"
+            )));
+        }
+    };
+    let scope = scope_of(req.records, req.subject, gateway)?;
+    let job = match (trigger, scope) {
+        (ErasureTrigger::ConsentWithdrawn, ErasureScope::Subject { local, .. }) => {
+            erasure::consent_withdrawn(&s, gateway, gateway, local, now).await
+        }
+        (ErasureTrigger::ConsentWithdrawn, ErasureScope::Records(_)) => {
+            return Err(bad_trigger("a subject withdraws consent: name the \"subject\", not records".into()));
+        }
+        (trigger, scope) => erasure::accept(&s, gateway, scope, trigger, now).await,
+    }
+    .map_err(erasure_error)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": job.id_hex(), "records": job.records.len(), "status": "erasing"})))
+        .into_response())
+}
+
+/// A body naming records or a subject (erasures, holds).
+fn scoped_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_json",
             format!("expected {{\"records\":[..]}} or {{\"subject\":\"..\"}}: {e}"),
         )
-    })?;
-    let trigger = match req.trigger.as_deref() {
-        None | Some("subject_request") => ErasureTrigger::SubjectRequest,
-        Some("purpose_achieved") => ErasureTrigger::PurposeAchieved,
-        Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_trigger",
-                format!("{other:?}: a gateway asks for subject_request or purpose_achieved (retention and consent withdrawal are triggered by the node)"),
-            )
-            .field("trigger"));
-        }
-    };
-    let scope = scope_of(req.records, req.subject, gateway)?;
-    let job = erasure::accept(&s, gateway, scope, trigger, now).await.map_err(erasure_error)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": job.id_hex(), "records": job.records.len(), "status": "erasing"})))
-        .into_response())
+    })
 }
 
 /// Records by id, or a subject of the calling gateway.
@@ -539,13 +552,7 @@ async fn holds(
     let now = now_ms();
     let caller = authenticate(&s, &method, &uri, &headers, &body, Role::Gateway, now)?;
     let gateway = caller.public_key.key_id();
-    let req: HoldBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("expected {{\"records\":[..]}} or {{\"subject\":\"..\"}}: {e}"),
-        )
-    })?;
+    let req: HoldBody = scoped_body(&body)?;
     let scope = scope_of(req.records, req.subject, gateway)?;
     if let ErasureScope::Records(rids) = &scope
         && (rids.is_empty() || rids.len() > erasure::MAX_RECORDS)
