@@ -37,11 +37,13 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    /// Whether trying again later may succeed (busy, custodians unavailable, network).
+    /// Whether trying again later may succeed (busy, custodians unavailable, network, a
+    /// batch with the same idempotency key still being stored).
     pub fn retryable(&self) -> bool {
         match self {
             Self::Http(HttpError::Io { .. }) => true,
-            Self::Refused { status, .. } => matches!(status, 429 | 502 | 503 | 504 | 409),
+            Self::Refused { status: 409, code, .. } => code == "idempotency_in_progress",
+            Self::Refused { status, .. } => matches!(status, 429 | 502 | 503 | 504),
             _ => false,
         }
     }

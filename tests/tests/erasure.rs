@@ -120,6 +120,18 @@ fn erase_with_custodians(replication: usize, base_port: u16) {
     let by_record = gw.erase(&Erase::Records(vec![erased[3].rid]), Some("purpose_achieved")).unwrap();
     let by_subject = gw.erase(&Erase::Subject(subjects[0].clone()), None).unwrap();
     let by_consent = gw.erase(&Erase::Subject(subjects[2].clone()), Some("consent_withdrawn")).unwrap();
+    // Asked again while those run (a client retrying): refused, naming the open request.
+    match gw.erase(&Erase::Records(vec![readings[1].rid, erased[3].rid]), None) {
+        Err(GatewayError::Refused { status: 409, code, body, .. }) if code == "already_erasing" => {
+            assert!(body["request"] == by_subject.as_str() || body["request"] == by_record.as_str(), "{body}");
+        }
+        other => panic!("an erasure overlapping an open one: {other:?}"),
+    }
+    assert_eq!(gw.erasures().unwrap()["erasures"].as_array().unwrap().len(), 3, "the refused request left no job");
+    match Gateway::new(&c.urls[2], stranger.clone()).erase(&Erase::Records(vec![readings[1].rid]), None) {
+        Err(GatewayError::Refused { status: 404, .. }) => {}
+        other => panic!("another gateway naming a record being erased: {other:?}"),
+    }
     c.wait_for("the custodians that are up to commit their receipts", MINUTE, |_| {
         [&by_record, &by_subject, &by_consent].iter().all(|id| {
             states(&gw.erasure(id).unwrap()).iter().all(|(who, state)| (state == "committed") == (*who != down_key))

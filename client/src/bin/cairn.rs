@@ -552,8 +552,6 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Runs `call` again while it fails with a retryable error (busy, unavailable, network),
-/// waiting 0.2 s, 0.4 s, ... up to 5 s between tries, 10 tries in all.
 /// Records by id, or a subject.
 fn scope(subject: Option<String>, rids: &[String]) -> anyhow::Result<Erase> {
     Ok(match subject {
@@ -603,6 +601,8 @@ fn wait_for_certificates(
     }
 }
 
+/// Runs `call` again while it fails with a retryable error (busy, unavailable, network),
+/// waiting 0.2 s, 0.4 s, ... up to 5 s between tries, 10 tries in all.
 fn with_retries<T>(mut call: impl FnMut() -> Result<T, GatewayError>) -> Result<T, GatewayError> {
     let mut wait = std::time::Duration::from_millis(200);
     let mut tries = 0;

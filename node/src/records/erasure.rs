@@ -16,7 +16,7 @@
 //! receipt, the coordinator builds the record's [`ErasureCertificate`] and checks it
 //! with the same verifier a regulator runs before it is served.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,7 @@ use cairn_proto::{Hash32, KeyId, Keypair};
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::anchor::AnchorHandle;
@@ -55,6 +56,8 @@ const ORDERS_PER_MESSAGE: usize = 1_000;
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between rounds while jobs are open and nothing else wakes the coordinator.
 const ROUND: Duration = Duration::from_millis(500);
+/// The longest pause before asking again a custodian that refused or failed.
+const MAX_RETRY: Duration = Duration::from_secs(60);
 const STORED_LIMIT: usize = 64 << 20;
 
 const RECEIPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("erasure_receipts");
@@ -121,6 +124,9 @@ pub enum ErasureError {
     /// Not all records could be found or are anchored yet.
     #[error("{0}")]
     Unavailable(String),
+    /// A record is already being erased by an open request at this node (its id).
+    #[error("a record is already being erased by request {0}; follow that request")]
+    InProgress(String),
     /// A store or encoding failure.
     #[error("{0}")]
     Internal(String),
@@ -335,6 +341,17 @@ impl ErasureStore {
         self.jobs(|j| !j.complete())
     }
 
+    /// Refuses if an open job over `owner`'s records covers one of `rids`, naming that
+    /// job (another gateway learns nothing: its ids are not looked at).
+    pub fn not_in_open_job(&self, owner: KeyId, rids: &[RecordId]) -> Result<(), ErasureError> {
+        let rids: std::collections::HashSet<&RecordId> = rids.iter().collect();
+        let open = self.jobs(|j| j.owner == owner && !j.complete()).map_err(internal)?;
+        match open.iter().find(|o| o.records.iter().any(|r| rids.contains(&r.anchor.rid))) {
+            Some(other) => Err(ErasureError::InProgress(other.id_hex())),
+            None => Ok(()),
+        }
+    }
+
     /// Every job that `keep` selects.
     pub fn jobs(&self, keep: impl Fn(&Job) -> bool) -> anyhow::Result<Vec<Job>> {
         let txn = self.db.begin_read()?;
@@ -386,6 +403,8 @@ pub struct Erasures {
     key: Keypair,
     /// Wakes the coordinator when a job is accepted.
     wake: Notify,
+    /// Held while a new job is checked against the open ones and stored.
+    creating: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Erasures {
@@ -397,7 +416,7 @@ impl std::fmt::Debug for Erasures {
 impl Erasures {
     /// Puts the parts together.
     pub fn new(store: ErasureStore, batches: AnchorHandle, key: Keypair) -> Self {
-        Self { store, batches, key, wake: Notify::new() }
+        Self { store, batches, key, wake: Notify::new(), creating: std::sync::Mutex::new(()) }
     }
 }
 
@@ -552,6 +571,8 @@ pub async fn accept(
         if unique.len() != rids.len() {
             return Err(ErasureError::Invalid("a record is named twice".into()));
         }
+        // Before looking for the records: those being erased may be gone already.
+        shared.records.erasures.store.not_in_open_job(requested_by, rids)?;
     }
     let mut found = resolve(shared, requested_by, &scope).await?;
     complete_receipts(shared, requested_by, &mut found).await;
@@ -620,7 +641,15 @@ async fn create(
         })
         .collect();
     let job = Job { version: 1, id, requested_by, owner, trigger, request_hash, requested_at_ms, deadline_ms, records };
-    shared.records.erasures.store.put_job(&job).map_err(internal)?;
+    let er = &shared.records.erasures;
+    {
+        // A second request over a record being erased could never complete: its custodians
+        // no longer hold the record. Checked and stored under one lock.
+        let _creating = er.creating.lock().map_err(|_| internal("erasure creation lock poisoned"))?;
+        let rids: Vec<RecordId> = job.records.iter().map(|r| r.anchor.rid).collect();
+        er.store.not_in_open_job(owner, &rids)?;
+        er.store.put_job(&job).map_err(internal)?;
+    }
     info!(id = %job.id_hex(), records = job.records.len(), trigger = ?trigger, "erasure request accepted");
     shared.records.erasures.wake.notify_one();
     Ok(job)
@@ -840,6 +869,7 @@ pub async fn run_coordinator(shared: Arc<Shared>) -> anyhow::Result<()> {
     }
     let sweep_every = Duration::from_millis(shared.config.retention_sweep_ms);
     let mut next_sweep = tokio::time::Instant::now();
+    let mut retries: Retries = HashMap::new();
     loop {
         if tokio::time::Instant::now() >= next_sweep {
             next_sweep = tokio::time::Instant::now() + sweep_every;
@@ -855,9 +885,10 @@ pub async fn run_coordinator(shared: Arc<Shared>) -> anyhow::Result<()> {
         }
         // A job created during the round left a permit in `wake`: the next round sees it.
         let jobs = shared.records.erasures.store.open_jobs()?;
+        retries.retain(|(id, _), _| jobs.iter().any(|j| j.id == *id));
         let mut open = false;
         for mut job in jobs {
-            let changed = advance(&shared, &mut job).await;
+            let changed = advance(&shared, &mut job, &mut retries).await;
             open |= !job.complete();
             if changed {
                 shared.records.erasures.store.put_job(&job)?;
@@ -883,14 +914,49 @@ pub async fn run_coordinator(shared: Arc<Shared>) -> anyhow::Result<()> {
     }
 }
 
-/// One round of a job: asks each custodian for what is missing. Returns whether the job
-/// changed.
-async fn advance(shared: &Shared, job: &mut Job) -> bool {
+/// When a job may ask a custodian again after it refused or failed.
+type Retries = HashMap<([u8; 16], KeyId), Retry>;
+
+/// Pacing for a custodian that was asked and refused or failed: asked again after one
+/// round, then after twice the previous pause, at most [`MAX_RETRY`]; forgotten once it
+/// answers. A custodian that is not connected is not asked, so it costs nothing and is
+/// asked as soon as it is back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Retry {
+    at: Instant,
+    pause: Duration,
+}
+
+impl Retry {
+    /// Whether the custodian of `key` is not to be asked at `now`.
+    fn pausing(retries: &Retries, key: &([u8; 16], KeyId), now: Instant) -> bool {
+        retries.get(key).is_some_and(|r| r.at > now)
+    }
+
+    /// Notes how the custodian of `key` answered at `now` (`None`: it was not connected,
+    /// so not asked).
+    fn note(retries: &mut Retries, key: ([u8; 16], KeyId), answers: Option<&[EraseAnswer]>, now: Instant) {
+        match answers {
+            Some(a) if a.iter().all(|a| matches!(a, EraseAnswer::Refused(_))) => {
+                let pause = retries.get(&key).map_or(ROUND, |r| r.pause.saturating_mul(2).min(MAX_RETRY));
+                retries.insert(key, Retry { at: now + pause, pause });
+            }
+            _ => {
+                retries.remove(&key);
+            }
+        }
+    }
+}
+
+/// One round of a job: asks each custodian for what is missing (unless it is pausing
+/// after a refusal). Returns whether the job changed.
+async fn advance(shared: &Shared, job: &mut Job, retries: &mut Retries) -> bool {
     let records = &shared.records;
+    let now = Instant::now();
     let mut per: BTreeMap<KeyId, Vec<(usize, usize)>> = BTreeMap::new();
     for (ri, r) in job.records.iter().enumerate() {
         for (ci, c) in r.anchor.manifest.custodians.iter().enumerate() {
-            if r.committed.get(ci).is_some_and(Option::is_none) {
+            if r.committed.get(ci).is_some_and(Option::is_none) && !Retry::pausing(retries, &(job.id, *c), now) {
                 per.entry(*c).or_default().push((ri, ci));
             }
         }
@@ -910,7 +976,7 @@ async fn advance(shared: &Shared, job: &mut Job) -> bool {
                 let peer = records.validators.iter().find(|(k, _)| *k == custodian).map(|(_, p)| *p);
                 let reachable = peer.filter(|p| records.connected.borrow().contains(p));
                 let asked = match reachable {
-                    None => Err("not connected".to_string()),
+                    None => return (custodian, slots, None),
                     Some(peer) => {
                         match tokio::time::timeout(ASK_TIMEOUT, records.ask(peer, Request::Erase(orders))).await {
                             Ok(Ok(Response::Erased(a))) if a.len() == n => Ok(a),
@@ -922,12 +988,15 @@ async fn advance(shared: &Shared, job: &mut Job) -> bool {
                 };
                 asked.unwrap_or_else(|e| vec![EraseAnswer::Refused(format!("unreachable: {e}")); n])
             };
-            (custodian, slots, answers)
+            (custodian, slots, Some(answers))
         }
     });
     let rounds = libp2p::futures::future::join_all(asks).await;
     let mut changed = false;
     for (custodian, slots, answers) in rounds {
+        Retry::note(retries, (job.id, custodian), answers.as_deref(), Instant::now());
+        let answers =
+            answers.unwrap_or_else(|| vec![EraseAnswer::Refused("unreachable: not connected".into()); slots.len()]);
         for ((ri, ci), answer) in slots.into_iter().zip(answers) {
             let Some(r) = job.records.get_mut(ri) else { continue };
             let expected = |s: &SignedErasureReceipt| {
@@ -977,4 +1046,60 @@ async fn advance(shared: &Shared, job: &mut Job) -> bool {
         }
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn a_custodian_that_refuses_is_asked_again_after_doubling_pauses_and_at_once_after_an_answer() {
+        let key = ([1; 16], Keypair::from_seed(&cairn_proto::SecretSeed::from_bytes([2; 32])).public().key_id());
+        let refused = [EraseAnswer::Refused("this custodian holds no such record".into())];
+        let t0 = Instant::now();
+        let mut retries = Retries::new();
+        assert!(!Retry::pausing(&retries, &key, t0), "asked in the first round");
+
+        // Refusals: 0.5 s, 1 s, 2 s, ... never more than a minute.
+        let mut now = t0;
+        let mut pauses = Vec::new();
+        for _ in 0..10 {
+            Retry::note(&mut retries, key, Some(&refused), now);
+            let r = retries[&key];
+            assert!(
+                Retry::pausing(&retries, &key, now) && Retry::pausing(&retries, &key, r.at - Duration::from_millis(1))
+            );
+            assert!(!Retry::pausing(&retries, &key, r.at), "asked again when the pause ends");
+            pauses.push(r.pause);
+            now = r.at;
+        }
+        assert_eq!(&pauses[..4], &[ROUND, ROUND * 2, ROUND * 4, ROUND * 8]);
+        assert_eq!(pauses[9], MAX_RETRY);
+
+        // A custodian that was not connected, or that answered (even partly), is asked
+        // in the next round.
+        Retry::note(&mut retries, key, None, now);
+        assert!(!Retry::pausing(&retries, &key, now));
+        Retry::note(&mut retries, key, Some(&refused), now);
+        assert!(Retry::pausing(&retries, &key, now));
+        let custodian = Keypair::from_seed(&cairn_proto::SecretSeed::from_bytes([2; 32]));
+        let receipt = ErasureReceipt {
+            version: 1,
+            custodian: key.1,
+            record_leaf: Hash32([3; 32]),
+            trigger: ErasureTrigger::SubjectRequest,
+            request_hash: Hash32([4; 32]),
+            requested_at_ms: 1,
+            deadline_ms: 2,
+            erased_at_ms: 1,
+            epoch_before: 1,
+            epoch_after: 2,
+        }
+        .sign(&custodian)
+        .unwrap();
+        let partly = [EraseAnswer::Signed(receipt), refused[0].clone()];
+        Retry::note(&mut retries, key, Some(&partly), now);
+        assert!(!Retry::pausing(&retries, &key, now), "it answered: asked again at once");
+    }
 }

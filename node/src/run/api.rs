@@ -462,6 +462,12 @@ fn erasure_error(e: ErasureError) -> ApiError {
         }
         ErasureError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_erasure", m),
         ErasureError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "custodians_unavailable", m),
+        ErasureError::InProgress(id) => ApiError::new(
+            StatusCode::CONFLICT,
+            "already_erasing",
+            format!("a record is already being erased by request {id}; follow GET /v1/erasures/{id}, then ask again for what remains"),
+        )
+        .detail("request", json!(id)),
         ErasureError::Internal(m) => ApiError::internal(m),
     }
 }

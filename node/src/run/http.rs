@@ -44,21 +44,23 @@ pub fn set_healthy(shared: &Shared, healthy: bool) {
 }
 
 /// An error answer: JSON `{"code","message"}`, plus `"field"` naming the offending
-/// header, parameter or field and `"items"` with one error per bad item of a batch.
+/// header, parameter or field, `"items"` with one error per bad item of a batch, and
+/// sometimes one value for programs (such as `"request"`).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
     field: Option<String>,
-    items: Option<serde_json::Value>,
+    /// `"items"` and values for programs, added to the body as they are.
+    extra: serde_json::Map<String, serde_json::Value>,
     retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An error with a status, a stable code and a message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, items: None, retry_after: None }
+        Self { status, code, message: message.into(), field: None, extra: serde_json::Map::new(), retry_after: None }
     }
     /// Names the offending field.
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -67,7 +69,12 @@ impl ApiError {
     }
     /// Adds per-item errors.
     pub fn items(mut self, items: serde_json::Value) -> Self {
-        self.items = Some(items);
+        self.extra.insert("items".into(), items);
+        self
+    }
+    /// Adds one named value for programs (e.g. the id of the request in the way).
+    pub fn detail(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.extra.insert(key.into(), value);
         self
     }
     /// 429 with `Retry-After: 1`.
@@ -94,9 +101,7 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.field {
             body.insert("field".into(), json!(f));
         }
-        if let Some(items) = self.items {
-            body.insert("items".into(), items);
-        }
+        body.extend(self.extra);
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
