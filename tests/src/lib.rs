@@ -22,7 +22,21 @@ pub fn binary(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         // A benchmark runs from target/release: build the binaries there too.
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // Cargo hands this test its package's CARGO_PKG_*, CARGO_MANIFEST_* (...) variables;
+        // build scripts that watch them (ring's) would run again in this inner build and
+        // rebuild everything above them. The inner build sees what the outer one saw.
+        for (name, _) in std::env::vars_os() {
+            let leaked = name.to_str().is_some_and(|n| {
+                ["CARGO_PKG_", "CARGO_MANIFEST_"].iter().any(|p| n.starts_with(p))
+                    || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"]
+                        .contains(&n)
+            });
+            if leaked {
+                build.env_remove(name);
+            }
+        }
+        let status = build
             .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
             .args(release.then_some("--release"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))

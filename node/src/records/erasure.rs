@@ -1055,7 +1055,8 @@ mod tests {
 
     #[test]
     fn a_custodian_that_refuses_is_asked_again_after_doubling_pauses_and_at_once_after_an_answer() {
-        let key = ([1; 16], Keypair::from_seed(&cairn_proto::SecretSeed::from_bytes([2; 32])).public().key_id());
+        let custodian = Keypair::from_seed(&cairn_proto::SecretSeed::from_bytes([2; 32]));
+        let key = ([1; 16], custodian.public().key_id());
         let refused = [EraseAnswer::Refused("this custodian holds no such record".into())];
         let t0 = Instant::now();
         let mut retries = Retries::new();
@@ -1083,7 +1084,6 @@ mod tests {
         assert!(!Retry::pausing(&retries, &key, now));
         Retry::note(&mut retries, key, Some(&refused), now);
         assert!(Retry::pausing(&retries, &key, now));
-        let custodian = Keypair::from_seed(&cairn_proto::SecretSeed::from_bytes([2; 32]));
         let receipt = ErasureReceipt {
             version: 1,
             custodian: key.1,
