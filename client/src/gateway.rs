@@ -186,7 +186,9 @@ impl Gateway {
     }
 
     /// Asks for an erasure (`trigger`: `subject_request`, the default,
-    /// `purpose_achieved`, or `consent_withdrawn` for a subject); returns the request's id once the node has stored it.
+    /// `purpose_achieved`, or `consent_withdrawn` for a subject); returns the request's
+    /// id once the node has stored it. A record already being erased by an open request
+    /// at that node: 409 `already_erasing`, that request's id in the body's `"request"`.
     pub fn erase(&self, what: &Erase, trigger: Option<&str>) -> Result<String, GatewayError> {
         let mut body = scope_json(what);
         if let (Some(t), Some(map)) = (trigger, body.as_object_mut()) {
