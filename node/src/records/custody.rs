@@ -21,7 +21,8 @@ enum Command {
     Get(RecordId, Reply<StoredRecord>),
     Erase(Vec<RecordId>, Reply<Vec<ErasureEvidence>>),
     Epoch(Reply<u64>),
-    Expired(u64, Reply<Vec<StoredRecord>>),
+    Ids(Reply<Vec<RecordId>>),
+    Expired(u64, Vec<RecordId>, Reply<Vec<StoredRecord>>),
     Subject(SubjectRef, Reply<Vec<StoredRecord>>),
     Leaves(Reply<Vec<Hash32>>),
 }
@@ -84,9 +85,14 @@ impl VaultHandle {
     pub async fn erase(&self, rids: Vec<RecordId>) -> Result<Vec<ErasureEvidence>, VaultError> {
         self.ask(|r| Command::Erase(rids, r)).await
     }
-    /// Records whose retention ended at or before `now_ms` (reads every record).
-    pub async fn expired(&self, now_ms: u64) -> Result<Vec<StoredRecord>, VaultError> {
-        self.ask(|r| Command::Expired(now_ms, r)).await
+    /// The ids of every live record, sorted.
+    pub async fn ids(&self) -> Result<Vec<RecordId>, VaultError> {
+        self.ask(Command::Ids).await
+    }
+    /// Those of `rids` still here whose retention ended at or before `now_ms` (each one is
+    /// read and decrypted: ask a page at a time, so that other work runs in between).
+    pub async fn expired(&self, now_ms: u64, rids: Vec<RecordId>) -> Result<Vec<StoredRecord>, VaultError> {
+        self.ask(|r| Command::Expired(now_ms, rids, r)).await
     }
     /// The keystore's current epoch.
     pub async fn epoch(&self) -> Result<u64, VaultError> {
@@ -130,13 +136,15 @@ fn run(mut vault: Vault<SledStore, FileRootSlot>, mut rx: mpsc::Receiver<Command
             Command::Get(rid, reply) => fatal = answer(reply, vault.get(&rid)),
             Command::Erase(rids, reply) => fatal = answer(reply, vault.erase(&rids)),
             Command::Epoch(reply) => fatal = answer(reply, Ok(vault.epoch())),
-            Command::Expired(now, reply) => {
+            Command::Ids(reply) => fatal = answer(reply, Ok(vault.record_ids())),
+            Command::Expired(now, rids, reply) => {
                 let mut expired = Vec::new();
                 let mut failure = None;
-                for rid in vault.record_ids() {
+                for rid in rids {
                     match vault.get(&rid) {
                         Ok(r) if r.header.retain_until_ms <= now => expired.push(r),
-                        Ok(_) => {}
+                        // Erased since the ids were listed.
+                        Ok(_) | Err(VaultError::NotFound(_)) => {}
                         Err(e) => {
                             failure = Some(e);
                             break;

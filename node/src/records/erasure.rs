@@ -59,6 +59,8 @@ const ROUND: Duration = Duration::from_millis(500);
 /// The longest pause before asking again a custodian that refused or failed.
 const MAX_RETRY: Duration = Duration::from_secs(60);
 const STORED_LIMIT: usize = 64 << 20;
+/// Records read per vault command by the retention sweep.
+const SWEEP_PAGE: usize = 1_000;
 
 const RECEIPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("erasure_receipts");
 const INTENTS: TableDefinition<&[u8], u64> = TableDefinition::new("erasure_intents");
@@ -821,17 +823,25 @@ pub async fn sweep_retention(shared: &Shared, clock_ms: u64) -> anyhow::Result<V
     let busy: std::collections::HashSet<RecordId> =
         er.store.open_jobs()?.iter().flat_map(|j| j.records.iter().map(|r| r.anchor.rid)).collect();
     let mut by_gateway: BTreeMap<KeyId, Vec<super::ingest::RecordView>> = BTreeMap::new();
-    let mut held = 0usize;
-    for r in records.vault.expired(clock_ms).await? {
-        if r.manifest.custodians.first() != Some(&records.me) || busy.contains(&r.header.rid) {
-            continue;
+    let (mut held, mut collected) = (0usize, 0usize);
+    // A page at a time: the vault serves readings and reads between pages. At most
+    // MAX_RECORDS per sweep; the rest waits for the next one.
+    for page in records.vault.ids().await?.chunks(SWEEP_PAGE) {
+        for r in records.vault.expired(clock_ms, page.to_vec()).await? {
+            if r.manifest.custodians.first() != Some(&records.me) || busy.contains(&r.header.rid) {
+                continue;
+            }
+            if er.store.held(&r.header.rid)? {
+                held += 1;
+                continue;
+            }
+            let view = super::ingest::RecordView { resource: String::new(), ..super::ingest::RecordView::of(&r) };
+            by_gateway.entry(r.header.gateway).or_default().push(view);
+            collected += 1;
         }
-        if er.store.held(&r.header.rid)? {
-            held += 1;
-            continue;
+        if collected >= MAX_RECORDS {
+            break;
         }
-        let view = super::ingest::RecordView { resource: String::new(), ..super::ingest::RecordView::of(&r) };
-        by_gateway.entry(r.header.gateway).or_default().push(view);
     }
     if held > 0 {
         debug!(held, "records past retention kept under legal hold");

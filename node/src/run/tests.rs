@@ -270,3 +270,32 @@ async fn an_erasure_interrupted_before_its_receipt_is_completed_from_its_intent(
         other => panic!("{other:?}"),
     }
 }
+
+/// The retention sweep reads the vault a page of ids at a time: a record erased after the
+/// ids were listed is skipped, not an error; a record whose retention has not ended is
+/// not returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_page_skips_records_erased_since_the_ids_were_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = shared(dir.path());
+    let me = shared.records.me;
+    let record = |retain_until_ms: u64| crate::vault::NewRecord {
+        gateway: Keypair::from_seed(&seed(9)).public().key_id(),
+        content_type: cairn_proto::record::ContentType::FhirObservationJson,
+        purpose: "TREAT".into(),
+        received_at_ms: 1_000,
+        retain_until_ms,
+        subject: None,
+        manifest: cairn_proto::record::Manifest::new(vec![me]).unwrap(),
+        payload: b"{}".to_vec(),
+    };
+    let vault = &shared.records.vault;
+    let replicas = vault.seal(vec![record(2_000), record(2_000), record(9_000)]).await.unwrap();
+    let stored = vault.store(replicas).await.unwrap();
+    let ids = vault.ids().await.unwrap();
+    assert_eq!(ids.len(), 3);
+    vault.erase(vec![stored[0].rid]).await.unwrap();
+    let expired = vault.expired(5_000, ids.clone()).await.unwrap();
+    assert_eq!(expired.iter().map(|r| r.header.rid).collect::<Vec<_>>(), vec![stored[1].rid]);
+    assert_eq!(vault.expired(10_000, ids).await.unwrap().len(), 2, "later, the third one too");
+}
