@@ -65,6 +65,8 @@ const SWEEP_PAGE: usize = 1_000;
 const RECEIPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("erasure_receipts");
 const INTENTS: TableDefinition<&[u8], u64> = TableDefinition::new("erasure_intents");
 const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("erasure_jobs");
+/// The ids of the jobs not yet complete (kept with each job write; rebuilt at open).
+const OPEN_JOBS: TableDefinition<&[u8], ()> = TableDefinition::new("erasure_open_jobs");
 const HOLDS: TableDefinition<&[u8], u64> = TableDefinition::new("legal_holds");
 
 /// The handle under which a hold on `rid` is kept: a hash, so the store holds no record
@@ -251,8 +253,20 @@ impl ErasureStore {
         let txn = db.begin_write()?;
         txn.open_table(RECEIPTS)?;
         txn.open_table(INTENTS)?;
-        txn.open_table(JOBS)?;
         txn.open_table(HOLDS)?;
+        {
+            // The open-job index, rebuilt from the jobs (one pass per start).
+            let jobs = txn.open_table(JOBS)?;
+            let mut open = txn.open_table(OPEN_JOBS)?;
+            open.retain(|_, _| false)?;
+            for row in jobs.iter()? {
+                let (id, v) = row?;
+                let job: Job = decode_versioned(v.value(), STORED_LIMIT)?;
+                if !job.complete() {
+                    open.insert(id.value(), ())?;
+                }
+            }
+        }
         txn.commit()?;
         Ok(Self { db })
     }
@@ -329,26 +343,42 @@ impl ErasureStore {
         Ok(Some(decode_versioned(v.value(), STORED_LIMIT)?))
     }
 
-    /// Writes a job durably.
+    /// Writes a job durably, with its place in the open-job index.
     pub fn put_job(&self, job: &Job) -> anyhow::Result<()> {
         let bytes = encode(job)?;
         let txn = self.db.begin_write()?;
         txn.open_table(JOBS)?.insert(job.id.as_slice(), bytes.as_slice())?;
+        {
+            let mut open = txn.open_table(OPEN_JOBS)?;
+            if job.complete() {
+                open.remove(job.id.as_slice())?;
+            } else {
+                open.insert(job.id.as_slice(), ())?;
+            }
+        }
         txn.commit()?;
         Ok(())
     }
 
-    /// Jobs not yet complete.
+    /// Jobs not yet complete (only those are read: finished jobs keep accumulating).
     pub fn open_jobs(&self) -> anyhow::Result<Vec<Job>> {
-        self.jobs(|j| !j.complete())
+        let txn = self.db.begin_read()?;
+        let (open, jobs) = (txn.open_table(OPEN_JOBS)?, txn.open_table(JOBS)?);
+        let mut out = Vec::new();
+        for row in open.iter()? {
+            let (id, _) = row?;
+            let Some(v) = jobs.get(id.value())? else { continue };
+            out.push(decode_versioned(v.value(), STORED_LIMIT)?);
+        }
+        Ok(out)
     }
 
     /// Refuses if an open job over `owner`'s records covers one of `rids`, naming that
     /// job (another gateway learns nothing: its ids are not looked at).
     pub fn not_in_open_job(&self, owner: KeyId, rids: &[RecordId]) -> Result<(), ErasureError> {
         let rids: std::collections::HashSet<&RecordId> = rids.iter().collect();
-        let open = self.jobs(|j| j.owner == owner && !j.complete()).map_err(internal)?;
-        match open.iter().find(|o| o.records.iter().any(|r| rids.contains(&r.anchor.rid))) {
+        let open = self.open_jobs().map_err(internal)?;
+        match open.iter().find(|o| o.owner == owner && o.records.iter().any(|r| rids.contains(&r.anchor.rid))) {
             Some(other) => Err(ErasureError::InProgress(other.id_hex())),
             None => Ok(()),
         }
@@ -517,7 +547,7 @@ async fn complete_receipts(shared: &Shared, gateway: KeyId, found: &mut [ReadAns
                 continue;
             }
             for custodian in answer.record.manifest.custodians.iter().filter(|c| **c != records.me) {
-                let Some(peer) = records.validators.iter().find(|(k, _)| k == custodian).map(|(_, p)| *p) else {
+                let Some(peer) = records.peer(custodian) else {
                     continue;
                 };
                 let asked = tokio::time::timeout(ASK_TIMEOUT, records.ask(peer, Request::Read { rid, gateway })).await;
@@ -679,7 +709,7 @@ pub async fn hold(
             records.erasures.store.set_holds(&rids, on, now_ms).map_err(internal)?;
             continue;
         }
-        let peer = records.validators.iter().find(|(k, _)| *k == custodian).map(|(_, p)| *p);
+        let peer = records.peer(&custodian);
         let Some(peer) = peer else { return Err(ErasureError::Unavailable(format!("custodian {custodian} unknown"))) };
         let asked = tokio::time::timeout(ASK_TIMEOUT, records.ask(peer, Request::Hold { rids, on })).await;
         match asked {
@@ -983,7 +1013,7 @@ async fn advance(shared: &Shared, job: &mut Job, retries: &mut Retries) -> bool 
             let answers = if custodian == records.me {
                 erase_here(shared, orders).await
             } else {
-                let peer = records.validators.iter().find(|(k, _)| *k == custodian).map(|(_, p)| *p);
+                let peer = records.peer(&custodian);
                 let reachable = peer.filter(|p| records.connected.borrow().contains(p));
                 let asked = match reachable {
                     None => return (custodian, slots, None),

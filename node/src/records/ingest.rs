@@ -200,6 +200,11 @@ pub struct BatchTerms {
 }
 
 impl Records {
+    /// The peer id of a genesis validator.
+    pub fn peer(&self, validator: &KeyId) -> Option<PeerId> {
+        self.validators.iter().find(|(k, _)| k == validator).map(|(_, p)| *p)
+    }
+
     /// The custodians for new records: this node, then connected validators in genesis
     /// order after it, `replication` in all.
     pub fn custodians(&self) -> Result<Vec<(KeyId, Option<PeerId>)>, RecordsError> {
