@@ -20,22 +20,19 @@ use std::time::{Duration, Instant};
 use cairn_client::gateway::{BodyFormat, Erase, Gateway};
 use cairn_proto::erasure::ErasureCertificate;
 use cairn_proto::record::RecordId;
+use cairn_tests::bench::{self, percentile_ms};
 use cairn_tests::cluster::Cluster;
 use cairn_tests::fixtures::observation;
 
 /// A request's latency, when its certificates were served, and the certificates.
 type Done = (Duration, Instant, Vec<ErasureCertificate>);
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1000.0
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let per_request: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1);
-    let requests: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200);
-    let interval: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
-    let clients: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(8);
+    let args = bench::args();
+    let per_request: usize = bench::arg(&args, 0, 1);
+    let requests: usize = bench::arg(&args, 1, 200);
+    let interval: u64 = bench::arg(&args, 2, 100);
+    let clients: usize = bench::arg(&args, 3, 8);
     let total = per_request * requests;
     println!(
         "erasure bench: 4 validators, block interval {interval} ms, {total} records erased in {requests} requests of {per_request}, {clients} clients"
@@ -112,9 +109,9 @@ fn main() {
         "RESULT records_per_request={per_request} requests={requests} clients={clients} block_ms={interval} \
          erasures_per_s={:.1} request_to_certificate_ms p50={:.0} p90={:.0} p99={:.0} max={:.0} certificates_verified={verified}",
         total as f64 / secs,
-        pct(&lat, 0.5),
-        pct(&lat, 0.9),
-        pct(&lat, 0.99),
-        pct(&lat, 1.0)
+        percentile_ms(&lat, 0.5),
+        percentile_ms(&lat, 0.9),
+        percentile_ms(&lat, 0.99),
+        percentile_ms(&lat, 1.0)
     );
 }

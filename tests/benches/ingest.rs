@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use cairn_client::gateway::{BodyFormat, Gateway, GatewayError};
 use cairn_proto::record::RecordId;
+use cairn_tests::bench::{self, percentile_ms};
 use cairn_tests::cluster::Cluster;
 
 fn observation(i: usize) -> String {
@@ -30,16 +31,12 @@ fn observation(i: usize) -> String {
     )
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1000.0
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let per_request: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
-    let total: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let interval: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(200);
-    let submitters: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(8);
+    let args = bench::args();
+    let per_request: usize = bench::arg(&args, 0, 100);
+    let total: usize = bench::arg(&args, 1, 100_000);
+    let interval: u64 = bench::arg(&args, 2, 200);
+    let submitters: usize = bench::arg(&args, 3, 8);
     let requests = total / per_request;
     let sample_every = if per_request == 1 { 10 } else { 1 };
     println!(
@@ -156,11 +153,11 @@ fn main() {
     println!(
         "RESULT per_request={per_request} interval={interval}ms submitters={submitters} readings={readings} seconds={secs:.1} readings_per_s={:.0} ack_p50_ms={:.0} ack_p99_ms={:.0} receipt_p50_ms={:.0} receipt_p99_ms={:.0} receipt_max_ms={:.0} busy_429={} verified={verified}",
         readings as f64 / secs,
-        pct(&acks, 0.5),
-        pct(&acks, 0.99),
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
-        pct(&lat, 1.0),
+        percentile_ms(&acks, 0.5),
+        percentile_ms(&acks, 0.99),
+        percentile_ms(&lat, 0.5),
+        percentile_ms(&lat, 0.99),
+        percentile_ms(&lat, 1.0),
         busy.load(Relaxed)
     );
 }

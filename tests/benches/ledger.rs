@@ -15,13 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_proto::Hash32;
+use cairn_tests::bench;
 use cairn_tests::cluster::{Cluster, batch};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args = bench::args();
+    // A number of transactions per second, or "max".
     let rate: Option<f64> = args.first().and_then(|a| a.parse().ok());
-    let total: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    let interval: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(200);
+    let total: u64 = bench::arg(&args, 1, 20_000);
+    let interval: u64 = bench::arg(&args, 2, 200);
     let per_node = total / 4;
     println!(
         "ledger bench: 4 validators, block interval {interval} ms, {} transactions, rate {}",

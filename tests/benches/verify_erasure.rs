@@ -33,8 +33,7 @@ fn rate(secs: f64, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let secs: f64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(3.0);
+    let secs: f64 = cairn_tests::bench::arg(&cairn_tests::bench::args(), 0, 3.0);
     let (genesis, cert) = common::erasure::example();
     let bytes = encode(&cert).unwrap();
     println!("verify-erasure bench: one certificate of {} bytes, {secs} s per measurement", bytes.len());

@@ -420,3 +420,29 @@ pub mod fixtures {
         (hits, scanned)
     }
 }
+
+/// What the benchmark binaries share: positional arguments and percentiles.
+pub mod bench {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    /// The positional arguments (cargo's own `--bench` flag left out).
+    pub fn args() -> Vec<String> {
+        std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect()
+    }
+
+    /// Positional argument `i`, or `default` when absent; one that does not parse ends the
+    /// benchmark with the argument named.
+    pub fn arg<T: FromStr>(args: &[String], i: usize, default: T) -> T {
+        match args.get(i) {
+            None => default,
+            Some(a) => a.parse().unwrap_or_else(|_| panic!("argument {} ({a:?}) is not a number", i + 1)),
+        }
+    }
+
+    /// The `p` quantile (0 to 1) of sorted durations, in milliseconds.
+    pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+        let i = ((sorted.len() as f64 - 1.0) * p) as usize;
+        sorted.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    }
+}
