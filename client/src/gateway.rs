@@ -6,6 +6,7 @@ use cairn_proto::erasure::ErasureCertificate;
 use cairn_proto::receipt::AnchorReceipt;
 use cairn_proto::record::RecordId;
 use cairn_proto::request::RequestToSign;
+use cairn_proto::time::now_ms;
 use serde::{Deserialize, Serialize};
 
 use crate::http::{HttpError, Pool, path_and_query};
@@ -101,10 +102,6 @@ pub struct Gateway {
     pub node: String,
     key: Keypair,
     pool: Pool,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Gateway {

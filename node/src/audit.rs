@@ -12,7 +12,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use cairn_proto::Hash32;
 use cairn_proto::record::RecordId;
 
@@ -44,9 +43,20 @@ impl ResidueReport {
     }
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
+/// Why the audit could not run (a file that cannot be read, a store that cannot be
+/// opened — is the node still running?).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AuditError(String);
+
+fn failed(what: impl std::fmt::Display, e: impl std::fmt::Display) -> AuditError {
+    AuditError(format!("{what}: {e}"))
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), AuditError> {
+    let reading = || format!("reading {}", dir.display());
+    for entry in std::fs::read_dir(dir).map_err(|e| failed(reading(), e))? {
+        let path = entry.map_err(|e| failed(reading(), e))?.path();
         if path.is_dir() {
             files_under(&path, out)?;
         } else {
@@ -57,14 +67,16 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// Audits the data directory of a stopped node; `progress` is told of each file scanned.
-pub fn residue(data_dir: &Path, mut progress: impl FnMut(&Path, u64)) -> anyhow::Result<ResidueReport> {
+pub fn residue(data_dir: &Path, mut progress: impl FnMut(&Path, u64)) -> Result<ResidueReport, AuditError> {
     let mut report = ResidueReport::default();
-    let store =
-        ErasureStore::open(&data_dir.join(ERASURES_FILE)).context("is the node still running? stop it first")?;
-    let erased_leaves: HashSet<Hash32> = store.signed_record_leaves()?.into_iter().collect();
+    let store = ErasureStore::open(&data_dir.join(ERASURES_FILE))
+        .map_err(|e| failed("is the node still running? stop it first", e))?;
+    let erased_leaves: HashSet<Hash32> =
+        store.signed_record_leaves().map_err(|e| failed("erasure store", e))?.into_iter().collect();
     report.erased_here = erased_leaves.len();
     let erased_ids: BTreeSet<RecordId> = store
-        .jobs(|_| true)?
+        .jobs(|_| true)
+        .map_err(|e| failed("erasure store", e))?
         .iter()
         .flat_map(|job| job.records.iter().filter(|r| r.committed.iter().any(Option::is_some)).map(|r| r.anchor.rid))
         .collect();
@@ -72,9 +84,9 @@ pub fn residue(data_dir: &Path, mut progress: impl FnMut(&Path, u64)) -> anyhow:
     drop(store);
 
     let vault = Vault::open_dir(&data_dir.join(VAULT_DIR), VaultConfig::default())
-        .context("opening the vault (is the node still running? stop it first)")?;
+        .map_err(|e| failed("opening the vault (is the node still running? stop it first)", e))?;
     for rid in vault.record_ids() {
-        let record = vault.get(&rid)?;
+        let record = vault.get(&rid).map_err(|e| failed("vault", e))?;
         report.live_records += 1;
         if erased_leaves.contains(&record.leaf) {
             report.findings.push(format!("the vault still holds record {rid}, whose erasure this node signed"));
@@ -105,7 +117,7 @@ pub fn residue(data_dir: &Path, mut progress: impl FnMut(&Path, u64)) -> anyhow:
         if path.file_name().is_some_and(|n| n == ERASURES_FILE) {
             continue;
         }
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = std::fs::read(&path).map_err(|e| failed(format!("reading {}", path.display()), e))?;
         progress(&path, bytes.len() as u64);
         let mut found: BTreeSet<RecordId> = BTreeSet::new();
         for set in [&raw, &hex] {

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use cairn_node::identity::NodeIdentity;
 use cairn_node::run::config::Timing;
-use cairn_node::run::dev::Hosts;
 use cairn_node::setup::{GenesisSpec, MemberArg, build_genesis, parse_member_arg};
 use cairn_proto::genesis::parse_time;
 use cairn_proto::membership::Role;
 use clap::{Parser, Subcommand};
+use cmd::dev::Hosts;
+
+mod cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "cairn-node", version, about = "Run a cairn consortium node")]
@@ -112,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         Command::Genesis { chain_id, time, organisations, validators, gateways, accessors, regulators, out } => {
             let genesis_time_ms = match time {
                 Some(t) => parse_time(&t)?,
-                None => now_ms()?,
+                None => cairn_proto::time::now_ms(),
             };
             let members = [(Role::Gateway, gateways), (Role::Accessor, accessors), (Role::Regulator, regulators)]
                 .into_iter()
@@ -124,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             init_logging();
             let file = cairn_node::run::config::NodeFile::load(&config)?;
-            runtime()?.block_on(cairn_node::run::run(file))
+            Ok(runtime()?.block_on(cairn_node::run::run(file))?)
         }
         Command::Audit { what: AuditCommand::Residue { config } } => {
             let file = cairn_node::run::config::NodeFile::load(&config)?;
@@ -158,7 +160,7 @@ fn main() -> anyhow::Result<()> {
         Command::Dev { dir, validators, base_port, hosts, block_interval_ms, init_only, demo } => {
             let hosts = if hosts.is_empty() { Hosts::Local { base_port } } else { Hosts::Each(hosts) };
             let timing = Timing { block_interval_ms, ..Timing::default() };
-            let layout = cairn_node::run::dev::prepare(&dir, validators, &hosts, timing)?;
+            let layout = cmd::dev::prepare(&dir, validators, &hosts, timing)?;
             if init_only {
                 for c in &layout.configs {
                     println!("{}", c.display());
@@ -166,7 +168,7 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             let exe = std::env::current_exe().context("locating cairn-node")?;
-            runtime()?.block_on(cairn_node::run::dev::run_children(&exe, &layout, demo))
+            runtime()?.block_on(cmd::dev::run_children(&exe, &layout, demo))
         }
     }
 }
@@ -213,9 +215,4 @@ fn genesis(spec: &GenesisSpec, out: PathBuf) -> anyhow::Result<()> {
         genesis.membership.members.len()
     );
     Ok(())
-}
-
-fn now_ms() -> anyhow::Result<u64> {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    Ok(u64::try_from(since.as_millis())?)
 }

@@ -3,7 +3,8 @@
 //! erasure receipts, membership and the genesis file.
 //!
 //! Architecture invariant: this crate does no I/O, spawns nothing and depends on no
-//! runtime crate (tokio, libp2p, sled, redb, axum). Time and randomness are inputs.
+//! runtime crate (tokio, libp2p, sled, redb, axum). Time and randomness are inputs
+//! (`time::now_ms` is for the edges that read the clock, never called in here).
 
 pub mod batch;
 pub mod bytes;
@@ -21,6 +22,7 @@ pub mod receipt;
 pub mod record;
 pub mod request;
 pub mod signed;
+pub mod time;
 pub mod transaction;
 pub mod version;
 

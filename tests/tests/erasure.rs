@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+use cairn_proto::time::now_ms;
 use std::time::Duration;
 
 use cairn_client::gateway::{BodyFormat, Erase, Gateway, GatewayError};
@@ -271,10 +272,6 @@ fn two_custodians_erase_by_record_and_by_subject_with_one_down() {
 #[test]
 fn three_custodians_erase_by_record_and_by_subject_with_one_down() {
     erase_with_custodians(3, 25300);
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 /// The ids of this gateway's erasures at a node that are certified.

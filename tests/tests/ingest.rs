@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+use cairn_proto::time::now_ms;
 use std::time::Duration;
 
 use cairn_client::gateway::{BodyFormat, Gateway, GatewayError};
@@ -179,10 +180,6 @@ fn signed(
     let all: Vec<(&str, String)> = statement.headers(&sig).into_iter().chain(extra.iter().cloned()).collect();
     let (status, answer) = request_with("POST", &full, content_type, &all, body).unwrap();
     (status, serde_json::from_slice(&answer).unwrap_or(Value::Null))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 #[test]

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use crate::run::Shared;
+use super::{Records, RecordsError, StoreError};
 
 const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("anchor_batches");
 const STORED_LIMIT: usize = 8 << 20;
@@ -62,13 +62,8 @@ impl Versioned for StoredBatch {
     }
 }
 
-/// Why the anchor store failed.
-#[derive(Debug, thiserror::Error)]
-#[error("anchor store: {0}")]
-pub struct AnchorStoreError(String);
-
-fn db_err(e: impl std::fmt::Display) -> AnchorStoreError {
-    AnchorStoreError(e.to_string())
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::new("anchor store", e)
 }
 
 /// The batches this node built, by sequence number (redb).
@@ -84,9 +79,9 @@ impl std::fmt::Debug for AnchorStore {
 
 impl AnchorStore {
     /// Opens or creates the store.
-    pub fn open(path: &Path) -> Result<Self, AnchorStoreError> {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = redb::Database::create(path)
-            .map_err(|e| AnchorStoreError(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::new("anchor store", format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(BATCHES).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
@@ -94,7 +89,7 @@ impl AnchorStore {
     }
 
     /// Writes a batch durably.
-    pub fn put(&self, batch: &StoredBatch) -> Result<(), AnchorStoreError> {
+    pub fn put(&self, batch: &StoredBatch) -> Result<(), StoreError> {
         let bytes = encode(batch).map_err(db_err)?;
         let txn = self.db.begin_write().map_err(db_err)?;
         txn.open_table(BATCHES).map_err(db_err)?.insert(batch.commit.body.seq, bytes.as_slice()).map_err(db_err)?;
@@ -102,14 +97,14 @@ impl AnchorStore {
     }
 
     /// Every stored batch, by sequence number.
-    pub fn all(&self) -> Result<BTreeMap<u64, StoredBatch>, AnchorStoreError> {
+    pub fn all(&self) -> Result<BTreeMap<u64, StoredBatch>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(BATCHES).map_err(db_err)?;
         let mut out = BTreeMap::new();
         for row in table.iter().map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
             let batch: StoredBatch = decode_versioned(v.value(), STORED_LIMIT)
-                .map_err(|e| AnchorStoreError(format!("batch {}: {e}", k.value())))?;
+                .map_err(|e| StoreError::new("anchor store", format!("batch {}: {e}", k.value())))?;
             out.insert(k.value(), batch);
         }
         Ok(out)
@@ -195,13 +190,16 @@ struct State {
 
 impl Anchorer {
     /// Runs the actor until the node stops.
+    ///
+    /// Returns only on a fatal failure (a store or the ledger), or when every handle
+    /// and the ledger are gone.
     pub async fn run(
         mut self,
-        shared: Arc<Shared>,
+        records: Arc<Records>,
         key: Keypair,
         store: AnchorStore,
         interval: Duration,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), RecordsError> {
         let batches = store.all()?;
         let mut st = State {
             kind: self.kind,
@@ -216,13 +214,13 @@ impl Anchorer {
             scanned: 0,
             trees: HashMap::new(),
         };
-        st.recover(&shared)?;
+        st.recover(&records)?;
         let mut committed = st.batches.values().filter(|b| b.height.is_some()).count() as u64;
         self.committed.send_replace(committed);
         // Records (or erasure receipts) acknowledged before a crash but in no stored batch.
         let leaves = match self.kind {
-            BatchKind::ErasureReceipts => shared.records.erasures.store.receipt_leaves()?,
-            _ => shared.records.vault.leaves().await?,
+            BatchKind::ErasureReceipts => records.erasures.store.receipt_leaves()?,
+            _ => records.vault.leaves().await?,
         };
         let missing: Vec<Hash32> = leaves.into_iter().filter(|l| !st.index.contains_key(l)).collect();
         if !missing.is_empty() {
@@ -230,7 +228,7 @@ impl Anchorer {
         }
         st.queue(missing);
 
-        let mut decided = shared.subscribe_decided();
+        let mut decided = records.ledger.decided();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -243,13 +241,13 @@ impl Anchorer {
                     }
                     None => return Ok(()),
                 },
-                _ = tick.tick() => st.build(&shared)?,
+                _ = tick.tick() => st.build(&records)?,
                 changed = decided.changed() => {
                     if changed.is_err() {
                         return Ok(());
                     }
                     let height = *decided.borrow_and_update();
-                    let newly = st.scan(&shared, height)?;
+                    let newly = st.scan(&records, height)?;
                     if newly > 0 {
                         committed += newly;
                         self.committed.send_replace(committed);
@@ -275,21 +273,21 @@ impl State {
     }
 
     /// Re-reads stored batches against the ledger after a start.
-    fn recover(&mut self, shared: &Shared) -> anyhow::Result<()> {
-        let next = shared.ledger().next_batch_seq(&self.me, self.kind);
-        let tip = shared.ledger().height();
+    fn recover(&mut self, records: &Records) -> Result<(), RecordsError> {
+        let next = records.ledger.next_batch_seq(&self.me, self.kind);
+        let tip = records.ledger.height();
         let pending: Vec<u64> = self.batches.iter().filter(|(_, b)| b.height.is_none()).map(|(s, _)| *s).collect();
         for seq in pending {
             if seq < next {
                 // Committed while this node was not looking: find the block.
-                let height = self.find_commit(shared, seq, tip)?;
+                let height = self.find_commit(records, seq, tip)?;
                 if let Some(b) = self.batches.get_mut(&seq) {
                     b.height = height;
                     self.store.put(b)?;
                 }
             } else if seq == next + self.inflight.len() as u64 {
                 if let Some(b) = self.batches.get(&seq) {
-                    let _ = shared.submit(self.tx(b), true);
+                    let _ = records.txs.submit(self.tx(b));
                     b.leaves.iter().for_each(|l| {
                         self.queued.insert(*l);
                     });
@@ -305,9 +303,9 @@ impl State {
         Ok(())
     }
 
-    fn find_commit(&self, shared: &Shared, seq: u64, tip: u64) -> anyhow::Result<Option<u64>> {
+    fn find_commit(&self, records: &Records, seq: u64, tip: u64) -> Result<Option<u64>, RecordsError> {
         for h in (1..=tip).rev() {
-            if let Some((block, _)) = shared.store.get(h)? {
+            if let Some(block) = records.ledger.block(h)? {
                 let found = block.transactions.iter().any(|tx| {
                     matches!(tx, Transaction::BatchCommit(c)
                         if c.body.node == self.me && c.body.kind == self.kind && c.body.seq == seq)
@@ -329,7 +327,7 @@ impl State {
     }
 
     /// Builds, stores and submits the next batch if none is in flight.
-    fn build(&mut self, shared: &Shared) -> anyhow::Result<()> {
+    fn build(&mut self, records: &Records) -> Result<(), RecordsError> {
         if self.inflight.len() >= MAX_INFLIGHT || self.pending.is_empty() {
             return Ok(());
         }
@@ -338,7 +336,7 @@ impl State {
         let size = padded_size(leaves.len() as u64).unwrap_or(MAX_BATCH_LEAVES);
         let pad = size as usize - leaves.len();
         let mut random = vec![0u8; 32 * pad + 8 * size as usize];
-        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
+        getrandom::fill(&mut random).map_err(|e| RecordsError::Fatal(format!("OS random source: {e}")))?;
         let (pads, shuffle) = random.split_at(32 * pad);
         for chunk in pads.chunks_exact(32) {
             let mut r = [0u8; 32];
@@ -355,17 +353,15 @@ impl State {
         }
         let hashes: Vec<[u8; 32]> = leaves.iter().map(|l| HASHER.hash_leaf(&l.0)).collect();
         let root = Hash32(cairn_proto::merkle::root(&HASHER, &hashes));
-        let (next, tip) = {
-            let ledger = shared.ledger();
-            (ledger.next_batch_seq(&self.me, self.kind), ledger.height())
-        };
+        let (next, tip) = (records.ledger.next_batch_seq(&self.me, self.kind), records.ledger.height());
         let seq = next.max(self.batches.keys().next_back().map_or(0, |s| s + 1));
         let body = BatchCommit { version: 1, kind: self.kind, node: self.me, root, size, seq };
-        let batch = StoredBatch { version: 1, commit: body.sign(&self.key)?, leaves, height: None };
+        let commit = body.sign(&self.key).map_err(|e| RecordsError::Fatal(e.to_string()))?;
+        let batch = StoredBatch { version: 1, commit, leaves, height: None };
         self.store.put(&batch)?;
         debug!(seq, real = take, size, kind = ?self.kind, "batch built");
-        if let Err(e) = shared.submit(self.tx(&batch), true) {
-            warn!(seq, kind = ?self.kind, "batch not admitted yet ({e:?}); it will be submitted again");
+        if let Err(e) = records.txs.submit(self.tx(&batch)) {
+            warn!(seq, kind = ?self.kind, "batch not admitted yet ({e}); it will be submitted again");
         }
         self.batches.insert(seq, batch);
         self.inflight.insert(seq, tip);
@@ -374,11 +370,11 @@ impl State {
 
     /// Looks at blocks up to `height` for this node's batches; returns how many were
     /// newly committed.
-    fn scan(&mut self, shared: &Shared, height: u64) -> anyhow::Result<u64> {
+    fn scan(&mut self, records: &Records, height: u64) -> Result<u64, RecordsError> {
         let mut newly = 0;
         while self.scanned < height {
             let h = self.scanned + 1;
-            let Some((block, _)) = shared.store.get(h)? else { break };
+            let Some(block) = records.ledger.block(h)? else { break };
             for tx in &block.transactions {
                 let Transaction::BatchCommit(c) = tx else { continue };
                 if c.body.node != self.me || c.body.kind != self.kind {
@@ -400,7 +396,7 @@ impl State {
             }
             self.scanned = h;
         }
-        let next = shared.ledger().next_batch_seq(&self.me, self.kind);
+        let next = records.ledger.next_batch_seq(&self.me, self.kind);
         let stale: Vec<u64> = self
             .inflight
             .iter()
@@ -410,7 +406,7 @@ impl State {
         for seq in stale {
             if let Some(b) = self.batches.get(&seq) {
                 debug!(seq, kind = ?self.kind, "batch not committed yet; submitting it again");
-                let _ = shared.submit(self.tx(b), true);
+                let _ = records.txs.submit(self.tx(b));
                 self.inflight.insert(seq, height);
             }
         }

@@ -26,8 +26,9 @@ use cairn_proto::encoding::encode;
 use cairn_proto::version::decode_versioned;
 use tracing::{debug, error, info, warn};
 
-use super::Shared;
+use super::NodeError;
 use super::config::Timing;
+use crate::chain::Chain;
 use crate::consensus::codec::{decode_block, encode_block};
 use crate::consensus::{Address, BlockId, BlockValue, CairnContext, Height, ProposalPart, ValidatorSet};
 
@@ -70,12 +71,6 @@ fn to_engine_certificate(c: &CommitCertificate) -> ExtendedCommitCertificate<Ctx
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn stream_id(height: Height, round: Round) -> StreamId {
     let mut b = height.0.to_be_bytes().to_vec();
     b.extend_from_slice(&round.as_i64().to_be_bytes());
@@ -85,7 +80,7 @@ fn stream_id(height: Height, round: Round) -> StreamId {
 /// The application's state between messages.
 #[allow(missing_debug_implementations)] // holds the shared state, which has its own Debug
 pub struct App {
-    shared: Arc<Shared>,
+    chain: Arc<Chain>,
     me: Address,
     validators: ValidatorSet,
     timing: Timing,
@@ -102,9 +97,9 @@ pub struct App {
 
 impl App {
     /// An application for validator `me`.
-    pub fn new(shared: Arc<Shared>, me: Address, validators: ValidatorSet, timing: Timing) -> Self {
+    pub fn new(chain: Arc<Chain>, me: Address, validators: ValidatorSet, timing: Timing) -> Self {
         Self {
-            shared,
+            chain,
             me,
             validators,
             timing,
@@ -128,7 +123,7 @@ impl App {
     }
 
     fn next_height(&self) -> u64 {
-        self.shared.ledger().height() + 1
+        self.chain.ledger().height() + 1
     }
 
     /// Checks a proposed block against the ledger; counts and logs an invalid one.
@@ -139,12 +134,12 @@ impl App {
         } else if block.header.proposer != proposer.0 {
             Err(format!("block names proposer {}, the proposal {}", block.header.proposer, proposer))
         } else {
-            self.shared.ledger_mut().validate(block).map_err(|e| e.to_string())
+            self.chain.ledger_mut().validate(block).map_err(|e| e.to_string())
         };
         match result {
             Ok(()) => Validity::Valid,
             Err(reason) => {
-                self.shared.metrics.invalid_proposals.fetch_add(1, Relaxed);
+                self.chain.metrics.invalid_proposals.fetch_add(1, Relaxed);
                 warn!(%height, %proposer, "refusing proposed block: {reason}");
                 Validity::Invalid
             }
@@ -184,7 +179,7 @@ impl App {
     /// Persists and applies a decided block. Idempotent for heights already applied.
     fn commit(&mut self, certificate: &EngineCertificate<Ctx>) -> Result<(), String> {
         let height = certificate.height.0;
-        if height <= self.shared.ledger().height() {
+        if height <= self.chain.ledger().height() {
             return Ok(());
         }
         let value = self
@@ -193,20 +188,20 @@ impl App {
             .cloned()
             .ok_or_else(|| format!("decided block of height {height} is unknown here"))?;
         let cert = to_cairn_certificate(certificate);
-        cert.verify(&self.shared.chain, height, &certificate.value_id.0, &self.shared.genesis.membership.validators)
+        cert.verify(&self.chain.chain, height, &certificate.value_id.0, &self.chain.genesis.membership.validators)
             .map_err(|e| format!("decided certificate does not verify: {e}"))?;
         let cert_bytes = encode(&cert).map_err(|e| e.to_string())?;
         let block = value.block();
         {
-            let mut ledger = self.shared.ledger_mut();
+            let mut ledger = self.chain.ledger_mut();
             ledger.validate(block).map_err(|e| format!("decided block does not apply: {e}"))?;
-            self.shared.store.append(block, &cert_bytes).map_err(|e| e.to_string())?;
+            self.chain.store.append(block, &cert_bytes).map_err(|e| e.to_string())?;
             ledger.apply(block).map_err(|e| format!("decided block does not apply: {e}"))?;
-            let mut mempool = self.shared.mempool();
+            let mut mempool = self.chain.mempool();
             mempool.after_block(&ledger, &block.transactions);
-            self.shared.metrics.mempool.store(mempool.len() as u64, Relaxed);
+            self.chain.metrics.mempool.store(mempool.len() as u64, Relaxed);
         }
-        let m = &self.shared.metrics;
+        let m = &self.chain.metrics;
         m.height.store(height, Relaxed);
         m.blocks.fetch_add(1, Relaxed);
         m.committed_txs.fetch_add(block.transactions.len() as u64, Relaxed);
@@ -214,7 +209,7 @@ impl App {
         if let Some(prev) = self.last_decided.replace(now) {
             m.block_interval_ms.store(u64::try_from(now.duration_since(prev).as_millis()).unwrap_or(u64::MAX), Relaxed);
         }
-        self.shared.notify_decided(height);
+        self.chain.notify_decided(height);
         self.built.retain(|(h, _), _| *h > height);
         self.undecided.retain(|(h, _), _| *h > height);
         self.values.retain(|_, v| v.block().header.height > height);
@@ -224,11 +219,11 @@ impl App {
     }
 
     fn decided_values(&self, start: u64, end: u64) -> Vec<RawDecidedValue<Ctx>> {
-        let last = self.shared.ledger().height();
+        let last = self.chain.ledger().height();
         let (start, end) = (start.max(1), end.min(last).min(start.max(1).saturating_add(MAX_SYNC_BATCH - 1)));
         let mut out = Vec::new();
         for h in start..=end {
-            let Ok(Some((block, cert))) = self.shared.store.get(h) else { break };
+            let Ok(Some((block, cert))) = self.chain.store.get(h) else { break };
             let Ok(cert) = decode_versioned::<CommitCertificate>(&cert, cairn_proto::encoding::MAX_MESSAGE_LEN) else {
                 break;
             };
@@ -239,7 +234,7 @@ impl App {
     }
 
     /// Answers consensus until its channel closes.
-    pub async fn run(mut self, mut channels: Channels<Ctx>) -> anyhow::Result<()> {
+    pub async fn run(mut self, mut channels: Channels<Ctx>) -> Result<(), NodeError> {
         while let Some(msg) = channels.consensus.recv().await {
             match msg {
                 AppMsg::ConsensusReady { reply } => {
@@ -249,7 +244,7 @@ impl App {
                 }
                 AppMsg::StartedRound { height, round, proposer, role, reply_value } => {
                     debug!(%height, %round, %proposer, ?role, "round started");
-                    self.shared.metrics.round.store(round.as_u32().map_or(0, u64::from), Relaxed);
+                    self.chain.metrics.round.store(round.as_u32().map_or(0, u64::from), Relaxed);
                     let parts: Vec<_> = std::mem::take(&mut self.pending);
                     for part in parts {
                         if part.height == height {
@@ -308,7 +303,7 @@ impl App {
                     if let Err(e) = self.commit(&certificate) {
                         error!(height = %certificate.height, "cannot commit the decided block: {e}");
                     }
-                    let applied = self.shared.ledger().height();
+                    let applied = self.chain.ledger().height();
                     let next = if applied >= certificate.height.0 {
                         Next::Start(Height(applied + 1), self.params())
                     } else {
@@ -362,22 +357,23 @@ impl App {
                 }
             }
         }
-        anyhow::bail!("the consensus engine stopped")
+        Err(NodeError::Fatal("the consensus engine stopped".into()))
     }
 
     fn build(&mut self, height: Height) -> Result<BlockValue, String> {
-        let mut ledger = self.shared.ledger_mut();
+        let mut ledger = self.chain.ledger_mut();
         if ledger.height() + 1 != height.0 {
             return Err(format!("asked for height {height} while the ledger is at {}", ledger.height()));
         }
-        let mut mempool = self.shared.mempool();
+        let mut mempool = self.chain.mempool();
         let candidates = mempool.candidates(ledger.limits().max_block_txs * 2);
-        let (block, rejected) = ledger.propose(candidates, now_ms(), self.me.0).map_err(|e| e.to_string())?;
+        let (block, rejected) =
+            ledger.propose(candidates, crate::clock::now_ms(), self.me.0).map_err(|e| e.to_string())?;
         let dropped = mempool.drop_rejected(&rejected);
         if dropped > 0 {
-            self.shared.metrics.rejected_txs.fetch_add(dropped as u64, Relaxed);
+            self.chain.metrics.rejected_txs.fetch_add(dropped as u64, Relaxed);
         }
-        self.shared.metrics.mempool.store(mempool.len() as u64, Relaxed);
+        self.chain.metrics.mempool.store(mempool.len() as u64, Relaxed);
         BlockValue::new(block).map_err(|e| e.to_string())
     }
 }

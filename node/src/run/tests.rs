@@ -18,7 +18,8 @@ use cairn_proto::{Hash32, Keypair, SecretSeed};
 
 use super::app::App;
 use super::config::Timing;
-use super::{Shared, mempool::Mempool};
+use crate::chain::Chain;
+use crate::chain::mempool::Mempool;
 use crate::consensus::codec::{CairnCodec, malformed_count};
 use crate::consensus::signing::{CairnSigner, CairnVerifier, bad_signature_count};
 use crate::consensus::{Address, BlockValue, Height, Proposal, ProposalPart, ValidatorSet};
@@ -53,39 +54,20 @@ fn genesis() -> Genesis {
     g
 }
 
-fn shared(dir: &std::path::Path) -> Arc<Shared> {
+fn shared(dir: &std::path::Path) -> Arc<Chain> {
     let genesis = genesis();
     let state = LedgerState::from_genesis(&genesis, LedgerLimits::default()).unwrap();
     let (gossip, _) = tokio::sync::mpsc::channel(1);
-    let vault = crate::vault::Vault::open_dir(&dir.join("vault"), crate::vault::VaultConfig::default()).unwrap();
-    let (anchors, _) = crate::records::anchor::channel(1, cairn_proto::ledger::BatchKind::Anchors);
-    let (erasure_batches, _) = crate::records::anchor::channel(1, cairn_proto::ledger::BatchKind::ErasureReceipts);
-    let erasures = crate::records::erasure::Erasures::new(
-        crate::records::erasure::ErasureStore::open(&dir.join("erasures.redb")).unwrap(),
-        erasure_batches,
-        Keypair::from_seed(&seed(1)),
-    );
-    let records = crate::records::ingest::Records {
-        me: Keypair::from_seed(&seed(1)).public().key_id(),
-        validators: vec![],
-        vault: crate::records::custody::VaultHandle::spawn(vault, 1).unwrap(),
-        anchors,
-        erasures,
-        p2p: tokio::sync::mpsc::channel(1).0,
-        connected: tokio::sync::watch::channel(Default::default()).1,
-        replication: 1,
-        jobs: tokio::sync::mpsc::channel(1).0,
-    };
     let store = BlockStore::open(&dir.join("blocks.redb")).unwrap();
-    Shared::new(genesis, state, store, 10, gossip, records, Default::default()).unwrap()
+    Chain::new(genesis, state, store, 10, gossip, Default::default()).unwrap()
 }
 
-fn app(shared: &Arc<Shared>) -> App {
+fn app(shared: &Arc<Chain>) -> App {
     let validators = ValidatorSet::from_membership(&shared.genesis.membership).unwrap();
     App::new(shared.clone(), Address(Keypair::from_seed(&seed(1)).public().key_id()), validators, Timing::default())
 }
 
-fn proposed_block(shared: &Shared, proposer: u8) -> BlockValue {
+fn proposed_block(shared: &Chain, proposer: u8) -> BlockValue {
     let key = Keypair::from_seed(&seed(proposer));
     let (block, _) = shared.ledger_mut().propose(Vec::<Transaction>::new(), 2_000, key.public().key_id()).unwrap();
     BlockValue::new(block).unwrap()
@@ -180,7 +162,7 @@ fn batch(b: u8, seq: u64) -> Transaction {
 
 #[test]
 fn the_mempool_drops_duplicates_and_stale_transactions_and_keeps_early_ones() {
-    use super::mempool::Refused;
+    use crate::chain::mempool::Refused;
     use crate::ledger::state::TxError;
     let genesis = genesis();
     let mut state = LedgerState::from_genesis(&genesis, LedgerLimits::default()).unwrap();
@@ -211,91 +193,4 @@ fn the_mempool_drops_duplicates_and_stale_transactions_and_keeps_early_ones() {
     }
     assert_eq!(pool.admit(&state, batch(4, 0)), Err(Refused::Full(4)));
     assert_eq!(pool.len(), 4);
-}
-
-/// A custodian that erased a record and crashed before storing its receipt answers the
-/// order again with a receipt from the intent's keystore epoch; asked again, it answers
-/// the same receipt from its store; a record it never held is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_erasure_interrupted_before_its_receipt_is_completed_from_its_intent() {
-    use crate::records::erasure::{EraseAnswer, EraseOrder, erase_here};
-    let dir = tempfile::tempdir().unwrap();
-    let shared = shared(dir.path());
-    let me = shared.records.me;
-    let record = crate::vault::NewRecord {
-        gateway: Keypair::from_seed(&seed(9)).public().key_id(),
-        content_type: cairn_proto::record::ContentType::FhirObservationJson,
-        purpose: "TREAT".into(),
-        received_at_ms: 1_000,
-        retain_until_ms: 2_000,
-        subject: None,
-        manifest: cairn_proto::record::Manifest::new(vec![me]).unwrap(),
-        payload: b"{}".to_vec(),
-    };
-    let vault = &shared.records.vault;
-    let replicas = vault.seal(vec![record]).await.unwrap();
-    let stored = vault.store(replicas).await.unwrap();
-    let (rid, leaf) = (stored[0].rid, stored[0].leaf);
-    let order = EraseOrder {
-        request_hash: cairn_proto::Hash32([5; 32]),
-        trigger: cairn_proto::erasure::ErasureTrigger::SubjectRequest,
-        requested_at_ms: 3_000,
-        deadline_ms: 4_000,
-        rid,
-        leaf,
-    };
-    // The intent is written, the vault erases, then the process "crashes".
-    let before = vault.epoch().await.unwrap();
-    shared.records.erasures.store.put_intents(&[order.key()], before).unwrap();
-    vault.erase(vec![rid]).await.unwrap();
-    let after = vault.epoch().await.unwrap();
-    assert!(after > before);
-
-    let answer = erase_here(&shared, vec![order.clone()]).await;
-    let receipt = match &answer[..] {
-        [EraseAnswer::Signed(r)] => r.clone(),
-        other => panic!("expected a signed receipt: {other:?}"),
-    };
-    assert_eq!((receipt.body.epoch_before, receipt.body.epoch_after), (before, after));
-    assert_eq!((receipt.body.custodian, receipt.body.record_leaf), (me, leaf));
-    receipt.verify(&Keypair::from_seed(&seed(1)).public()).unwrap();
-    match &erase_here(&shared, vec![order.clone()]).await[..] {
-        [EraseAnswer::Signed(again)] => assert_eq!(*again, receipt, "answered from the store"),
-        other => panic!("{other:?}"),
-    }
-    let unknown =
-        EraseOrder { rid: cairn_proto::record::RecordId([3; 16]), leaf: cairn_proto::Hash32([3; 32]), ..order };
-    match &erase_here(&shared, vec![unknown]).await[..] {
-        [EraseAnswer::Refused(why)] => assert!(why.contains("holds no such record"), "{why}"),
-        other => panic!("{other:?}"),
-    }
-}
-
-/// The retention sweep reads the vault a page of ids at a time: a record erased after the
-/// ids were listed is skipped, not an error; a record whose retention has not ended is
-/// not returned.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retention_page_skips_records_erased_since_the_ids_were_listed() {
-    let dir = tempfile::tempdir().unwrap();
-    let shared = shared(dir.path());
-    let me = shared.records.me;
-    let record = |retain_until_ms: u64| crate::vault::NewRecord {
-        gateway: Keypair::from_seed(&seed(9)).public().key_id(),
-        content_type: cairn_proto::record::ContentType::FhirObservationJson,
-        purpose: "TREAT".into(),
-        received_at_ms: 1_000,
-        retain_until_ms,
-        subject: None,
-        manifest: cairn_proto::record::Manifest::new(vec![me]).unwrap(),
-        payload: b"{}".to_vec(),
-    };
-    let vault = &shared.records.vault;
-    let replicas = vault.seal(vec![record(2_000), record(2_000), record(9_000)]).await.unwrap();
-    let stored = vault.store(replicas).await.unwrap();
-    let ids = vault.ids().await.unwrap();
-    assert_eq!(ids.len(), 3);
-    vault.erase(vec![stored[0].rid]).await.unwrap();
-    let expired = vault.expired(5_000, ids.clone()).await.unwrap();
-    assert_eq!(expired.iter().map(|r| r.header.rid).collect::<Vec<_>>(), vec![stored[1].rid]);
-    assert_eq!(vault.expired(10_000, ids).await.unwrap().len(), 2, "later, the third one too");
 }

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use cairn_proto::genesis::Genesis;
 
-use super::config::{HttpSection, MempoolSection, NetSection, NodeFile, Timing};
-use crate::identity::NodeIdentity;
-use crate::setup::{GenesisSpec, MemberArg, build_genesis};
+use cairn_node::identity::NodeIdentity;
+use cairn_node::run::config::{CustodySection, HttpSection, MempoolSection, NetSection, NodeFile, Timing};
+use cairn_node::setup::{GenesisSpec, MemberArg, build_genesis};
+use cairn_proto::time::now_ms;
 
 /// Where validators listen.
 #[derive(Debug, Clone)]
@@ -130,7 +131,7 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
             http: HttpSection { listen: format!("{listen_host}:{hport}").parse().context("HTTP listen address")? },
             timing,
             mempool: MempoolSection::default(),
-            custody: super::config::CustodySection::default(),
+            custody: CustodySection::default(),
         };
         let path = config_path(dir, i);
         std::fs::write(&path, toml::to_string(&file)?).with_context(|| format!("writing {}", path.display()))?;
@@ -138,12 +139,6 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
     }
     std::fs::write(&genesis_path, genesis.to_toml()?).with_context(|| format!("writing {}", genesis_path.display()))?;
     Ok(Layout { dir: dir.to_path_buf(), configs, http })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Starts every validator of `layout` as a child process of `exe` and waits for Ctrl-C or

@@ -1,4 +1,6 @@
-//! Node metrics, served in the Prometheus text format at `/metrics`.
+//! Node metrics, served in the Prometheus text format at `/metrics`: one set of atomic
+//! counters and gauges shared by the chain, the network and the API; the record layer
+//! keeps its own (`records::Counters`) and they are rendered together.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -40,12 +42,6 @@ pub struct Metrics {
     pub readings: AtomicU64,
     /// Requests answered 429 because the ingest queue was full.
     pub busy_refusals: AtomicU64,
-    /// Retention sweeps completed.
-    pub retention_sweeps: AtomicU64,
-    /// Records erased in this node's vault.
-    pub records_erased: AtomicU64,
-    /// Erasure certificates assembled (and verified) by this node as coordinator.
-    pub erasure_certificates: AtomicU64,
 }
 
 fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
@@ -54,7 +50,8 @@ fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
 
 impl Metrics {
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// `records` are the record layer's counters (`records::Counters`).
+    pub fn render(&self, records: &crate::records::Counters) -> String {
         let mut s = String::new();
         let g = |a: &AtomicU64| a.load(Relaxed);
         line(&mut s, "cairn_height", "gauge", "Height of the last decided block.", g(&self.height));
@@ -73,21 +70,21 @@ impl Metrics {
             "cairn_retention_sweeps_total",
             "counter",
             "Retention sweeps completed.",
-            g(&self.retention_sweeps),
+            g(&records.retention_sweeps),
         );
         line(
             &mut s,
             "cairn_records_erased_total",
             "counter",
             "Records erased in this node's vault.",
-            g(&self.records_erased),
+            g(&records.records_erased),
         );
         line(
             &mut s,
             "cairn_erasure_certificates_total",
             "counter",
             "Erasure certificates assembled and verified as coordinator.",
-            g(&self.erasure_certificates),
+            g(&records.erasure_certificates),
         );
         line(
             &mut s,

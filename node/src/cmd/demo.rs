@@ -20,8 +20,8 @@ use cairn_proto::transaction::{MembershipChange, MembershipChangeBody, Transacti
 use cairn_proto::{Keypair, SecretSeed, keyfile};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::auth::now_ms;
 use super::dev::Layout;
+use cairn_proto::time::now_ms;
 
 /// One HTTP/1.1 exchange (`Connection: close`); returns status and body.
 async fn exchange(

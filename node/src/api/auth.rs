@@ -12,8 +12,12 @@ use cairn_proto::identity::Signature;
 use cairn_proto::membership::{MemberKey, Role};
 use cairn_proto::request::{HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, RequestToSign};
 
-use super::Shared;
-use super::http::ApiError;
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Request};
+
+use super::ApiState;
+use super::error::ApiError;
 
 /// Most nonces remembered at once; beyond this new requests wait (429).
 const MAX_NONCES: usize = 4_000_000;
@@ -68,7 +72,7 @@ fn hex_array<const N: usize>(s: &str, name: &'static str) -> Result<[u8; N], Api
 /// Checks a request's signature; returns the caller's membership entry, which must have
 /// `role`.
 pub fn authenticate(
-    shared: &Shared,
+    state: &ApiState,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -84,17 +88,17 @@ pub fn authenticate(
     })?;
     let nonce: [u8; 16] = hex_array(header(headers, HEADER_NONCE)?, HEADER_NONCE)?;
     let signature = Signature(hex_array(header(headers, HEADER_SIGNATURE)?, HEADER_SIGNATURE)?);
-    let member = shared
-        .ledger()
-        .membership()
-        .members
-        .iter()
-        .find(|m| m.public_key.key_id() == key)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unknown_key", format!("key {key} is not a registered member key"))
+    let member =
+        state.chain.ledger().membership().members.iter().find(|m| m.public_key.key_id() == key).cloned().ok_or_else(
+            || {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unknown_key",
+                    format!("key {key} is not a registered member key"),
+                )
                 .field(HEADER_KEY)
-        })?;
+            },
+        )?;
     let statement =
         RequestToSign::new(method.as_str(), uri.path(), uri.query().unwrap_or(""), body, key, timestamp_ms, nonce);
     statement.verify(&member.public_key, &signature).map_err(|_| {
@@ -105,7 +109,7 @@ pub fn authenticate(
         )
         .field(HEADER_SIGNATURE)
     })?;
-    let skew = shared.config.request_skew_ms;
+    let skew = state.limits.request_skew_ms;
     if timestamp_ms.abs_diff(now_ms) > skew {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -114,7 +118,7 @@ pub fn authenticate(
         )
         .field(HEADER_TIMESTAMP));
     }
-    let fresh = shared.nonces().insert(now_ms, timestamp_ms.saturating_add(skew), key, nonce)?;
+    let fresh = state.nonces().insert(now_ms, timestamp_ms.saturating_add(skew), key, nonce)?;
     if !fresh {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "replayed_request", "this nonce was already used")
             .field(HEADER_NONCE));
@@ -129,7 +133,30 @@ pub fn authenticate(
     Ok(member)
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+/// A request signed by a registered gateway key (DESIGN.md §9): the extractor every
+/// gateway route takes. It reads the body (413 `too_large` past the limit), then checks
+/// the signature, the clock skew, the nonce and the role ([`authenticate`]), answering
+/// 401/403/429 with the JSON error as it does.
+#[derive(Debug)]
+pub struct SignedGateway {
+    /// The gateway's key id.
+    pub gateway: cairn_proto::KeyId,
+    /// The body, as signed.
+    pub body: axum::body::Bytes,
+    /// When the request was checked (the node's clock), Unix milliseconds.
+    pub now_ms: u64,
+}
+
+impl FromRequest<Arc<ApiState>> for SignedGateway {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let limit = state.limits.max_body_bytes;
+        let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {limit} bytes"))
+        })?;
+        let now_ms = crate::clock::now_ms();
+        let member = authenticate(state, &parts.method, &parts.uri, &parts.headers, &body, Role::Gateway, now_ms)?;
+        Ok(SignedGateway { gateway: member.public_key.key_id(), body, now_ms })
+    }
 }

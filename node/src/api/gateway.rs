@@ -1,0 +1,463 @@
+//! The gateway routes for readings, records and receipts (DESIGN.md §9): signed
+//! requests ([`SignedGateway`]) under `/v1`.
+//!
+//! | Route | Caller | Answer |
+//! |---|---|---|
+//! | `POST /v1/readings?purpose=P&retention_days=D` | gateway | 200 [`Stored`] once every custodian holds the batch durably |
+//! | `GET /v1/records/{rid}?purpose=P` | the gateway that wrote it | [`RecordAnswer`] |
+//! | `GET /v1/records/{rid}/receipt[?wait_ms=N]` | same | 200 `AnchorReceipt`, 202 [`Pending`] while not yet anchored |
+//! | `POST /v1/receipts` [`ReceiptsRequest`] | same | [`ReceiptsAnswer`] |
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use cairn_proto::receipt::AnchorReceipt;
+use cairn_proto::record::{Manifest, RecordId};
+use cairn_proto::{Hash32, KeyId};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+
+use super::ApiState;
+use super::auth::SignedGateway;
+use super::error::{ApiError, ErrorBody, Path, Query};
+use super::idempotency::{IDEMPOTENCY_HEADER, Idem};
+use super::openapi::AnchorReceiptDoc;
+use crate::records::RecordsError;
+use crate::records::fhir::{self, BodyError, Format};
+use crate::records::ingest::{BatchTerms, Ingested};
+use crate::records::read::RecordView;
+
+/// Longest wait a caller may ask for, milliseconds.
+pub const MAX_WAIT_MS: u64 = 30_000;
+/// Longest idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+/// Most records in one receipts request.
+pub const MAX_RECEIPTS: usize = 10_000;
+
+/// The query of `POST /v1/readings`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReadingsQuery {
+    /// Purpose-of-use code the readings are collected for (v3 PurposeOfUse, e.g. `TREAT`):
+    /// 1 to 64 printable ASCII characters.
+    #[param(required = true, min_length = 1, max_length = 64)]
+    purpose: Option<String>,
+    /// Retention, whole days from 1 to 36500.
+    #[param(required = true, value_type = u32, minimum = 1, maximum = 36500)]
+    retention_days: Option<String>,
+}
+
+/// One stored reading.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredRecord {
+    /// Record id (32 hex digits).
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
+    rid: RecordId,
+    /// Record leaf (64 hex digits).
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
+    leaf: Hash32,
+}
+
+/// The answer to `POST /v1/readings`: every reading is durable at every custodian.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stored {
+    /// Readings stored.
+    count: usize,
+    /// Key ids of the custodians (the manifest), 32 hex digits each.
+    #[schema(value_type = Vec<String>)]
+    custodians: Vec<KeyId>,
+    /// One per reading, in the order sent.
+    records: Vec<StoredRecord>,
+}
+
+fn check_purpose(purpose: Option<&str>) -> Result<String, ApiError> {
+    let p = purpose.ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "missing_purpose", "declare a purpose-of-use code (e.g. TREAT)")
+            .field("purpose")
+    })?;
+    if !crate::vault::valid_purpose(p) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_purpose", "1 to 64 printable ASCII characters")
+            .field("purpose"));
+    }
+    Ok(p.to_owned())
+}
+
+fn body_format(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match content_type.split(';').next().unwrap_or("").trim() {
+        "application/x-ndjson" | "application/jsonl" | "application/json-lines" => Ok(Format::JsonLines),
+        "application/fhir+json" | "application/json" => Ok(Format::Bundle),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "{other:?}: send application/x-ndjson (one Observation per line) or application/fhir+json (a Bundle)"
+            ),
+        )
+        .field("content-type")),
+    }
+}
+
+/// Store readings (FHIR Observations) at every custodian.
+#[utoipa::path(post, path = "/v1/readings", tag = "gateway", security(("cairnSignature" = [])),
+    params(ReadingsQuery, ("idempotency-key" = Option<String>, Header, max_length = 128,
+        description = "a retry with the same key and body gets the first answer")),
+    request_body(description = "one Observation per line, or a FHIR Bundle of Observations", content(
+        (String = "application/x-ndjson"), (String = "application/fhir+json"))),
+    responses((status = 200, body = Stored, description = "stored at every custodian"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 500, body = ErrorBody)))]
+pub(super) async fn readings(
+    State(s): State<Arc<ApiState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<ReadingsQuery>,
+    signed: SignedGateway,
+) -> Result<Response, ApiError> {
+    let SignedGateway { gateway, body, now_ms } = signed;
+    let purpose = check_purpose(q.purpose.as_deref())?;
+    let days: u64 =
+        q.retention_days.as_deref().and_then(|d| d.parse().ok()).filter(|d| (1..=36_500).contains(d)).ok_or_else(
+            || {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_retention",
+                    "retention_days must be a whole number from 1 to 36500",
+                )
+                .field("retention_days")
+            },
+        )?;
+    let format = body_format(&headers)?;
+    let readings = match fhir::parse(&body, format, crate::vault::VaultConfig::default().max_payload) {
+        Err(BodyError::Malformed(m)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", m)),
+        Err(BodyError::NotABundle(m)) => {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_a_bundle", m).field("resourceType"));
+        }
+        Ok(Err(items)) => {
+            let n = items.len();
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_fhir",
+                format!("{n} item(s) are not acceptable Observations; nothing was stored"),
+            )
+            .items(json!(items)));
+        }
+        Ok(Ok(r)) => r,
+    };
+    if readings.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty_batch", "the batch holds no reading"));
+    }
+    let max = s.limits.max_batch_readings;
+    if readings.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_readings",
+            format!("{} readings in one request; at most {max}", readings.len()),
+        ));
+    }
+    let idem_key = match headers.get(IDEMPOTENCY_HEADER) {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => Some((gateway, k.to_owned())),
+            _ => {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_header", "1 to 128 ASCII characters")
+                    .field(IDEMPOTENCY_HEADER));
+            }
+        },
+    };
+    let request_hash =
+        cairn_proto::hash::hash_parts("cairn/idempotency/v1", &[uri.query().unwrap_or("").as_bytes(), &body]);
+    if let Some(key) = &idem_key {
+        let cap = s.limits.idempotency_keys;
+        if let Idem::Replay(answer) = s.idempotency().begin(key.clone(), request_hash, cap)? {
+            return Ok((StatusCode::OK, [("idempotent-replayed", "true")], Json(answer)).into_response());
+        }
+    }
+    let forget = |s: &ApiState| {
+        if let Some(key) = &idem_key {
+            s.idempotency().finish(key, None);
+        }
+    };
+    let Ok(permits) = s.ingest_permits.clone().try_acquire_many_owned(readings.len() as u32) else {
+        forget(&s);
+        s.metrics.busy_refusals.fetch_add(1, Relaxed);
+        return Err(ApiError::busy("the node is storing as many readings as it may; retry shortly"));
+    };
+    let terms = BatchTerms { gateway, purpose, now_ms, retention_ms: days * 86_400_000 };
+    let result = s.records.ingest(terms, readings).await;
+    drop(permits);
+    match result {
+        Ok((manifest, stored)) => {
+            s.metrics.readings.fetch_add(stored.len() as u64, Relaxed);
+            let records: Vec<StoredRecord> =
+                stored.into_iter().map(|Ingested { rid, leaf }| StoredRecord { rid, leaf }).collect();
+            let answer = Stored { count: records.len(), custodians: manifest.custodians, records };
+            let answer = serde_json::to_value(answer).map_err(ApiError::internal)?;
+            if let Some(key) = &idem_key {
+                s.idempotency().finish(key, Some(answer.clone()));
+            }
+            Ok((StatusCode::OK, Json(answer)).into_response())
+        }
+        Err(e) => {
+            forget(&s);
+            Err(e.into())
+        }
+    }
+}
+
+fn parse_rid(rid: &str) -> Result<RecordId, ApiError> {
+    rid.parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_rid", "a record id is 32 hex digits").field("rid"))
+}
+
+/// The query of `GET /v1/records/{rid}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RecordQuery {
+    /// The purpose of this read; it must be the one the record was collected for.
+    #[param(required = true, min_length = 1, max_length = 64)]
+    purpose: Option<String>,
+}
+
+/// A stored record as its gateway sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordOut {
+    /// Record id.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
+    rid: RecordId,
+    /// The gateway that wrote it (key id).
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
+    gateway: KeyId,
+    /// Purpose it was collected for.
+    purpose: String,
+    /// Received, Unix milliseconds.
+    received_at_ms: u64,
+    /// Erased on its own after, Unix milliseconds.
+    retain_until_ms: u64,
+    /// The gateway's subject reference.
+    subject: Option<String>,
+    /// The FHIR resource as it was sent.
+    #[schema(value_type = Object)]
+    resource: Box<RawValue>,
+    /// Custodians (`{"version":1,"custodians":[key ids]}`).
+    #[schema(value_type = Object)]
+    manifest: Manifest,
+    /// Content commitment `C`.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
+    commitment: Hash32,
+    /// Record leaf.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
+    leaf: Hash32,
+}
+
+/// Who answered a read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServedBy {
+    /// This node holds the record.
+    Custodian,
+    /// A custodian answered through this node.
+    Forwarded,
+}
+
+/// The answer to `GET /v1/records/{rid}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordAnswer {
+    /// The record.
+    record: RecordOut,
+    /// Its anchor receipt, `null` until anchored.
+    #[schema(value_type = Option<AnchorReceiptDoc>)]
+    receipt: Option<AnchorReceipt>,
+    /// Who answered.
+    served_by: ServedBy,
+}
+
+/// Read a record, for the purpose it was collected for.
+#[utoipa::path(get, path = "/v1/records/{rid}", tag = "gateway", security(("cairnSignature" = [])),
+    params(("rid" = String, Path, pattern = "^[0-9a-f]{32}$", description = "record id"), RecordQuery),
+    responses((status = 200, body = RecordAnswer), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody), (status = 500, body = ErrorBody)))]
+pub(super) async fn record(
+    State(s): State<Arc<ApiState>>,
+    Path(rid): Path<String>,
+    Query(q): Query<RecordQuery>,
+    signed: SignedGateway,
+) -> Result<Json<RecordAnswer>, ApiError> {
+    let rid = parse_rid(&rid)?;
+    let purpose = check_purpose(q.purpose.as_deref())?;
+    let (answer, here) = s.records.read_anywhere(rid, signed.gateway).await?;
+    let r = answer.record;
+    if r.purpose != purpose {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "purpose_mismatch",
+            format!("the record was collected for {:?}; a read for {purpose:?} is refused", r.purpose),
+        )
+        .field("purpose"));
+    }
+    let resource = RawValue::from_string(r.resource).map_err(ApiError::internal)?;
+    let record = RecordOut {
+        rid: r.rid,
+        gateway: r.gateway,
+        purpose: r.purpose,
+        received_at_ms: r.received_at_ms,
+        retain_until_ms: r.retain_until_ms,
+        subject: r.subject,
+        resource,
+        manifest: r.manifest,
+        commitment: r.commitment,
+        leaf: r.leaf,
+    };
+    let served_by = if here { ServedBy::Custodian } else { ServedBy::Forwarded };
+    Ok(Json(RecordAnswer { record, receipt: answer.receipt, served_by }))
+}
+
+/// The query of `GET /v1/records/{rid}/receipt`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Longest wait for the receipt, milliseconds (at most 30000).
+    #[param(minimum = 0, maximum = 30000)]
+    wait_ms: Option<u64>,
+}
+
+/// A receipt not there yet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Pending {
+    /// Always `pending`.
+    #[schema(example = "pending")]
+    status: String,
+    /// The record.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
+    rid: RecordId,
+}
+
+/// Waits until a block is decided or a batch of this node is committed, or `deadline`.
+async fn wait_for_progress(s: &ApiState, deadline: Instant) -> bool {
+    let mut decided = s.chain.subscribe_decided();
+    let mut anchored = s.records.anchors.subscribe();
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return false;
+    }
+    tokio::select! {
+        _ = decided.changed() => true,
+        _ = anchored.changed() => true,
+        _ = tokio::time::sleep(left) => false,
+    }
+}
+
+/// A record's anchor receipt, waiting for it up to `wait_ms`.
+#[utoipa::path(get, path = "/v1/records/{rid}/receipt", tag = "gateway", security(("cairnSignature" = [])),
+    params(("rid" = String, Path, pattern = "^[0-9a-f]{32}$", description = "record id"), WaitQuery),
+    responses((status = 200, body = AnchorReceiptDoc), (status = 202, body = Pending, description = "not yet anchored"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 500, body = ErrorBody)))]
+pub(super) async fn receipt(
+    State(s): State<Arc<ApiState>>,
+    Path(rid): Path<String>,
+    Query(q): Query<WaitQuery>,
+    signed: SignedGateway,
+) -> Result<Response, ApiError> {
+    let rid = parse_rid(&rid)?;
+    let deadline = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    match wait_for_receipts(&s, &[rid], signed.gateway, deadline).await?.pop().flatten() {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Ok((StatusCode::ACCEPTED, Json(Pending { status: "pending".into(), rid })).into_response()),
+    }
+}
+
+/// Receipts of `rids` (for `gateway`), waiting until all exist or `deadline`. A record
+/// held here is read (decrypted) once; later rounds only look its leaf up again. A
+/// record held elsewhere is asked for again each round.
+async fn wait_for_receipts(
+    s: &ApiState,
+    rids: &[RecordId],
+    gateway: KeyId,
+    deadline: Instant,
+) -> Result<Vec<Option<AnchorReceipt>>, ApiError> {
+    let mut found: Vec<Option<AnchorReceipt>> = vec![None; rids.len()];
+    let mut held: Vec<Option<RecordView>> = vec![None; rids.len()];
+    loop {
+        for ((slot, view), rid) in found.iter_mut().zip(held.iter_mut()).zip(rids) {
+            if slot.is_some() || view.is_some() {
+                continue;
+            }
+            match s.records.read_anywhere(*rid, gateway).await {
+                Ok((answer, here)) => match answer.receipt {
+                    Some(r) => *slot = Some(r),
+                    None if here => *view = Some(answer.record),
+                    None => {}
+                },
+                Err(RecordsError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let waiting: Vec<RecordView> =
+            found.iter().zip(&held).filter(|(f, _)| f.is_none()).filter_map(|(_, v)| v.clone()).collect();
+        if !waiting.is_empty() {
+            let mut located = s.records.receipts_for(&waiting).await?.into_iter();
+            for (slot, view) in found.iter_mut().zip(&held) {
+                if slot.is_none() && view.is_some() {
+                    *slot = located.next().flatten();
+                }
+            }
+        }
+        if found.iter().all(Option::is_some) || !wait_for_progress(s, deadline).await {
+            return Ok(found);
+        }
+    }
+}
+
+/// The body of `POST /v1/receipts`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReceiptsRequest {
+    /// Record ids, at most 10000.
+    #[schema(value_type = Vec<String>, max_items = 10000)]
+    rids: Vec<RecordId>,
+    /// Longest wait for all of them, milliseconds (at most 30000).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 30000)]
+    wait_ms: u64,
+}
+
+/// The answer to `POST /v1/receipts`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptsAnswer {
+    /// In request order; `null` while a record is not yet anchored or not found.
+    #[schema(value_type = Vec<Option<AnchorReceiptDoc>>)]
+    receipts: Vec<Option<AnchorReceipt>>,
+}
+
+/// Anchor receipts of several records, waiting for them up to `wait_ms`.
+#[utoipa::path(post, path = "/v1/receipts", tag = "gateway", security(("cairnSignature" = [])),
+    request_body(content = ReceiptsRequest, content_type = "application/json"),
+    responses((status = 200, body = ReceiptsAnswer), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody), (status = 500, body = ErrorBody)))]
+pub(super) async fn receipts(
+    State(s): State<Arc<ApiState>>,
+    signed: SignedGateway,
+) -> Result<Json<ReceiptsAnswer>, ApiError> {
+    let req: ReceiptsRequest = serde_json::from_slice(&signed.body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("expected {{\"rids\":[..]}}: {e}"))
+    })?;
+    if req.rids.len() > MAX_RECEIPTS {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_rids", format!("at most {MAX_RECEIPTS}"))
+            .field("rids"));
+    }
+    let deadline = Instant::now() + Duration::from_millis(req.wait_ms.min(MAX_WAIT_MS));
+    let receipts = wait_for_receipts(&s, &req.rids, signed.gateway, deadline).await?;
+    Ok(Json(ReceiptsAnswer { receipts }))
+}

@@ -1,0 +1,154 @@
+//! The OpenAPI 3.1 document, generated from the handlers' types with `utoipa` (ADR 014):
+//! every route is registered through [`routes`], which builds the router and the
+//! document from the same list, so a route cannot be served without being documented.
+//! Formats defined in `cairn-proto` (receipts, certificates, blocks) are named schemas
+//! of JSON objects pointing to their specification in `docs/formats/`; `cairn-proto`
+//! stays free of API dependencies.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::{OpenApi as Document, RefOr};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ErrorBody, ItemError};
+use super::{ApiState, erasures, gateway, ledger};
+
+macro_rules! format_schema {
+    ($doc:ident, $name:literal, $description:literal, [$($required:literal),*]) => {
+        #[doc = concat!("The schema of `", $name, "`: ", $description)]
+        #[derive(Debug)]
+        pub struct $doc;
+        impl PartialSchema for $doc {
+            fn schema() -> RefOr<Schema> {
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .description(Some($description))
+                    $(.required($required))*
+                    .into()
+            }
+        }
+        impl ToSchema for $doc {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed($name)
+            }
+        }
+    };
+}
+
+format_schema!(
+    AnchorReceiptDoc,
+    "AnchorReceipt",
+    "proof that a record's leaf is committed on chain, verifiable offline from the genesis file (docs/formats/receipt.md; cairn_proto::receipt::AnchorReceipt)",
+    [
+        "version",
+        "rid",
+        "manifest",
+        "commitment",
+        "leaf",
+        "batch",
+        "leaf_index",
+        "batch_proof",
+        "log_index",
+        "log_proof",
+        "block"
+    ]
+);
+format_schema!(
+    ErasureCertificateDoc,
+    "ErasureCertificate",
+    "proof that one record was erased at every custodian, verifiable offline (docs/formats/erasure-certificate.md)",
+    ["version", "trigger", "request_hash", "requested_at_ms", "deadline_ms", "record", "erasures"]
+);
+format_schema!(
+    ChallengeAnswerDoc,
+    "SignedChallengeAnswer",
+    "a custodian's signed answer to a live challenge: whether it holds the record now (docs/formats/erasure-certificate.md, live challenge)",
+    ["body", "signature"]
+);
+format_schema!(
+    CertifiedBlockDoc,
+    "CertifiedBlock",
+    "a decided block with its commit certificate (cairn_proto::consensus::CertifiedBlock; `cairn verify-block`)",
+    ["block", "certificate"]
+);
+format_schema!(
+    CertifiedHeaderDoc,
+    "CertifiedHeader",
+    "a block header with its commit certificate: a checkpoint (cairn_proto::consensus::CertifiedHeader)",
+    ["header", "certificate"]
+);
+
+/// The request signature (DESIGN.md §9, `cairn_proto::request`).
+struct Signature;
+
+impl Modify for Signature {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "cairnSignature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-cairn-signature",
+                "ed25519 signature over \"cairn/sig/request/v1\" || bcs(RequestToSign{version 1, method, path, query, \
+                 blake3(body), key id, timestamp ms, nonce}); also send x-cairn-key, x-cairn-timestamp and x-cairn-nonce",
+            ))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "cairn node API", version = "1", description = "A cairn consortium node: readings in, records, receipts, erasure certificates and ledger proofs out."),
+    components(schemas(ErrorBody, ItemError)),
+    modifiers(&Signature)
+)]
+struct ApiDoc;
+
+/// This document (OpenAPI 3.1).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "node",
+    responses((status = 200, body = Object, description = "this OpenAPI document")))]
+async fn openapi_json() -> Json<Document> {
+    Json(document())
+}
+
+fn router_and_document() -> (Router<Arc<ApiState>>, Document) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ledger::healthz))
+        .routes(routes!(ledger::readyz))
+        .routes(routes!(ledger::metrics))
+        .routes(routes!(openapi_json))
+        .routes(routes!(ledger::submit))
+        .routes(routes!(ledger::block))
+        .routes(routes!(ledger::checkpoint))
+        .routes(routes!(ledger::checkpoint_at))
+        .routes(routes!(ledger::inclusion))
+        .routes(routes!(ledger::consistency))
+        .routes(routes!(ledger::admin))
+        .routes(routes!(gateway::readings))
+        .routes(routes!(gateway::record))
+        .routes(routes!(gateway::receipt))
+        .routes(routes!(gateway::receipts))
+        .routes(routes!(erasures::erasures, erasures::erasure_list))
+        .routes(routes!(erasures::erasure_status))
+        .routes(routes!(erasures::erasure_certificate))
+        .routes(routes!(erasures::place_holds))
+        .routes(routes!(erasures::release_holds))
+        .routes(routes!(erasures::challenge))
+        .split_for_parts()
+}
+
+/// Every route the node serves, before its state and fallbacks are added.
+pub fn routes() -> Router<Arc<ApiState>> {
+    router_and_document().0
+}
+
+/// The OpenAPI document of every route [`routes`] serves.
+pub fn document() -> Document {
+    router_and_document().1
+}

@@ -1,0 +1,126 @@
+//! Reading records back: the view a gateway gets of a stored record, from this node's
+//! vault or from a custodian that holds it.
+
+use cairn_proto::record::{Manifest, RecordId};
+use cairn_proto::{Hash32, KeyId};
+use serde::{Deserialize, Serialize};
+
+use super::wire::{Request, Response};
+use super::{Records, RecordsError};
+use crate::vault::{Replica, StoredRecord, SubjectRef, VaultError};
+
+/// A stored record as it is shown to the gateway that wrote it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordView {
+    /// Record id.
+    pub rid: RecordId,
+    /// Submitting gateway.
+    pub gateway: KeyId,
+    /// Declared purpose.
+    pub purpose: String,
+    /// Received, Unix milliseconds.
+    pub received_at_ms: u64,
+    /// Erase by, Unix milliseconds.
+    pub retain_until_ms: u64,
+    /// The gateway's subject reference.
+    pub subject: Option<String>,
+    /// The resource's JSON as it was sent (empty where content is left out).
+    pub resource: String,
+    /// Custodians.
+    pub manifest: Manifest,
+    /// Content commitment `C`.
+    pub commitment: Hash32,
+    /// Record leaf.
+    pub leaf: Hash32,
+}
+
+impl RecordView {
+    /// The view of a stored record.
+    pub fn of(r: &StoredRecord) -> Self {
+        Self { resource: String::from_utf8_lossy(&r.payload).into_owned(), ..Self::without_content(r) }
+    }
+
+    /// The view of a stored record with its content left out (erasure, retention).
+    pub fn without_content(r: &StoredRecord) -> Self {
+        Self {
+            rid: r.header.rid,
+            gateway: r.header.gateway,
+            purpose: r.header.purpose.clone(),
+            received_at_ms: r.header.received_at_ms,
+            retain_until_ms: r.header.retain_until_ms,
+            subject: r.subject.as_ref().map(|s| s.local.clone()),
+            resource: String::new(),
+            manifest: r.manifest.clone(),
+            commitment: r.commitment,
+            leaf: r.leaf,
+        }
+    }
+}
+
+/// A record with its receipt (`None` until its leaf is committed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadAnswer {
+    /// The record.
+    pub record: RecordView,
+    /// Its anchor receipt from the custodian that answered.
+    pub receipt: Option<cairn_proto::receipt::AnchorReceipt>,
+}
+
+impl Records {
+    /// Stores replicas that a home custodian sent; `from` must be a custodian of each.
+    pub async fn accept_replicas(&self, from: KeyId, replicas: Vec<Replica>) -> Response {
+        for r in &replicas {
+            let listed = |k: &KeyId| r.manifest.custodians.contains(k);
+            if !listed(&self.me) || !listed(&from) {
+                return Response::Error("a record does not name both nodes as custodians".into());
+            }
+        }
+        match self.vault.store(replicas).await {
+            Ok(stored) => {
+                let count = stored.len() as u64;
+                self.anchors.add(stored.into_iter().map(|r| r.leaf).collect()).await;
+                Response::Stored { count }
+            }
+            Err(e) => Response::Error(e.to_string()),
+        }
+    }
+
+    /// Reads a record held here, for `gateway` only.
+    pub async fn read_local(&self, rid: RecordId, gateway: KeyId) -> Result<RecordView, RecordsError> {
+        match self.vault.get(rid).await {
+            Ok(r) if r.header.gateway == gateway => Ok(RecordView::of(&r)),
+            Ok(_) | Err(VaultError::NotFound(_)) => Err(RecordsError::NotFound(rid)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A record held here, with this node's receipt for it.
+    pub async fn read_here(&self, rid: RecordId, gateway: KeyId) -> Result<ReadAnswer, RecordsError> {
+        let record = self.read_local(rid, gateway).await?;
+        let receipt = self.receipts_for(std::slice::from_ref(&record)).await?.pop().flatten();
+        Ok(ReadAnswer { record, receipt })
+    }
+
+    /// A record from this node or, if it is not a custodian, from a connected custodian;
+    /// `true` when this node answered.
+    pub async fn read_anywhere(&self, rid: RecordId, gateway: KeyId) -> Result<(ReadAnswer, bool), RecordsError> {
+        match self.read_here(rid, gateway).await {
+            Err(RecordsError::NotFound(_)) => {}
+            other => return other.map(|a| (a, true)),
+        }
+        for peer in self.peers.connected() {
+            if let Ok(Response::Record(answer)) = self.ask(peer, Request::Read { rid, gateway }).await {
+                return Ok((*answer, false));
+            }
+        }
+        Err(RecordsError::NotFound(rid))
+    }
+
+    /// The records of a subject held here (content left out), each with this node's
+    /// receipt if it anchored it.
+    pub async fn subject_here(&self, subject: SubjectRef) -> Result<Vec<ReadAnswer>, RecordsError> {
+        let views: Vec<_> = self.vault.subject(subject).await?.iter().map(RecordView::without_content).collect();
+        let receipts = self.receipts_for(&views).await?;
+        Ok(views.into_iter().zip(receipts).map(|(record, receipt)| ReadAnswer { record, receipt }).collect())
+    }
+}

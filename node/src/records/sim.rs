@@ -1,0 +1,414 @@
+//! An in-process consortium for the record layer's tests: N custodians, each a real
+//! [`Records`] with its own sled vault and redb stores in a temporary directory, joined
+//! by a simulated network ([`SimNet`]: direct calls to the peer's `serve`, with nodes
+//! that can be taken down and brought back, and a count of what was asked) and one
+//! simulated ledger ([`SimLedger`]: a real [`LedgerState`] that decides a block, with a
+//! commit certificate signed by every validator, whenever transactions wait). No process,
+//! socket or consensus engine: a replication, an erasure or a refusal takes milliseconds.
+//!
+//! In the spirit of commonware's simulated p2p and raft-rs's test harness.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(missing_debug_implementations)] // test harness
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use cairn_proto::consensus::{CertifiedBlock, CommitCertificate, VoteBody, VoteKind};
+use cairn_proto::encoding::encode;
+use cairn_proto::genesis::Genesis;
+use cairn_proto::hash::domain;
+use cairn_proto::ledger::BatchKind;
+use cairn_proto::membership::{MemberKey, Membership, Organisation, Role, Validator};
+use cairn_proto::transaction::{Block, Transaction};
+use cairn_proto::{Hash32, KeyId, Keypair, SecretSeed};
+use tokio::sync::{Notify, watch};
+
+use super::anchor::{self, AnchorStore};
+use super::custody::VaultHandle;
+use super::erasure::{ErasureStore, Erasures};
+use super::fhir::Reading;
+use super::ingest::{BatchTerms, Ingested};
+use super::ports::{AskError, LedgerReadError, LedgerView, Peers, TxSink};
+use super::wire::{Request, Response};
+use super::{Parts, Records, RecordsError, Settings};
+use crate::ledger::state::{LedgerLimits, LedgerState, log_leaf};
+use crate::vault::{Vault, VaultConfig};
+
+/// The seed of validator `i` (0-based).
+pub fn seed(i: usize) -> SecretSeed {
+    SecretSeed::from_bytes([i as u8 + 1; 32])
+}
+
+/// The gateway key every simulated consortium registers.
+pub fn gateway() -> Keypair {
+    Keypair::from_seed(&SecretSeed::from_bytes([0x47; 32]))
+}
+
+/// A second registered gateway.
+pub fn other_gateway() -> Keypair {
+    Keypair::from_seed(&SecretSeed::from_bytes([0x48; 32]))
+}
+
+fn genesis(n: usize) -> Genesis {
+    let key = |s: SecretSeed| Keypair::from_seed(&s).public();
+    let g = Genesis {
+        version: 1,
+        chain_id: "sim".into(),
+        genesis_time_ms: 1_000,
+        membership: Membership {
+            organisations: vec![Organisation {
+                name: "city".into(),
+                admin_keys: vec![key(SecretSeed::from_bytes([9; 32]))],
+            }],
+            validators: (0..n)
+                .map(|i| Validator { organisation: "city".into(), public_key: key(seed(i)), voting_power: 1 })
+                .collect(),
+            members: [gateway(), other_gateway()]
+                .iter()
+                .map(|k| MemberKey { organisation: "city".into(), public_key: k.public(), role: Role::Gateway })
+                .collect(),
+        },
+    };
+    g.validate().unwrap();
+    g
+}
+
+impl SimLedger {
+    /// The genesis, to verify certificates against.
+    pub fn genesis_for_tests(&self) -> &Genesis {
+        &self.genesis
+    }
+}
+
+/// One ledger for the whole consortium: decides a block of the waiting transactions on
+/// [`SimLedger::decide`], certified by every validator.
+pub struct SimLedger {
+    genesis: Genesis,
+    chain: Hash32,
+    keys: Vec<Keypair>,
+    state: Mutex<LedgerState>,
+    blocks: Mutex<Vec<CertifiedBlock>>,
+    pending: Mutex<Vec<Transaction>>,
+    decided: watch::Sender<u64>,
+    /// Notified when a transaction waits.
+    submitted: Notify,
+}
+
+impl SimLedger {
+    fn new(genesis: Genesis, keys: Vec<Keypair>) -> Arc<Self> {
+        let state = LedgerState::from_genesis(&genesis, LedgerLimits::default()).unwrap();
+        Arc::new(SimLedger {
+            chain: genesis.hash().unwrap(),
+            genesis,
+            keys,
+            state: Mutex::new(state),
+            blocks: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
+            decided: watch::channel(0).0,
+            submitted: Notify::new(),
+        })
+    }
+
+    /// Decides one block of every waiting transaction (none if none wait); returns the
+    /// height.
+    pub fn decide(&self) -> u64 {
+        let txs = std::mem::take(&mut *self.pending.lock().unwrap());
+        let mut state = self.state.lock().unwrap();
+        if txs.is_empty() {
+            return state.height();
+        }
+        let time = crate::clock::now_ms().max(state.last_time_ms() + 1);
+        let proposer = self.keys[0].public().key_id();
+        let (block, _rejected) = state.propose(txs, time, proposer).unwrap();
+        state.apply(&block).unwrap();
+        let certificate = self.certify(&block);
+        let height = block.header.height;
+        self.blocks.lock().unwrap().push(CertifiedBlock { block, certificate });
+        drop(state);
+        self.decided.send_replace(height);
+        height
+    }
+
+    fn certify(&self, block: &Block) -> CommitCertificate {
+        let value = block.header.hash().unwrap();
+        let mut signatures: Vec<_> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let voter = k.public().key_id();
+                let body = VoteBody {
+                    version: 1,
+                    chain: self.chain,
+                    kind: VoteKind::Precommit,
+                    height: block.header.height,
+                    round: 0,
+                    value: Some(value),
+                    voter,
+                };
+                (voter, k.sign(domain::SIG_VOTE, &encode(&body).unwrap()))
+            })
+            .collect();
+        signatures.sort_by_key(|s| s.0);
+        CommitCertificate { version: 1, height: block.header.height, round: 0, value, signatures }
+    }
+}
+
+impl LedgerView for SimLedger {
+    fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+    fn chain(&self) -> Hash32 {
+        self.chain
+    }
+    fn height(&self) -> u64 {
+        self.state.lock().unwrap().height()
+    }
+    fn last_hash(&self) -> Hash32 {
+        self.state.lock().unwrap().last_hash()
+    }
+    fn block(&self, height: u64) -> Result<Option<Block>, LedgerReadError> {
+        Ok(self.certified_block(height)?.map(|c| c.block))
+    }
+    fn certified_block(&self, height: u64) -> Result<Option<CertifiedBlock>, LedgerReadError> {
+        let blocks = self.blocks.lock().unwrap();
+        Ok(height.checked_sub(1).and_then(|i| blocks.get(i as usize)).cloned())
+    }
+    fn log_inclusion(&self, log_leaf: &Hash32, size: u64) -> Result<Option<(u64, Vec<Hash32>)>, LedgerReadError> {
+        let state = self.state.lock().unwrap();
+        let Some(index) = state.find_leaf(&log_leaf.0) else { return Ok(None) };
+        let proof = state.log_inclusion(index, size).map_err(|e| LedgerReadError(e.to_string()))?;
+        Ok(Some((index, proof.into_iter().map(Hash32).collect())))
+    }
+    fn next_batch_seq(&self, node: &KeyId, kind: BatchKind) -> u64 {
+        self.state.lock().unwrap().next_batch_seq(node, kind)
+    }
+    fn decided(&self) -> watch::Receiver<u64> {
+        self.decided.subscribe()
+    }
+}
+
+impl TxSink for SimLedger {
+    fn submit(&self, tx: Transaction) -> Result<Hash32, String> {
+        let state = self.state.lock().unwrap();
+        state.check_tx(&tx).map_err(|e| e.to_string())?;
+        let id = Hash32(*blake3::hash(&encode(&tx).map_err(|e| e.to_string())?).as_bytes());
+        let mut pending = self.pending.lock().unwrap();
+        if pending.contains(&tx) {
+            return Err("duplicate transaction".into());
+        }
+        pending.push(tx);
+        drop((pending, state));
+        self.submitted.notify_one();
+        Ok(id)
+    }
+}
+
+/// The simulated network: who is up, and what was asked of whom.
+#[derive(Default)]
+pub struct SimNet {
+    nodes: Mutex<HashMap<KeyId, Weak<Records>>>,
+    down: Mutex<HashSet<KeyId>>,
+    refusing: Mutex<HashSet<KeyId>>,
+    /// Requests delivered, by (to, kind of request).
+    delivered: Mutex<HashMap<(KeyId, &'static str), u64>>,
+}
+
+fn kind(r: &Request) -> &'static str {
+    match r {
+        Request::Status => "status",
+        Request::Replicate(_) => "replicate",
+        Request::Read { .. } => "read",
+        Request::Subject(_) => "subject",
+        Request::Erase(_) => "erase",
+        Request::Hold { .. } => "hold",
+    }
+}
+
+impl SimNet {
+    /// Takes a node off the network (it neither sends nor receives) or brings it back.
+    pub fn set_down(&self, node: KeyId, down: bool) {
+        let mut set = self.down.lock().unwrap();
+        if down {
+            set.insert(node);
+        } else {
+            set.remove(&node);
+        }
+    }
+
+    /// Makes a node answer every request with an error (a failing disk, say) or stop.
+    pub fn set_refusing(&self, node: KeyId, refusing: bool) {
+        let mut set = self.refusing.lock().unwrap();
+        if refusing {
+            set.insert(node);
+        } else {
+            set.remove(&node);
+        }
+    }
+
+    /// How many requests of `kind` reached `to`.
+    pub fn delivered(&self, to: KeyId, kind: &'static str) -> u64 {
+        self.delivered.lock().unwrap().get(&(to, kind)).copied().unwrap_or(0)
+    }
+
+    fn up(&self, node: &KeyId) -> bool {
+        !self.down.lock().unwrap().contains(node)
+    }
+}
+
+/// One node's [`Peers`] on the [`SimNet`].
+pub struct SimPeers {
+    me: KeyId,
+    net: Arc<SimNet>,
+}
+
+#[async_trait::async_trait]
+impl Peers for SimPeers {
+    fn connected(&self) -> HashSet<KeyId> {
+        if !self.net.up(&self.me) {
+            return HashSet::new();
+        }
+        let nodes = self.net.nodes.lock().unwrap();
+        nodes.keys().filter(|k| **k != self.me && self.net.up(k)).copied().collect()
+    }
+
+    async fn ask(&self, to: KeyId, request: Request) -> Result<Response, AskError> {
+        if !self.net.up(&self.me) || !self.net.up(&to) {
+            return Err(AskError::NotDelivered("not connected (simulated)".into()));
+        }
+        let node = self.net.nodes.lock().unwrap().get(&to).and_then(Weak::upgrade);
+        let Some(node) = node else { return Err(AskError::NotDelivered("no such node".into())) };
+        *self.net.delivered.lock().unwrap().entry((to, kind(&request))).or_default() += 1;
+        if self.net.refusing.lock().unwrap().contains(&to) {
+            return Err(AskError::Refused("the custodian failed (simulated)".into()));
+        }
+        match node.serve(self.me, request).await {
+            Response::Error(why) => Err(AskError::Refused(why)),
+            answer => Ok(answer),
+        }
+    }
+}
+
+/// A consortium of `n` custodians in one process.
+pub struct Sim {
+    /// The shared ledger.
+    pub ledger: Arc<SimLedger>,
+    /// The network.
+    pub net: Arc<SimNet>,
+    /// The nodes, in genesis order.
+    pub nodes: Vec<Arc<Records>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Sim {
+    /// Starts `n` custodians keeping `replication` copies of each record, with their
+    /// anchoring actors and a ledger that decides as soon as a transaction waits. The
+    /// erasure coordinator is not started: tests drive its rounds
+    /// (`erasure::coordinator::round`).
+    pub async fn start(n: usize, replication: usize) -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed(&seed(i))).collect();
+        let ledger = SimLedger::new(genesis(n), keys.clone());
+        let net = Arc::new(SimNet::default());
+        let mut nodes = Vec::new();
+        let mut tasks = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let home = dir.path().join(format!("v{i}"));
+            std::fs::create_dir_all(&home).unwrap();
+            let vault = Vault::open_dir(&home.join("vault"), VaultConfig::default()).unwrap();
+            let (anchors, anchorer) = anchor::channel(1024, BatchKind::Anchors);
+            let (batches, batcher) = anchor::channel(1024, BatchKind::ErasureReceipts);
+            let erasures =
+                Erasures::new(ErasureStore::open(&home.join("erasures.redb")).unwrap(), batches, key.clone());
+            let settings =
+                Settings { replication, max_batch_readings: 10_000, retention_sweep: Duration::from_secs(3600) };
+            let parts = Parts {
+                me: key.public().key_id(),
+                settings,
+                vault: VaultHandle::spawn(vault, 64).unwrap(),
+                anchors,
+                erasures,
+            };
+            let peers = Arc::new(SimPeers { me: key.public().key_id(), net: net.clone() });
+            let (records, jobs) = Records::new(parts, ledger.clone(), ledger.clone(), peers);
+            net.nodes.lock().unwrap().insert(key.public().key_id(), Arc::downgrade(&records));
+            tasks.push(tokio::spawn(super::ingest::run_batcher(records.clone(), jobs, 2)));
+            let interval = Duration::from_millis(5);
+            for (run, store) in [(anchorer, "anchors.redb"), (batcher, "erasure-batches.redb")] {
+                let store = AnchorStore::open(&home.join(store)).unwrap();
+                let r = records.clone();
+                let key = key.clone();
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = run.run(r, key, store, interval).await {
+                        panic!("a batcher stopped: {e}");
+                    }
+                }));
+            }
+            nodes.push(records);
+        }
+        let l = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                l.submitted.notified().await;
+                l.decide();
+            }
+        }));
+        Sim { ledger, net, nodes, tasks, _dir: dir }
+    }
+
+    /// The key id of node `i`.
+    pub fn id(&self, i: usize) -> KeyId {
+        self.nodes[i].me
+    }
+
+    /// Stores `count` readings of `subject` through node `home`, by `gateway`.
+    pub async fn ingest(
+        &self,
+        home: usize,
+        gateway: &Keypair,
+        subject: &str,
+        count: usize,
+    ) -> Result<Vec<Ingested>, RecordsError> {
+        let terms = BatchTerms {
+            gateway: gateway.public().key_id(),
+            purpose: "TREAT".into(),
+            now_ms: crate::clock::now_ms(),
+            retention_ms: 86_400_000,
+        };
+        let readings = (0..count)
+            .map(|i| Reading {
+                subject: subject.into(),
+                resource: format!(r#"{{"resourceType":"Observation","status":"final","subject":{{"reference":"{subject}"}},"valueQuantity":{{"value":{i}}}}}"#).into_bytes(),
+            })
+            .collect();
+        self.nodes[home].ingest(terms, readings).await.map(|(_, r)| r)
+    }
+
+    /// Waits until `done` holds, checking after every decided block (at most 10 s).
+    pub async fn until(&self, what: &str, mut done: impl AsyncFnMut() -> bool) {
+        let mut decided = self.ledger.decided();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done().await {
+            tokio::select! {
+                _ = decided.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = tokio::time::sleep_until(deadline) => panic!("{what}: not within 10 s"),
+            }
+        }
+    }
+
+    /// The log leaf of a batch commitment, for checks against the ledger.
+    pub fn log_leaf(commit: &cairn_proto::ledger::BatchCommit) -> Hash32 {
+        Hash32(log_leaf(commit).unwrap())
+    }
+}

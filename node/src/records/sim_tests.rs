@@ -1,0 +1,349 @@
+//! Replication, erasure propagation and refusals across custodians, on the in-process
+//! consortium of [`super::sim`]: no processes, milliseconds per scenario.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use cairn_proto::erasure::{ErasureScope, ErasureTrigger};
+
+use super::RecordsError;
+use super::erasure::coordinator::round;
+use super::erasure::{ErasureError, Job, Pacing, accept};
+use super::sim::{Sim, gateway, other_gateway};
+use super::wire::{Request, Response};
+use crate::vault::VaultError;
+
+/// Runs coordinator rounds at `node` until `done(job)` holds; returns the job.
+async fn rounds_until(
+    sim: &Sim,
+    node: usize,
+    pacing: &mut Pacing,
+    id: [u8; 16],
+    what: &str,
+    done: impl Fn(&Job) -> bool,
+) -> Job {
+    let records = sim.nodes[node].clone();
+    let mut last = None;
+    sim.until(what, async || {
+        round(&records, pacing).await.unwrap();
+        let job = records.erasures.store.job(&id).unwrap().unwrap();
+        let ok = done(&job);
+        last = Some(job);
+        ok
+    })
+    .await;
+    last.unwrap()
+}
+
+fn state(job: &Job, custodian: cairn_proto::KeyId) -> (bool, bool, Option<String>) {
+    let r = &job.records[0];
+    let i = r.anchor.manifest.custodians.iter().position(|c| *c == custodian).unwrap();
+    (r.receipts[i].is_some(), r.committed[i].is_some(), r.errors[i].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_is_stored_at_home_and_the_next_connected_custodian_or_refused() {
+    let sim = Sim::start(4, 2).await;
+    let stored = sim.ingest(0, &gateway(), "Patient/a", 3).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    for r in &stored {
+        let mut at = Vec::new();
+        for node in &sim.nodes {
+            at.push(node.vault.get(r.rid).await.is_ok());
+        }
+        assert_eq!(at, [true, true, false, false], "home and the next validator in genesis order");
+    }
+    // The next one down: the one after it is chosen.
+    sim.net.set_down(sim.id(1), true);
+    let stored = sim.ingest(0, &gateway(), "Patient/a", 1).await.unwrap();
+    assert!(sim.nodes[2].vault.get(stored[0].rid).await.is_ok());
+    assert!(matches!(sim.nodes[1].vault.get(stored[0].rid).await, Err(VaultError::NotFound(_))));
+    // Too few reachable: refused, nothing stored at home.
+    for i in 1..4 {
+        sim.net.set_down(sim.id(i), true);
+    }
+    let before = sim.nodes[0].vault.ids().await.unwrap().len();
+    match sim.ingest(0, &gateway(), "Patient/a", 1).await {
+        Err(RecordsError::Unavailable(m)) => assert!(m.contains("1 of the 2 custodians"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(sim.nodes[0].vault.ids().await.unwrap().len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custodian_refuses_replicas_from_a_node_its_manifest_does_not_name() {
+    let sim = Sim::start(3, 2).await;
+    let stored = sim.ingest(0, &gateway(), "Patient/b", 1).await.unwrap();
+    let replica_of = sim.nodes[1].vault.get(stored[0].rid).await.unwrap();
+    assert_eq!(replica_of.manifest.custodians.len(), 2);
+    // Node 2 is not a custodian of records sealed by 0 for {0, 1}: a replica "from" 0
+    // sent to 2 is refused; so is one from 2 (not named) to 1.
+    let replicas = sim.nodes[0]
+        .vault
+        .seal(vec![crate::vault::NewRecord {
+            gateway: gateway().public().key_id(),
+            content_type: cairn_proto::record::ContentType::FhirObservationJson,
+            purpose: "TREAT".into(),
+            received_at_ms: 1,
+            retain_until_ms: 2,
+            subject: None,
+            manifest: replica_of.manifest.clone(),
+            payload: b"{}".to_vec(),
+        }])
+        .await
+        .unwrap();
+    let answer = sim.nodes[2].serve(sim.id(0), Request::Replicate(replicas.clone())).await;
+    assert!(matches!(&answer, Response::Error(m) if m.contains("custodians")), "{answer:?}");
+    let answer = sim.nodes[1].serve(sim.id(2), Request::Replicate(replicas)).await;
+    assert!(matches!(&answer, Response::Error(m) if m.contains("custodians")), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_reaches_a_custodian_that_was_down_once_it_is_back_and_is_certified() {
+    let sim = Sim::start(4, 2).await;
+    let stored = sim.ingest(0, &gateway(), "Patient/c", 1).await.unwrap();
+    let rid = stored[0].rid;
+    let (home, other) = (sim.id(0), sim.id(1));
+    // Wait for the anchor receipt (the request needs it), then take custodian 1 down.
+    sim.until("anchored", async || {
+        sim.nodes[0].read_here(rid, gateway().public().key_id()).await.unwrap().receipt.is_some()
+    })
+    .await;
+    sim.net.set_down(other, true);
+    let job = accept::accept(
+        &sim.nodes[0],
+        gateway().public().key_id(),
+        ErasureScope::Records(vec![rid]),
+        ErasureTrigger::PurposeAchieved,
+        crate::clock::now_ms(),
+    )
+    .await
+    .unwrap();
+    let mut pacing = Pacing::default();
+    let job = rounds_until(&sim, 0, &mut pacing, job.id, "home committed", |j| state(j, home).1).await;
+    let (signed, committed, error) = state(&job, other);
+    assert!(!signed && !committed);
+    assert!(error.unwrap().contains("unreachable"), "the down custodian is reported unreachable");
+    assert_eq!(sim.net.delivered(other, "erase"), 0, "a custodian that is not connected is not asked");
+    assert!(job.certificates().is_none());
+    assert!(matches!(sim.nodes[0].vault.get(rid).await, Err(VaultError::NotFound(_))), "erased at home");
+
+    // Back: asked at once (not paced), erases, its receipt is committed, certified.
+    sim.net.set_down(other, false);
+    let job = rounds_until(&sim, 0, &mut pacing, job.id, "certified", Job::complete).await;
+    assert!(matches!(sim.nodes[1].vault.get(rid).await, Err(VaultError::NotFound(_))), "erased at the other");
+    let certificates = job.certificates().unwrap();
+    assert_eq!(certificates.len(), 1);
+    certificates[0].verify(sim.ledger.genesis_for_tests()).unwrap();
+    assert_eq!(certificates[0].erasures.len(), 2, "one committed receipt per custodian");
+    assert_eq!(sim.nodes[0].counters.erasure_certificates.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_over_a_record_of_an_open_request_is_refused_naming_it() {
+    let sim = Sim::start(3, 2).await;
+    let stored = sim.ingest(0, &gateway(), "Patient/d", 2).await.unwrap();
+    let g = gateway().public().key_id();
+    sim.until("anchored", async || sim.nodes[0].read_here(stored[1].rid, g).await.unwrap().receipt.is_some()).await;
+    sim.net.set_down(sim.id(1), true); // keeps the first request open
+    let first =
+        accept::accept(&sim.nodes[0], g, ErasureScope::Records(vec![stored[0].rid]), ErasureTrigger::SubjectRequest, 1)
+            .await
+            .unwrap();
+    let overlapping = ErasureScope::Records(vec![stored[1].rid, stored[0].rid]);
+    match accept::accept(&sim.nodes[0], g, overlapping.clone(), ErasureTrigger::SubjectRequest, 2).await {
+        Err(ErasureError::InProgress(id)) => assert_eq!(id, first.id_hex()),
+        other => panic!("expected InProgress, got {other:?}"),
+    }
+    // By subject too (the subject's records include the one being erased).
+    match accept::accept(
+        &sim.nodes[0],
+        g,
+        ErasureScope::Subject { gateway: g, local: "Patient/d".into() },
+        ErasureTrigger::SubjectRequest,
+        3,
+    )
+    .await
+    {
+        Err(ErasureError::InProgress(id)) => assert_eq!(id, first.id_hex()),
+        other => panic!("expected InProgress, got {other:?}"),
+    }
+    // Another gateway learns nothing: not found.
+    let o = other_gateway().public().key_id();
+    assert!(matches!(
+        accept::accept(&sim.nodes[0], o, overlapping, ErasureTrigger::SubjectRequest, 4).await,
+        Err(ErasureError::NotFound(_))
+    ));
+    // Nothing else was stored: one open job.
+    assert_eq!(sim.nodes[0].erasures.store.open_jobs().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custodian_that_refuses_is_asked_again_after_a_pause_and_the_job_completes_once_it_answers() {
+    let sim = Sim::start(2, 2).await;
+    let stored = sim.ingest(0, &gateway(), "Patient/e", 1).await.unwrap();
+    let (rid, g, other) = (stored[0].rid, gateway().public().key_id(), sim.id(1));
+    sim.until("anchored", async || sim.nodes[0].read_here(rid, g).await.unwrap().receipt.is_some()).await;
+    sim.net.set_refusing(other, true);
+    let job = accept::accept(
+        &sim.nodes[0],
+        g,
+        ErasureScope::Records(vec![rid]),
+        ErasureTrigger::SubjectRequest,
+        crate::clock::now_ms(),
+    )
+    .await
+    .unwrap();
+    let mut pacing = Pacing::default();
+    round(&sim.nodes[0], &mut pacing).await.unwrap();
+    assert_eq!(sim.net.delivered(other, "erase"), 1);
+    let stored_job = sim.nodes[0].erasures.store.job(&job.id).unwrap().unwrap();
+    assert!(state(&stored_job, other).2.unwrap().contains("refused"), "the refusal is in the status");
+    let (at, pause) = pacing.next_ask(&(job.id, other)).expect("paced");
+    assert_eq!(pause, super::erasure::job::ROUND);
+    // Rounds during the pause do not ask it again.
+    round(&sim.nodes[0], &mut pacing).await.unwrap();
+    round(&sim.nodes[0], &mut pacing).await.unwrap();
+    assert_eq!(sim.net.delivered(other, "erase"), 1, "not asked while pausing");
+    // Still refusing after the pause: asked once more, and the pause doubles.
+    tokio::time::sleep_until(at).await;
+    round(&sim.nodes[0], &mut pacing).await.unwrap();
+    assert_eq!(sim.net.delivered(other, "erase"), 2);
+    assert_eq!(pacing.next_ask(&(job.id, other)).unwrap().1, pause * 2);
+    // It recovers: after the pause it answers and the job completes.
+    sim.net.set_refusing(other, false);
+    tokio::time::sleep_until(pacing.next_ask(&(job.id, other)).unwrap().0).await;
+    let job = rounds_until(&sim, 0, &mut pacing, job.id, "certified", Job::complete).await;
+    job.certificates().unwrap()[0].verify(sim.ledger.genesis_for_tests()).unwrap();
+    assert!(pacing.next_ask(&(job.id, other)).is_none(), "forgotten once it answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_by_subject_finds_the_records_at_every_custodian_and_refuses_when_too_many_are_out_of_reach() {
+    let sim = Sim::start(4, 2).await;
+    let g = gateway().public().key_id();
+    // Two readings of the subject through two home nodes: custodians {0,1} and {2,3}.
+    let a = sim.ingest(0, &gateway(), "Patient/f", 1).await.unwrap();
+    let b = sim.ingest(2, &gateway(), "Patient/f", 1).await.unwrap();
+    sim.ingest(0, &gateway(), "Patient/other", 1).await.unwrap();
+    for (node, rid) in [(0, a[0].rid), (2, b[0].rid)] {
+        sim.until("anchored", async || sim.nodes[node].read_here(rid, g).await.unwrap().receipt.is_some()).await;
+    }
+    let subject = ErasureScope::Subject { gateway: g, local: "Patient/f".into() };
+    // Two of four out of reach (replication 2): some record may have no custodian left.
+    sim.net.set_down(sim.id(2), true);
+    sim.net.set_down(sim.id(3), true);
+    assert!(matches!(
+        accept::accept(&sim.nodes[0], g, subject.clone(), ErasureTrigger::SubjectRequest, 1).await,
+        Err(ErasureError::Unavailable(_))
+    ));
+    sim.net.set_down(sim.id(2), false);
+    sim.net.set_down(sim.id(3), false);
+    let job = accept::accept(&sim.nodes[0], g, subject, ErasureTrigger::SubjectRequest, crate::clock::now_ms())
+        .await
+        .unwrap();
+    let mut rids: Vec<_> = job.records.iter().map(|r| r.anchor.rid).collect();
+    rids.sort();
+    let mut expected = vec![a[0].rid, b[0].rid];
+    expected.sort();
+    assert_eq!(rids, expected, "exactly the subject's records, wherever they are held");
+    let mut pacing = Pacing::default();
+    rounds_until(&sim, 0, &mut pacing, job.id, "certified", Job::complete).await;
+    for (i, rid) in [(0, a[0].rid), (1, a[0].rid), (2, b[0].rid), (3, b[0].rid)] {
+        assert!(matches!(sim.nodes[i].vault.get(rid).await, Err(VaultError::NotFound(_))), "erased at {i}");
+    }
+    assert_eq!(
+        sim.nodes[0]
+            .subject_here(crate::vault::SubjectRef { gateway: g, local: "Patient/other".into() })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// A custodian that erased a record and crashed before storing its receipt answers the
+/// order again with a receipt from the intent's keystore epoch; asked again, it answers
+/// the same receipt from its store; a record it never held is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_interrupted_before_its_receipt_is_completed_from_its_intent() {
+    use super::erasure::custodian::erase_here;
+    use super::erasure::{EraseAnswer, EraseOrder};
+    let sim = Sim::start(1, 1).await;
+    let records = &sim.nodes[0];
+    let me = records.me;
+    let record = crate::vault::NewRecord {
+        gateway: cairn_proto::Keypair::from_seed(&cairn_proto::SecretSeed::from_bytes([9; 32])).public().key_id(),
+        content_type: cairn_proto::record::ContentType::FhirObservationJson,
+        purpose: "TREAT".into(),
+        received_at_ms: 1_000,
+        retain_until_ms: 2_000,
+        subject: None,
+        manifest: cairn_proto::record::Manifest::new(vec![me]).unwrap(),
+        payload: b"{}".to_vec(),
+    };
+    let vault = &sim.nodes[0].vault;
+    let replicas = vault.seal(vec![record]).await.unwrap();
+    let stored = vault.store(replicas).await.unwrap();
+    let (rid, leaf) = (stored[0].rid, stored[0].leaf);
+    let order = EraseOrder {
+        request_hash: cairn_proto::Hash32([5; 32]),
+        trigger: cairn_proto::erasure::ErasureTrigger::SubjectRequest,
+        requested_at_ms: 3_000,
+        deadline_ms: 4_000,
+        rid,
+        leaf,
+    };
+    // The intent is written, the vault erases, then the process "crashes".
+    let before = vault.epoch().await.unwrap();
+    records.erasures.store.put_intents(&[order.key()], before).unwrap();
+    vault.erase(vec![rid]).await.unwrap();
+    let after = vault.epoch().await.unwrap();
+    assert!(after > before);
+
+    let answer = erase_here(records, vec![order.clone()]).await;
+    let receipt = match &answer[..] {
+        [EraseAnswer::Signed(r)] => r.clone(),
+        other => panic!("expected a signed receipt: {other:?}"),
+    };
+    assert_eq!((receipt.body.epoch_before, receipt.body.epoch_after), (before, after));
+    assert_eq!((receipt.body.custodian, receipt.body.record_leaf), (me, leaf));
+    receipt.verify(&cairn_proto::Keypair::from_seed(&super::sim::seed(0)).public()).unwrap();
+    match &erase_here(records, vec![order.clone()]).await[..] {
+        [EraseAnswer::Signed(again)] => assert_eq!(*again, receipt, "answered from the store"),
+        other => panic!("{other:?}"),
+    }
+    let unknown =
+        EraseOrder { rid: cairn_proto::record::RecordId([3; 16]), leaf: cairn_proto::Hash32([3; 32]), ..order };
+    match &erase_here(records, vec![unknown]).await[..] {
+        [EraseAnswer::Refused(why)] => assert!(why.contains("holds no such record"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The retention sweep reads the vault a page of ids at a time: a record erased after the
+/// ids were listed is skipped, not an error; a record whose retention has not ended is
+/// not returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_page_skips_records_erased_since_the_ids_were_listed() {
+    let sim = Sim::start(1, 1).await;
+    let me = sim.nodes[0].me;
+    let record = |retain_until_ms: u64| crate::vault::NewRecord {
+        gateway: cairn_proto::Keypair::from_seed(&cairn_proto::SecretSeed::from_bytes([9; 32])).public().key_id(),
+        content_type: cairn_proto::record::ContentType::FhirObservationJson,
+        purpose: "TREAT".into(),
+        received_at_ms: 1_000,
+        retain_until_ms,
+        subject: None,
+        manifest: cairn_proto::record::Manifest::new(vec![me]).unwrap(),
+        payload: b"{}".to_vec(),
+    };
+    let vault = &sim.nodes[0].vault;
+    let replicas = vault.seal(vec![record(2_000), record(2_000), record(9_000)]).await.unwrap();
+    let stored = vault.store(replicas).await.unwrap();
+    let ids = vault.ids().await.unwrap();
+    assert_eq!(ids.len(), 3);
+    vault.erase(vec![stored[0].rid]).await.unwrap();
+    let expired = vault.expired(5_000, ids.clone()).await.unwrap();
+    assert_eq!(expired.iter().map(|r| r.header.rid).collect::<Vec<_>>(), vec![stored[1].rid]);
+    assert_eq!(vault.expired(10_000, ids).await.unwrap().len(), 2, "later, the third one too");
+}

@@ -1,0 +1,76 @@
+//! The messages of `/cairn/req/1`, cairn's request-response protocol between custodians
+//! (bcs, one length-delimited frame each way; framing in `net::codec`). The variants'
+//! order is the wire format: add new ones at the end, never reorder.
+//!
+//! [`super::Records::serve`] answers every request; the swarm only carries them.
+
+use cairn_proto::record::RecordId;
+use cairn_proto::{Hash32, KeyId};
+use serde::{Deserialize, Serialize};
+
+use super::erasure::{EraseAnswer, EraseOrder};
+use super::read::ReadAnswer;
+use crate::vault::{Replica, SubjectRef};
+
+/// The protocol id (version 1).
+pub const REQUEST_PROTOCOL: &str = "/cairn/req/1";
+
+/// A request to a peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// The peer's chain and height.
+    Status,
+    /// Store these sealed records: the peer is one of their custodians.
+    Replicate(Vec<Replica>),
+    /// A record, for the gateway that wrote it.
+    Read {
+        /// The record.
+        rid: RecordId,
+        /// The gateway asking (authenticated by the node that forwards).
+        gateway: KeyId,
+    },
+    /// The records of a subject held here, with receipts, without their content (the
+    /// peer is resolving an erasure request).
+    Subject(SubjectRef),
+    /// Erase these records (the peer coordinates the erasure) and answer with receipts.
+    Erase(Vec<EraseOrder>),
+    /// Place (`on`) or lift a legal hold on records held here.
+    Hold {
+        /// The records.
+        rids: Vec<RecordId>,
+        /// Place or lift.
+        on: bool,
+    },
+}
+
+/// An answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// Replicas stored durably.
+    Stored {
+        /// How many.
+        count: u64,
+    },
+    /// A record with this custodian's receipt for it.
+    Record(Box<ReadAnswer>),
+    /// No such record here (or not for this gateway).
+    NotFound,
+    /// A subject's records held here (content left out).
+    Records(Vec<ReadAnswer>),
+    /// One answer per erase order, in order.
+    Erased(Vec<EraseAnswer>),
+    /// Holds placed or lifted.
+    Held,
+    /// Chain, last decided height and its header hash.
+    Status {
+        /// Genesis hash.
+        chain: Hash32,
+        /// Last decided height.
+        height: u64,
+        /// Its header hash.
+        last_hash: Hash32,
+    },
+    /// The request could not be answered (the peer's reason; it never names a record
+    /// or a subject in clear beyond what the request itself named).
+    Error(String),
+}
