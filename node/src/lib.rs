@@ -18,4 +18,6 @@ pub mod net;
 pub mod records;
 pub mod run;
 pub mod setup;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod vault;

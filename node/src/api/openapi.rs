@@ -150,5 +150,48 @@ pub fn routes() -> Router<Arc<ApiState>> {
 
 /// The OpenAPI document of every route [`routes`] serves.
 pub fn document() -> Document {
-    router_and_document().1
+    complete(router_and_document().1)
+}
+
+/// The answers every signed route may give before its handler runs: a header it
+/// cannot read (400), a bad or replayed signature or an unknown key (401), the wrong
+/// role (403), a body past the limit (413), the replay window full (429), a store
+/// failure (500).
+const SIGNED_ROUTE_ERRORS: [&str; 6] = ["400", "401", "403", "413", "429", "500"];
+
+/// Adds what the handlers' annotations leave to one place: the errors every signed route
+/// shares, and a description for every response (OpenAPI requires one).
+fn complete(mut doc: Document) -> Document {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = || {
+        ContentBuilder::new().schema(Some(RefOr::Ref(Ref::from_schema_name(<ErrorBody as ToSchema>::name())))).build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+        for op in operations.into_iter().flatten() {
+            let signed = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            if signed {
+                for code in SIGNED_ROUTE_ERRORS {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| ResponseBuilder::new().content("application/json", error()).build().into());
+                }
+            }
+            for (code, response) in &mut op.responses.responses {
+                if let RefOr::T(r) = response
+                    && r.description.is_empty()
+                {
+                    let reason = code.parse::<u16>().ok().and_then(|c| axum::http::StatusCode::from_u16(c).ok());
+                    let reason = reason.and_then(|s| s.canonical_reason()).unwrap_or("answer");
+                    r.description = if code.starts_with(['4', '5']) {
+                        format!("{reason}: the JSON error body; `code` says which")
+                    } else {
+                        reason.to_string()
+                    };
+                }
+            }
+        }
+    }
+    doc
 }

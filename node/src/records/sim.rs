@@ -15,12 +15,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use cairn_proto::consensus::{CertifiedBlock, CommitCertificate, VoteBody, VoteKind};
+use cairn_proto::consensus::CertifiedBlock;
 use cairn_proto::encoding::encode;
 use cairn_proto::genesis::Genesis;
-use cairn_proto::hash::domain;
 use cairn_proto::ledger::BatchKind;
-use cairn_proto::membership::{MemberKey, Membership, Organisation, Role, Validator};
+use cairn_proto::membership::{MemberKey, Role};
 use cairn_proto::transaction::{Block, Transaction};
 use cairn_proto::{Hash32, KeyId, Keypair, SecretSeed};
 use tokio::sync::{Notify, watch};
@@ -34,12 +33,9 @@ use super::ports::{AskError, LedgerReadError, LedgerView, Peers, TxSink};
 use super::wire::{Request, Response};
 use super::{Parts, Records, RecordsError, Settings};
 use crate::ledger::state::{LedgerLimits, LedgerState, log_leaf};
+use crate::testing;
+pub use crate::testing::seed;
 use crate::vault::{Vault, VaultConfig};
-
-/// The seed of validator `i` (0-based).
-pub fn seed(i: usize) -> SecretSeed {
-    SecretSeed::from_bytes([i as u8 + 1; 32])
-}
 
 /// The gateway key every simulated consortium registers.
 pub fn gateway() -> Keypair {
@@ -52,27 +48,11 @@ pub fn other_gateway() -> Keypair {
 }
 
 fn genesis(n: usize) -> Genesis {
-    let key = |s: SecretSeed| Keypair::from_seed(&s).public();
-    let g = Genesis {
-        version: 1,
-        chain_id: "sim".into(),
-        genesis_time_ms: 1_000,
-        membership: Membership {
-            organisations: vec![Organisation {
-                name: "city".into(),
-                admin_keys: vec![key(SecretSeed::from_bytes([9; 32]))],
-            }],
-            validators: (0..n)
-                .map(|i| Validator { organisation: "city".into(), public_key: key(seed(i)), voting_power: 1 })
-                .collect(),
-            members: [gateway(), other_gateway()]
-                .iter()
-                .map(|k| MemberKey { organisation: "city".into(), public_key: k.public(), role: Role::Gateway })
-                .collect(),
-        },
-    };
-    g.validate().unwrap();
-    g
+    let members = [gateway(), other_gateway()]
+        .iter()
+        .map(|k| MemberKey { organisation: "city".into(), public_key: k.public(), role: Role::Gateway })
+        .collect();
+    testing::genesis("sim", n, members)
 }
 
 impl SimLedger {
@@ -123,35 +103,12 @@ impl SimLedger {
         let proposer = self.keys[0].public().key_id();
         let (block, _rejected) = state.propose(txs, time, proposer).unwrap();
         state.apply(&block).unwrap();
-        let certificate = self.certify(&block);
+        let certificate = testing::certify(&self.genesis, &block, &self.keys);
         let height = block.header.height;
         self.blocks.lock().unwrap().push(CertifiedBlock { block, certificate });
         drop(state);
         self.decided.send_replace(height);
         height
-    }
-
-    fn certify(&self, block: &Block) -> CommitCertificate {
-        let value = block.header.hash().unwrap();
-        let mut signatures: Vec<_> = self
-            .keys
-            .iter()
-            .map(|k| {
-                let voter = k.public().key_id();
-                let body = VoteBody {
-                    version: 1,
-                    chain: self.chain,
-                    kind: VoteKind::Precommit,
-                    height: block.header.height,
-                    round: 0,
-                    value: Some(value),
-                    voter,
-                };
-                (voter, k.sign(domain::SIG_VOTE, &encode(&body).unwrap()))
-            })
-            .collect();
-        signatures.sort_by_key(|s| s.0);
-        CommitCertificate { version: 1, height: block.header.height, round: 0, value, signatures }
     }
 }
 
@@ -317,7 +274,7 @@ impl Sim {
     /// (`erasure::coordinator::round`).
     pub async fn start(n: usize, replication: usize) -> Sim {
         let dir = tempfile::tempdir().unwrap();
-        let keys: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed(&seed(i))).collect();
+        let keys: Vec<Keypair> = (0..n).map(testing::validator).collect();
         let ledger = SimLedger::new(genesis(n), keys.clone());
         let net = Arc::new(SimNet::default());
         let mut nodes = Vec::new();

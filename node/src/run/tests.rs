@@ -12,7 +12,6 @@ use arc_malachitebft_app_channel::app::types::codec::Codec as _;
 use arc_malachitebft_app_channel::app::types::core::{Round, Validity};
 use arc_malachitebft_signing::{Signer as _, Verifier as _};
 use cairn_proto::genesis::Genesis;
-use cairn_proto::membership::{Membership, Organisation, Validator};
 use cairn_proto::transaction::Transaction;
 use cairn_proto::{Hash32, Keypair, SecretSeed};
 
@@ -31,27 +30,7 @@ fn seed(b: u8) -> SecretSeed {
 }
 
 fn genesis() -> Genesis {
-    let g = Genesis {
-        version: 1,
-        chain_id: "test".into(),
-        genesis_time_ms: 1_000,
-        membership: Membership {
-            organisations: vec![Organisation {
-                name: "city".into(),
-                admin_keys: vec![Keypair::from_seed(&seed(9)).public()],
-            }],
-            validators: (1..=4)
-                .map(|b| Validator {
-                    organisation: "city".into(),
-                    public_key: Keypair::from_seed(&seed(b)).public(),
-                    voting_power: 1,
-                })
-                .collect(),
-            members: vec![],
-        },
-    };
-    g.validate().unwrap();
-    g
+    crate::testing::genesis("test", 4, vec![])
 }
 
 fn shared(dir: &std::path::Path) -> Arc<Chain> {
@@ -146,18 +125,7 @@ fn a_malformed_proposal_part_is_an_error_and_counted() {
 }
 
 fn batch(b: u8, seq: u64) -> Transaction {
-    use cairn_proto::ledger::{BatchCommit, BatchKind};
-    use cairn_proto::signed::SignedBody as _;
-    let key = Keypair::from_seed(&seed(b));
-    let body = BatchCommit {
-        version: 1,
-        kind: BatchKind::Anchors,
-        node: key.public().key_id(),
-        root: Hash32([seq as u8; 32]),
-        size: 16,
-        seq,
-    };
-    Transaction::BatchCommit(body.sign(&key).unwrap())
+    crate::testing::batch(&Keypair::from_seed(&seed(b)), cairn_proto::ledger::BatchKind::Anchors, seq, 16)
 }
 
 #[test]

@@ -7,71 +7,27 @@
 pub mod erasure;
 
 use cairn_node::ledger::{LedgerLimits, LedgerState};
-use cairn_proto::consensus::{CertifiedBlock, CertifiedHeader, CommitCertificate, VoteBody, VoteKind};
+use cairn_proto::consensus::{CertifiedBlock, CertifiedHeader, CommitCertificate};
 use cairn_proto::genesis::Genesis;
-use cairn_proto::ledger::{BatchCommit, BatchKind};
-use cairn_proto::membership::{Membership, Organisation, Validator};
-use cairn_proto::signed::SignedBody as _;
+use cairn_proto::ledger::BatchKind;
 use cairn_proto::transaction::{Block, Transaction};
-use cairn_proto::{Hash32, Keypair, SecretSeed, Signature};
+use cairn_proto::{Keypair, SecretSeed};
 
 pub const SEEDS: [[u8; 32]; 4] = [[1; 32], [2; 32], [3; 32], [4; 32]];
 
 pub fn genesis() -> Genesis {
-    let key = |s: [u8; 32]| Keypair::from_seed(&SecretSeed::from_bytes(s)).public();
-    Genesis {
-        version: 1,
-        chain_id: "busan-health".into(),
-        genesis_time_ms: 1_000,
-        membership: Membership {
-            organisations: vec![Organisation { name: "city".into(), admin_keys: vec![key([9; 32])] }],
-            validators: SEEDS
-                .iter()
-                .map(|s| Validator { organisation: "city".into(), public_key: key(*s), voting_power: 1 })
-                .collect(),
-            members: vec![],
-        },
-    }
+    cairn_node::testing::genesis("busan-health", SEEDS.len(), vec![])
 }
 
 /// Precommits by the first `n` validators, signed as Malachite's ed25519 signer signs.
 pub fn certify(g: &Genesis, block: &Block, n: usize) -> CommitCertificate {
-    let chain = g.hash().unwrap();
-    let value = block.header.hash().unwrap();
-    let mut signatures: Vec<_> = SEEDS[..n]
-        .iter()
-        .map(|seed| {
-            let voter = Keypair::from_seed(&SecretSeed::from_bytes(*seed)).public().key_id();
-            let body = VoteBody {
-                version: 1,
-                chain,
-                kind: VoteKind::Precommit,
-                height: block.header.height,
-                round: 0,
-                value: Some(value),
-                voter,
-            };
-            (
-                voter,
-                Signature(ed25519_consensus::SigningKey::from(*seed).sign(&body.signing_bytes().unwrap()).to_bytes()),
-            )
-        })
-        .collect();
-    signatures.sort_by_key(|s| s.0);
-    CommitCertificate { version: 1, height: block.header.height, round: 0, value, signatures }
+    let signers: Vec<Keypair> = SEEDS[..n].iter().map(|s| Keypair::from_seed(&SecretSeed::from_bytes(*s))).collect();
+    cairn_node::testing::certify(g, block, &signers)
 }
 
 pub fn batch(seq: u64) -> Transaction {
     let node = Keypair::from_seed(&SecretSeed::from_bytes(SEEDS[0]));
-    let commit = BatchCommit {
-        version: 1,
-        kind: BatchKind::Anchors,
-        node: node.public().key_id(),
-        root: Hash32([seq as u8; 32]),
-        size: 64,
-        seq,
-    };
-    Transaction::BatchCommit(commit.sign(&node).unwrap())
+    cairn_node::testing::batch(&node, BatchKind::Anchors, seq, 64)
 }
 
 pub struct Chain {
