@@ -2,7 +2,7 @@
 //! record lifecycle, cairn's peer network and the HTTP API.
 //!
 //! Layers, from the bottom (ADR 014; `.ci/check-deps` enforces the arrows that matter):
-//! `ledger`, `vault` → `records` (through its ports) → `chain`, `net`, `api` → `run`
+//! `ledger`, `vault`, `consensus` → `records` (through its ports) → `chain`, `net`, `api` → `run`
 //! (the one place that wires them) → `main.rs`. Cross-cutting: `clock`, `metrics`.
 
 pub mod api;

@@ -133,6 +133,20 @@ pub fn authenticate(
     Ok(member)
 }
 
+/// A request body of at most `custody.max_body_bytes` (413 `too_large` beyond).
+#[derive(Debug)]
+pub struct LimitedBody(pub axum::body::Bytes);
+
+impl FromRequest<Arc<ApiState>> for LimitedBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
+        let limit = state.limits.max_body_bytes;
+        axum::body::to_bytes(req.into_body(), limit).await.map(LimitedBody).map_err(|_| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {limit} bytes"))
+        })
+    }
+}
+
 /// A request signed by a registered gateway key (DESIGN.md §9): the extractor every
 /// gateway route takes. It reads the body (413 `too_large` past the limit), then checks
 /// the signature, the clock skew, the nonce and the role ([`authenticate`]), answering
@@ -151,10 +165,12 @@ impl FromRequest<Arc<ApiState>> for SignedGateway {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let limit = state.limits.max_body_bytes;
-        let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {limit} bytes"))
-        })?;
+        // A GET is signed over an empty body; whatever it carries is not read.
+        let body = if parts.method == Method::GET {
+            axum::body::Bytes::new()
+        } else {
+            LimitedBody::from_request(Request::from_parts(parts.clone(), body), state).await?.0
+        };
         let now_ms = crate::clock::now_ms();
         let member = authenticate(state, &parts.method, &parts.uri, &parts.headers, &body, Role::Gateway, now_ms)?;
         Ok(SignedGateway { gateway: member.public_key.key_id(), body, now_ms })

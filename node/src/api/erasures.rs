@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ApiState;
-use super::auth::SignedGateway;
-use super::error::{ApiError, ErrorBody, Path, RawBody};
+use super::auth::{LimitedBody, SignedGateway};
+use super::error::{ApiError, ErrorBody, Path};
 use super::openapi::{ChallengeAnswerDoc, ErasureCertificateDoc};
 use crate::records::erasure::{Job, MAX_RECORDS, accept, custodian};
 
@@ -266,7 +266,8 @@ pub(super) async fn erasures(State(s): State<Arc<ApiState>>, signed: SignedGatew
             return Err(bad_trigger("a subject withdraws consent: name the \"subject\", not records".into()));
         }
         (trigger, scope) => accept::accept(&s.records, gateway, scope, trigger, now_ms).await,
-    }?;
+    }
+    .map_err(|e| s.erasure_error(e))?;
     let accepted = Accepted { id: job.id_hex(), records: job.records.len(), status: Progress::Erasing };
     Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
@@ -280,7 +281,7 @@ async fn holds(s: &ApiState, signed: SignedGateway, on: bool) -> Result<usize, A
     {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_scope", format!("1 to {MAX_RECORDS} records")));
     }
-    Ok(accept::hold(&s.records, gateway, &scope, on, now_ms).await?)
+    accept::hold(&s.records, gateway, &scope, on, now_ms).await.map_err(|e| s.erasure_error(e))
 }
 
 /// Place a legal hold on records or a subject's records, at every custodian.
@@ -353,16 +354,8 @@ pub struct ChallengeBody {
         (status = 413, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub(super) async fn challenge(
     State(s): State<Arc<ApiState>>,
-    RawBody(body): RawBody,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Json<SignedChallengeAnswer>, ApiError> {
-    if body.len() > s.limits.max_body_bytes {
-        let limit = s.limits.max_body_bytes;
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the body exceeds {limit} bytes"),
-        ));
-    }
     let req: ChallengeBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -373,7 +366,7 @@ pub(super) async fn challenge(
     let nonce: [u8; 16] = hex::decode(&req.nonce).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_nonce", "a nonce is 32 hex digits").field("nonce")
     })?;
-    let answer = custodian::answer_challenge(&s.records, req.rid, req.leaf, nonce).await?;
+    let answer = custodian::answer_challenge(&s.records, req.rid, req.leaf, nonce).await.map_err(ApiError::internal)?;
     Ok(Json(answer))
 }
 

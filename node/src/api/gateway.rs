@@ -201,7 +201,13 @@ pub(super) async fn readings(
             let records: Vec<StoredRecord> =
                 stored.into_iter().map(|Ingested { rid, leaf }| StoredRecord { rid, leaf }).collect();
             let answer = Stored { count: records.len(), custodians: manifest.custodians, records };
-            let answer = serde_json::to_value(answer).map_err(ApiError::internal)?;
+            let answer = match serde_json::to_value(answer) {
+                Ok(answer) => answer,
+                Err(e) => {
+                    forget(&s);
+                    return Err(ApiError::internal(e));
+                }
+            };
             if let Some(key) = &idem_key {
                 s.idempotency().finish(key, Some(answer.clone()));
             }
@@ -209,7 +215,7 @@ pub(super) async fn readings(
         }
         Err(e) => {
             forget(&s);
-            Err(e.into())
+            Err(s.records.note(e).into())
         }
     }
 }
@@ -295,7 +301,7 @@ pub(super) async fn record(
 ) -> Result<Json<RecordAnswer>, ApiError> {
     let rid = parse_rid(&rid)?;
     let purpose = check_purpose(q.purpose.as_deref())?;
-    let (answer, here) = s.records.read_anywhere(rid, signed.gateway).await?;
+    let (answer, here) = s.records.read_anywhere(rid, signed.gateway).await.map_err(|e| s.records.note(e))?;
     let r = answer.record;
     if r.purpose != purpose {
         return Err(ApiError::new(
@@ -401,13 +407,13 @@ async fn wait_for_receipts(
                     None => {}
                 },
                 Err(RecordsError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(s.records.note(e).into()),
             }
         }
         let waiting: Vec<RecordView> =
             found.iter().zip(&held).filter(|(f, _)| f.is_none()).filter_map(|(_, v)| v.clone()).collect();
         if !waiting.is_empty() {
-            let mut located = s.records.receipts_for(&waiting).await?.into_iter();
+            let mut located = s.records.receipts_for(&waiting).await.map_err(|e| s.records.note(e))?.into_iter();
             for (slot, view) in found.iter_mut().zip(&held) {
                 if slot.is_none() && view.is_some() {
                     *slot = located.next().flatten();

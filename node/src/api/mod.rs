@@ -7,8 +7,9 @@
 //!
 //! The API owns its caches (seen nonces, idempotency keys, ingest permits) in
 //! [`ApiState`]; it reaches the chain through [`Chain`] and the record lifecycle through
-//! [`Records`]. Every answer it gives is listed in the OpenAPI document, errors with the
-//! JSON `Error` body, including the framework's own rejections.
+//! [`Records`]. Every answer to a documented operation is listed in the OpenAPI document,
+//! errors with the JSON `ErrorBody`, including the framework's own rejections; a method a
+//! path does not serve gets 405 and an unknown path 404, with the same body.
 
 pub mod auth;
 pub mod erasures;
@@ -80,6 +81,14 @@ impl ApiState {
             idempotency: Mutex::default(),
             ingest_permits: Arc::new(tokio::sync::Semaphore::new(limits.max_pending_readings)),
         })
+    }
+    /// The answer to an erasure error; a fatal one also stops the node
+    /// (`Records::note_fatal`).
+    fn erasure_error(&self, e: crate::records::erasure::ErasureError) -> error::ApiError {
+        if let crate::records::erasure::ErasureError::Fatal(what) = &e {
+            self.records.note_fatal(what.clone());
+        }
+        e.into()
     }
     fn nonces(&self) -> MutexGuard<'_, auth::NonceCache> {
         self.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -162,15 +162,43 @@ const SIGNED_ROUTE_ERRORS: [&str; 6] = ["400", "401", "403", "413", "429", "500"
 /// Adds what the handlers' annotations leave to one place: the errors every signed route
 /// shares, and a description for every response (OpenAPI requires one).
 fn complete(mut doc: Document) -> Document {
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
     let error = || {
         ContentBuilder::new().schema(Some(RefOr::Ref(Ref::from_schema_name(<ErrorBody as ToSchema>::name())))).build()
     };
+    let header = |name: &str, schema: ObjectBuilder, description: &str| {
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Header)
+            .required(Required::True)
+            .description(Some(description))
+            .schema(Some(schema))
+            .build()
+    };
+    let hex =
+        |digits: usize| ObjectBuilder::new().schema_type(Type::String).pattern(Some(format!("^[0-9a-f]{{{digits}}}$")));
+    // The signature itself is the `cairnSignature` security scheme; these go with it.
+    let signing_headers = [
+        header(cairn_proto::request::HEADER_KEY, hex(32), "the caller's key id"),
+        header(
+            cairn_proto::request::HEADER_TIMESTAMP,
+            ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)),
+            "Unix milliseconds; within the node's allowed skew",
+        ),
+        header(cairn_proto::request::HEADER_NONCE, hex(32), "random, never used twice"),
+    ];
+    let retry_after = HeaderBuilder::new()
+        .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0))))
+        .description(Some("seconds to wait before retrying"))
+        .build();
     for item in doc.paths.paths.values_mut() {
         let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
         for op in operations.into_iter().flatten() {
             let signed = op.security.as_ref().is_some_and(|s| !s.is_empty());
             if signed {
+                op.parameters.get_or_insert_with(Vec::new).extend(signing_headers.iter().cloned().map(RefOr::T));
                 for code in SIGNED_ROUTE_ERRORS {
                     op.responses
                         .responses
@@ -179,6 +207,11 @@ fn complete(mut doc: Document) -> Document {
                 }
             }
             for (code, response) in &mut op.responses.responses {
+                if let RefOr::T(r) = response
+                    && code == "429"
+                {
+                    r.headers.insert("Retry-After".into(), RefOr::T(retry_after.clone()));
+                }
                 if let RefOr::T(r) = response
                     && r.description.is_empty()
                 {

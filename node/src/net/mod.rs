@@ -35,9 +35,10 @@ use codec::{MAX_MESSAGE, WireCodec};
 
 /// The gossip topic for transactions.
 pub const TX_TOPIC: &str = "/cairn/tx/1";
-/// The one timeout of a `/cairn/req/1` request: from handing it to the event loop to
-/// its answer. Past it the ask fails as [`AskError::NotDelivered`].
-pub const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a `/cairn/req/1` stream may stay open, either way: the longest of the
+/// requests' own timeouts (`Request::timeout`), so that a peer's answer is never cut
+/// before its asker gives up.
+pub const STREAM_TIMEOUT: Duration = crate::records::wire::LONG_ASK;
 /// Most transactions in one gossip message.
 const GOSSIP_BATCH: usize = 2_000;
 /// Commands waiting for the event loop.
@@ -78,6 +79,7 @@ impl Peers for PeerClient {
         let Some(peer) = self.validators.iter().find(|(k, _)| *k == to).map(|(_, p)| *p) else {
             return Err(AskError::NotDelivered(format!("{to} is not a genesis validator")));
         };
+        let request_timeout = request.timeout();
         let (reply, rx) = oneshot::channel();
         let sent = async {
             self.commands
@@ -88,8 +90,9 @@ impl Peers for PeerClient {
                 .map_err(|_| AskError::NotDelivered("the p2p event loop dropped the request".into()))?
                 .map_err(AskError::NotDelivered)
         };
-        match tokio::time::timeout(ASK_TIMEOUT, sent).await {
-            Err(_) => Err(AskError::NotDelivered(format!("no answer within {} s", ASK_TIMEOUT.as_secs()))),
+        let timeout = request_timeout;
+        match tokio::time::timeout(timeout, sent).await {
+            Err(_) => Err(AskError::NotDelivered(format!("no answer within {} s", timeout.as_secs()))),
             Ok(Err(e)) => Err(e),
             Ok(Ok(Response::Error(why))) => Err(AskError::Refused(why)),
             Ok(Ok(answer)) => Ok(answer),
@@ -173,7 +176,7 @@ pub fn new(
             let requests = request_response::Behaviour::with_codec(
                 WireCodec,
                 [(StreamProtocol::new(REQUEST_PROTOCOL), request_response::ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(ASK_TIMEOUT),
+                request_response::Config::default().with_request_timeout(STREAM_TIMEOUT),
             );
             Ok(Behaviour { allow, gossipsub, requests })
         })

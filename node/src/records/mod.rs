@@ -4,8 +4,8 @@
 //!
 //! **Layering (ADR 014).** This layer stands below the runtime: it reaches the node only
 //! through the ports of [`ports`] (a read-only ledger view, a transaction sink, the
-//! peers), held by the one context [`Records`]. Nothing here imports `run`, `api` or
-//! `net`; `.ci/check-deps` fails the build if anything does. It owns the messages of
+//! peers), held by the one context [`Records`]. Nothing here imports `run`, `api`,
+//! `net` or `chain`; `.ci/check-deps` fails CI if anything does. It owns the messages of
 //! `/cairn/req/1` ([`wire`]) and answers them in [`Records::serve`].
 
 pub mod anchor;
@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use cairn_proto::KeyId;
 use cairn_proto::record::RecordId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use anchor::AnchorHandle;
 use custody::VaultHandle;
@@ -41,10 +41,11 @@ use crate::vault::VaultError;
 
 /// Why a submission or a read did not happen.
 ///
-/// `NotFound`, `Invalid` and `Unavailable` are *rejections* (answer the caller, change
-/// nothing, carry on); `Fatal` is a failed store or ledger read after which the node must
-/// stop ([`RecordsError::is_fatal`]). Messages name a record id only where the caller
-/// named it (`NotFound`): they are answered, never logged.
+/// `NotFound`, `Unavailable` and a vault rejection are *rejections* (answer the caller,
+/// change nothing, carry on); `Fatal` and a fatal vault failure are a failed store or
+/// ledger read after which the node must stop ([`RecordsError::is_fatal`],
+/// [`Records::note`]). A message may name a record the caller named: it is answered;
+/// what is logged is [`RecordsError::for_log`], which names none.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RecordsError {
     /// Not enough custodians are reachable to acknowledge, or a peer did not answer.
@@ -65,6 +66,18 @@ impl RecordsError {
     /// True for failures that must stop the node.
     pub fn is_fatal(&self) -> bool {
         matches!(self, RecordsError::Fatal(_)) || matches!(self, RecordsError::Vault(v) if v.is_fatal())
+    }
+
+    /// The text to log: the error without a record id (ARCHITECTURE.md, what may be
+    /// logged). Only the not-found kinds name a record; they are logged by kind.
+    pub fn for_log(&self) -> String {
+        match self {
+            RecordsError::NotFound(_) | RecordsError::Vault(VaultError::NotFound(_)) => "a record was not found".into(),
+            RecordsError::Vault(VaultError::Invalid(_)) => "the vault refused a request as invalid".into(),
+            // A custodian's refusal, quoted, may name a record.
+            RecordsError::Unavailable(_) => "custodians unreachable, or one refused".into(),
+            e => e.to_string(),
+        }
     }
 }
 
@@ -145,6 +158,8 @@ pub struct Records {
     pub counters: Counters,
     /// The ingest batcher's queue ([`ingest::run_batcher`]).
     pub(crate) jobs: mpsc::Sender<ingest::Job>,
+    /// The first fatal failure of this layer, if any: the runtime stops the node on it.
+    fatal: watch::Sender<Option<String>>,
 }
 
 impl std::fmt::Debug for Records {
@@ -191,8 +206,42 @@ impl Records {
             peers,
             counters: Counters::default(),
             jobs,
+            fatal: watch::channel(None).0,
         };
         (Arc::new(records), jobs_rx)
+    }
+
+    /// Notes `e` if it is fatal (a store or the ledger failed): the node stops
+    /// ([`Records::failed`]). Returns `e`, for use on the error path.
+    pub fn note(&self, e: RecordsError) -> RecordsError {
+        if e.is_fatal() {
+            self.note_fatal(e.for_log());
+        }
+        e
+    }
+
+    /// Notes a fatal failure, described by `what` (no record id or subject in it).
+    pub fn note_fatal(&self, what: String) {
+        self.fatal.send_if_modified(|first| {
+            let fresh = first.is_none();
+            if fresh {
+                *first = Some(what);
+            }
+            fresh
+        });
+    }
+
+    /// Resolves with the first fatal failure of this layer (the runtime then stops).
+    pub async fn failed(&self) -> String {
+        let mut first = self.fatal.subscribe();
+        loop {
+            if let Some(what) = first.borrow_and_update().clone() {
+                return what;
+            }
+            if first.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Asks validator `to`; a `Response::Error` is [`AskError::Refused`].
@@ -212,11 +261,11 @@ impl Records {
             Request::Read { rid, gateway } => match self.read_here(rid, gateway).await {
                 Ok(answer) => Response::Record(Box::new(answer)),
                 Err(RecordsError::NotFound(_)) => Response::NotFound,
-                Err(e) => Response::Error(e.to_string()),
+                Err(e) => Response::Error(self.note(e).to_string()),
             },
             Request::Subject(subject) => match self.subject_here(subject).await {
                 Ok(list) => Response::Records(list),
-                Err(e) => Response::Error(e.to_string()),
+                Err(e) => Response::Error(self.note(e).to_string()),
             },
             Request::Erase(orders) => Response::Erased(erasure::custodian::erase_here(self, orders).await),
             Request::Hold { rids, on } => {
@@ -225,7 +274,7 @@ impl Records {
                 let now = crate::clock::now_ms();
                 match tokio::task::spawn_blocking(move || store.set_holds(&rids, on, now)).await {
                     Ok(Ok(())) => Response::Held,
-                    Ok(Err(e)) => Response::Error(e.to_string()),
+                    Ok(Err(e)) => Response::Error(self.note(e.into()).to_string()),
                     Err(e) => Response::Error(format!("the hold task failed: {e}")),
                 }
             }

@@ -1,7 +1,8 @@
 //! What the record lifecycle needs from the node around it, as small ports this layer
 //! owns (ADR 014): a read-only view of the ledger, a sink for transactions and the peers
-//! (`/cairn/req/1`). The runtime (`run/`, `net/`) implements them; the in-process
-//! harness (`records::sim`) implements them without processes or sockets.
+//! (`/cairn/req/1`). The runtime implements them (`chain::Chain`: ledger view and
+//! transaction sink; `net::PeerClient`: peers), wired by `run/`; the in-process harness
+//! (`records::sim`) implements them without processes or sockets.
 
 use std::collections::HashSet;
 
@@ -69,7 +70,8 @@ pub trait Peers: Send + Sync + 'static {
     /// The validators connected now.
     fn connected(&self) -> HashSet<KeyId>;
     /// Sends `request` to validator `to` and waits for its answer, at most the
-    /// implementation's one ask timeout (`net::ASK_TIMEOUT`, 10 s). A
-    /// `Response::Error` comes back as [`AskError::Refused`].
+    /// request's one timeout ([`Request::timeout`]: 30 s to replicate or read, 10 s
+    /// otherwise), after which it is [`AskError::NotDelivered`]. A `Response::Error`
+    /// comes back as [`AskError::Refused`].
     async fn ask(&self, to: KeyId, request: Request) -> Result<Response, AskError>;
 }

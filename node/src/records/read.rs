@@ -81,7 +81,7 @@ impl Records {
                 self.anchors.add(stored.into_iter().map(|r| r.leaf).collect()).await;
                 Response::Stored { count }
             }
-            Err(e) => Response::Error(e.to_string()),
+            Err(e) => Response::Error(self.note(e.into()).to_string()),
         }
     }
 
@@ -97,7 +97,12 @@ impl Records {
     /// A record held here, with this node's receipt for it.
     pub async fn read_here(&self, rid: RecordId, gateway: KeyId) -> Result<ReadAnswer, RecordsError> {
         let record = self.read_local(rid, gateway).await?;
-        let receipt = self.receipts_for(std::slice::from_ref(&record)).await?.pop().flatten();
+        let receipt = self
+            .receipts_for(std::slice::from_ref(&record))
+            .await
+            .map_err(|e| RecordsError::Unavailable(e.to_string()))?
+            .pop()
+            .flatten();
         Ok(ReadAnswer { record, receipt })
     }
 

@@ -162,12 +162,16 @@ impl TxSink for SimLedger {
     }
 }
 
+/// How much faster than real time the simulated network gives up on a hung peer.
+pub const TIME_SCALE: u32 = 100;
+
 /// The simulated network: who is up, and what was asked of whom.
 #[derive(Default)]
 pub struct SimNet {
     nodes: Mutex<HashMap<KeyId, Weak<Records>>>,
     down: Mutex<HashSet<KeyId>>,
     refusing: Mutex<HashSet<KeyId>>,
+    silent: Mutex<HashSet<KeyId>>,
     /// Requests delivered, by (to, kind of request).
     delivered: Mutex<HashMap<(KeyId, &'static str), u64>>,
 }
@@ -202,6 +206,22 @@ impl SimNet {
         } else {
             set.remove(&node);
         }
+    }
+
+    /// Makes a node take requests and never answer (hung), or answer again.
+    pub fn set_silent(&self, node: KeyId, silent: bool) {
+        let mut set = self.silent.lock().unwrap();
+        if silent {
+            set.insert(node);
+        } else {
+            set.remove(&node);
+        }
+    }
+
+    /// The simulation's timeout of `request`: its own timeout (`Request::timeout`)
+    /// divided by [`TIME_SCALE`], so that a hung peer costs milliseconds.
+    pub fn timeout(request: &Request) -> std::time::Duration {
+        request.timeout() / TIME_SCALE
     }
 
     /// How many requests of `kind` reached `to`.
@@ -240,9 +260,18 @@ impl Peers for SimPeers {
         if self.net.refusing.lock().unwrap().contains(&to) {
             return Err(AskError::Refused("the custodian failed (simulated)".into()));
         }
-        match node.serve(self.me, request).await {
-            Response::Error(why) => Err(AskError::Refused(why)),
-            answer => Ok(answer),
+        let timeout = SimNet::timeout(&request);
+        let silent = self.net.silent.lock().unwrap().contains(&to);
+        let answer = async {
+            if silent {
+                std::future::pending::<()>().await;
+            }
+            node.serve(self.me, request).await
+        };
+        match tokio::time::timeout(timeout, answer).await {
+            Err(_) => Err(AskError::NotDelivered(format!("no answer within {} ms (simulated)", timeout.as_millis()))),
+            Ok(Response::Error(why)) => Err(AskError::Refused(why)),
+            Ok(answer) => Ok(answer),
         }
     }
 }

@@ -218,6 +218,41 @@ async fn a_custodian_that_refuses_is_asked_again_after_a_pause_and_the_job_compl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custodian_that_never_answers_is_unreachable_after_the_request_timeout_and_paced() {
+    let sim = Sim::start(2, 2).await;
+    let stored = sim.ingest(0, &gateway(), "Patient/g", 1).await.unwrap();
+    let (rid, g, other) = (stored[0].rid, gateway().public().key_id(), sim.id(1));
+    sim.until("anchored", async || sim.nodes[0].read_here(rid, g).await.unwrap().receipt.is_some()).await;
+    sim.net.set_silent(other, true);
+    let job = accept::accept(
+        &sim.nodes[0],
+        g,
+        ErasureScope::Records(vec![rid]),
+        ErasureTrigger::SubjectRequest,
+        crate::clock::now_ms(),
+    )
+    .await
+    .unwrap();
+    let mut pacing = Pacing::default();
+    let started = tokio::time::Instant::now();
+    round(&sim.nodes[0], &mut pacing).await.unwrap();
+    let erase = super::wire::Request::Erase(vec![]);
+    assert!(started.elapsed() >= super::sim::SimNet::timeout(&erase), "the round waited for the timeout");
+    let stored_job = sim.nodes[0].erasures.store.job(&job.id).unwrap().unwrap();
+    let error = state(&stored_job, other).2.unwrap();
+    assert!(error.contains("unreachable") && error.contains("not delivered"), "{error}");
+    assert!(pacing.next_ask(&(job.id, other)).is_some(), "a hung custodian is paced like a refusing one");
+    // Replication to a hung custodian fails the same way: not acknowledged.
+    match sim.ingest(0, &gateway(), "Patient/g", 1).await {
+        Err(RecordsError::Unavailable(m)) => assert!(m.contains("unreachable") && m.contains("not delivered"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    sim.net.set_silent(other, false);
+    tokio::time::sleep_until(pacing.next_ask(&(job.id, other)).unwrap().0).await;
+    rounds_until(&sim, 0, &mut pacing, job.id, "certified", Job::complete).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_by_subject_finds_the_records_at_every_custodian_and_refuses_when_too_many_are_out_of_reach() {
     let sim = Sim::start(4, 2).await;
     let g = gateway().public().key_id();

@@ -4,6 +4,8 @@
 //!
 //! [`super::Records::serve`] answers every request; the swarm only carries them.
 
+use std::time::Duration;
+
 use cairn_proto::record::RecordId;
 use cairn_proto::{Hash32, KeyId};
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,25 @@ pub enum Request {
         on: bool,
     },
 }
+
+impl Request {
+    /// The one timeout of this request, from handing it to the network to its answer;
+    /// past it the ask fails as `AskError::NotDelivered`. Replicating (a group of up to
+    /// 20,000 readings, stored durably by the peer) and reading a record for a gateway
+    /// get [`LONG_ASK`]; the erasure and hold traffic, which a coordinator repeats every
+    /// round, and the status get [`SHORT_ASK`].
+    pub fn timeout(&self) -> Duration {
+        match self {
+            Request::Replicate(_) | Request::Read { .. } => LONG_ASK,
+            Request::Status | Request::Subject(_) | Request::Erase(_) | Request::Hold { .. } => SHORT_ASK,
+        }
+    }
+}
+
+/// Timeout of replication and reads: 30 s.
+pub const LONG_ASK: Duration = Duration::from_secs(30);
+/// Timeout of status, subject, erase and hold requests: 10 s.
+pub const SHORT_ASK: Duration = Duration::from_secs(10);
 
 /// An answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]

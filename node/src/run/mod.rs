@@ -243,6 +243,7 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
         e = part("erasure receipt batching", erasure_batching) => Err(e),
         e = part("erasure coordination", coordinating) => Err(e),
         _ = vault_watch.closed() => Err(NodeError::Fatal("the vault stopped after a fatal storage failure; see the log".into())),
+        what = records.failed() => Err(NodeError::Fatal(format!("the record layer failed: {what}"))),
     }
 }
 

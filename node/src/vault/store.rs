@@ -460,7 +460,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let addr = self.records.get(rid).ok_or(VaultError::NotFound(*rid))?;
         match self.tree.read_entry(&self.kv, *addr)? {
             (Entry::Record { rid: stored, dk, s, .. }, Some(blob)) if stored == *rid => Ok((dk, s, blob)),
-            _ => Err(corrupt(format!("slot {addr:?} does not hold record {rid} and its blob"))),
+            _ => Err(corrupt(format!("slot {addr:?} does not hold the record the index names, with its blob"))),
         }
     }
 
@@ -469,10 +469,10 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let (dk, s, raw) = self.record_keys(rid)?;
         let blob: Blob = decode_own(&raw, BLOB_LIMIT, "blob")?;
         let meta = open(&dk.derive(label::META), &aad(label::META, &rid.0), &blob.meta)
-            .ok_or_else(|| corrupt(format!("metadata of {rid} does not open")))?;
+            .ok_or_else(|| corrupt("the metadata of a record does not open"))?;
         let meta: Meta = decode_own(&meta, BLOB_LIMIT, "metadata")?;
         let payload = open(&dk, &payload_aad(rid, &meta.header)?, &blob.payload)
-            .ok_or_else(|| corrupt(format!("payload of {rid} does not open")))?;
+            .ok_or_else(|| corrupt("the payload of a record does not open"))?;
         let commitment = content_commitment(&CommitmentSecret::from_bytes(*s.expose()), &blob.payload);
         let leaf = record_leaf(rid, &meta.manifest.hash()?, &commitment);
         Ok(StoredRecord {
@@ -490,7 +490,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let (dk, s, raw) = self.record_keys(rid)?;
         let blob: Blob = decode_own(&raw, BLOB_LIMIT, "blob")?;
         let meta = open(&dk.derive(label::META), &aad(label::META, &rid.0), &blob.meta)
-            .ok_or_else(|| corrupt(format!("metadata of {rid} does not open")))?;
+            .ok_or_else(|| corrupt("the metadata of a record does not open"))?;
         let meta: Meta = decode_own(&meta, BLOB_LIMIT, "metadata")?;
         Ok(Replica {
             header: meta.header,
@@ -563,10 +563,10 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
                 }
             };
             let Some(Some(Entry::Record { rid: stored, subject, .. })) = slots.slots.get(usize::from(addr.slot)) else {
-                return Err(corrupt(format!("slot {addr:?} does not hold record {rid}")));
+                return Err(corrupt(format!("slot {addr:?} does not hold the record the subject index names")));
             };
             if stored != rid {
-                return Err(corrupt(format!("slot {addr:?} does not hold record {rid}")));
+                return Err(corrupt(format!("slot {addr:?} does not hold the record the subject index names")));
             }
             if let Some(subject) = subject {
                 removed_by_subject.entry(*subject).or_default().insert(*rid);

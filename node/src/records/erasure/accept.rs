@@ -43,7 +43,9 @@ pub(super) async fn resolve(
         ErasureScope::Subject { gateway, local } => {
             let subject = SubjectRef { gateway: *gateway, local: local.clone() };
             let mut by_rid: BTreeMap<RecordId, ReadAnswer> = BTreeMap::new();
-            for answer in records.subject_here(subject.clone()).await? {
+            let here =
+                records.subject_here(subject.clone()).await.map_err(|e| ErasureError::Unavailable(e.to_string()))?;
+            for answer in here {
                 by_rid.insert(answer.record.rid, answer);
             }
             // Every record has `replication` custodians: with fewer validators than that

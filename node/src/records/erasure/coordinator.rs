@@ -37,9 +37,8 @@ pub async fn run_coordinator(records: Arc<Records>) -> Result<(), RecordsError> 
                         info!(id = %job.id_hex(), records = job.records.len(), "retention expired: erasure started");
                     }
                 }
-                Err(e) if e.is_fatal() => return Err(e),
-                // Tried again at the next sweep.
-                Err(e) => warn!("retention sweep failed: {e}"),
+                // Tried again at the next sweep; a fatal vault failure stops the node anyway.
+                Err(e) => warn!("retention sweep failed: {}", e.for_log()),
             }
         }
         let open = round(&records, &mut pacing).await?;

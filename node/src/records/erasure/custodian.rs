@@ -51,6 +51,7 @@ pub async fn erase_here(records: &Records, orders: Vec<EraseOrder>) -> Vec<Erase
         Err(e) => {
             // The reason may name a record id: only that it failed is logged.
             warn!("an erasure failed at this custodian; the coordinator will ask again");
+            let e = records.note(e);
             orders.iter().map(|_| EraseAnswer::Refused(format!("the custodian failed: {e}"))).collect()
         }
     }

@@ -64,6 +64,18 @@ pub enum ErasureError {
     Fatal(String),
 }
 
+impl ErasureError {
+    /// The text to log: the error without a record id (ARCHITECTURE.md, what may be
+    /// logged). `NotFound` and `Unavailable` may name a record; they are logged by kind.
+    pub fn for_log(&self) -> String {
+        match self {
+            ErasureError::NotFound(_) => "a record was not found".into(),
+            ErasureError::Unavailable(_) => "records could not all be found or are not anchored yet".into(),
+            e => e.to_string(),
+        }
+    }
+}
+
 impl From<StoreError> for ErasureError {
     fn from(e: StoreError) -> Self {
         ErasureError::Fatal(e.to_string())

@@ -9,9 +9,9 @@ use cairn_proto::erasure::{ErasureScope, ErasureTrigger};
 use cairn_proto::record::RecordId;
 use tracing::{debug, warn};
 
+use super::MAX_RECORDS;
 use super::accept::create;
 use super::job::Job;
-use super::{ErasureError, MAX_RECORDS};
 use crate::clock::now_ms;
 use crate::records::read::{ReadAnswer, RecordView};
 use crate::records::{Records, RecordsError};
@@ -82,9 +82,7 @@ pub async fn sweep_retention(records: &Records, clock_ms: u64) -> Result<Vec<Job
         let now = now_ms();
         match create(records, records.me, gateway, scope, ErasureTrigger::RetentionExpired, now, found).await {
             Ok(job) => jobs.push(job),
-            Err(e @ ErasureError::Fatal(_)) => return Err(RecordsError::Fatal(e.to_string())),
-            // A rejection names no record (ids appear only in NotFound, not raised here).
-            Err(e) => warn!("retention erasure not started: {e}"),
+            Err(e) => warn!("retention erasure not started: {}", e.for_log()),
         }
     }
     Ok(jobs)

@@ -242,3 +242,28 @@ fn a_custodian_that_refuses_is_paced_with_doubling_pauses_and_asked_at_once_afte
     pacing.retain(|id| *id != k.0);
     assert!(pacing.next_ask(&k).is_none());
 }
+
+#[test]
+fn errors_are_logged_without_the_record_ids_they_name() {
+    use crate::records::RecordsError;
+    use crate::vault::VaultError;
+    let rid = RecordId([0xab; 16]);
+    let hex = rid.to_string();
+    let records = [
+        RecordsError::NotFound(rid),
+        RecordsError::Vault(VaultError::NotFound(rid)),
+        RecordsError::Vault(VaultError::Invalid(format!("record {rid} is malformed"))),
+    ];
+    for e in records {
+        assert!(e.to_string().contains(&hex), "the answer to the caller names it: {e}");
+        assert!(!e.for_log().contains(&hex), "the log does not: {}", e.for_log());
+    }
+    let erasures = [
+        super::ErasureError::NotFound(rid),
+        super::ErasureError::Unavailable(format!("record {rid} is not anchored yet; ask again in a few seconds")),
+    ];
+    for e in erasures {
+        assert!(e.to_string().contains(&hex));
+        assert!(!e.for_log().contains(&hex), "{}", e.for_log());
+    }
+}
