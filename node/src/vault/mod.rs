@@ -18,6 +18,7 @@
 
 pub mod codec;
 pub mod crypto;
+mod epoch;
 pub mod error;
 pub mod fault;
 pub mod keytree;

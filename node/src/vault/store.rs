@@ -1,4 +1,5 @@
-//! The vault: put, get and erase records over a key-value store and a root store.
+//! The vault: open (with recovery), put, get and verify records over a key-value store
+//! and a root store. Erasure epochs are in `epoch.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -12,11 +13,11 @@ use super::codec::decode_own;
 use super::crypto::{Key32, NONCE_LEN, fill_random, open, seal, seal_with_nonce, take_array};
 use super::error::VaultError;
 use super::fault::{self, FaultPoint};
-use super::keytree::{ChildRef, Entry, OpenBucket, SlotAddr, SlotUse, Tree, corrupt};
+use super::keytree::{Entry, SlotAddr, SlotUse, Tree, corrupt};
 use super::kv::{KvStore, SledStore, WriteBatch};
 use super::layout::{self, aad, label};
 use super::root::{FileRootSlot, RootState, RootStore};
-use super::{ErasureEvidence, NewRecord, PutReceipt, Replica, StoredRecord, SubjectRef, VaultConfig};
+use super::{NewRecord, PutReceipt, Replica, StoredRecord, SubjectRef, VaultConfig};
 
 const BLOB_LIMIT: usize = 1 << 20;
 
@@ -41,18 +42,18 @@ pub(crate) struct Blob {
 /// old root and under one derived from the new root. Whichever opens with the root found
 /// at start-up says whether to finish (new) or undo (old) the epoch.
 #[derive(Serialize, Deserialize)]
-struct Journal {
-    version: u8,
-    from_epoch: u64,
-    to_epoch: u64,
+pub(super) struct Journal {
+    pub(super) version: u8,
+    pub(super) from_epoch: u64,
+    pub(super) to_epoch: u64,
     /// Buckets rotated, with their generation before the epoch.
-    buckets: Vec<(u32, u64)>,
+    pub(super) buckets: Vec<(u32, u64)>,
     /// Directories rotated, with their generation before the epoch.
-    dirs: Vec<(u32, u64)>,
+    pub(super) dirs: Vec<(u32, u64)>,
     /// Subject indexes to remove once the epoch committed.
-    commit_remove: Vec<Vec<u8>>,
+    pub(super) commit_remove: Vec<Vec<u8>>,
     /// Subject indexes to remove if the epoch is undone.
-    rollback_remove: Vec<Vec<u8>>,
+    pub(super) rollback_remove: Vec<Vec<u8>>,
 }
 
 /// A slot filled by a put: its position in the bucket, its entry and, for a record, its
@@ -72,12 +73,12 @@ pub struct VerifyReport {
 
 /// The vault. Owned by one task; every method runs to completion before the next.
 pub struct Vault<K: KvStore, R: RootStore> {
-    kv: K,
-    roots: R,
-    tree: Tree,
-    records: HashMap<RecordId, SlotAddr>,
-    subjects: HashMap<Vec<u8>, SlotAddr>,
-    config: VaultConfig,
+    pub(super) kv: K,
+    pub(super) roots: R,
+    pub(super) tree: Tree,
+    pub(super) records: HashMap<RecordId, SlotAddr>,
+    pub(super) subjects: HashMap<Vec<u8>, SlotAddr>,
+    pub(super) config: VaultConfig,
 }
 
 impl<K: KvStore, R: RootStore> std::fmt::Debug for Vault<K, R> {
@@ -173,7 +174,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     }
 
     /// Removals that finish (`committed`) or undo an epoch.
-    fn cleanup_batch(j: &Journal, committed: bool, batch: &mut WriteBatch) {
+    pub(super) fn cleanup_batch(j: &Journal, committed: bool, batch: &mut WriteBatch) {
         for (bucket, old_generation) in &j.buckets {
             batch.remove(layout::bucket(*bucket, if committed { *old_generation } else { j.to_epoch }));
         }
@@ -440,14 +441,14 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         Ok(receipts)
     }
 
-    fn subject_key(&self, addr: SlotAddr) -> Result<Key32, VaultError> {
+    pub(super) fn subject_key(&self, addr: SlotAddr) -> Result<Key32, VaultError> {
         match self.tree.read_entry(&self.kv, addr)?.0 {
             Entry::Subject { key, .. } => Ok(key),
             Entry::Record { .. } => Err(corrupt(format!("slot {addr:?} should hold a subject"))),
         }
     }
 
-    fn read_index(&self, key: &Key32) -> Result<Vec<RecordId>, VaultError> {
+    pub(super) fn read_index(&self, key: &Key32) -> Result<Vec<RecordId>, VaultError> {
         let store_key = layout::subject_index(&key.handle(label::SUBJECT_HANDLE));
         let sealed = self.kv.get(&store_key)?.ok_or_else(|| corrupt("subject index missing"))?;
         let plain = open(&key.derive(label::SUBJECT_INDEX), &aad(label::SUBJECT_INDEX, &store_key), &sealed)
@@ -508,193 +509,6 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         self.read_index(&self.subject_key(*addr)?)
     }
 
-    /// Erases records in one epoch; acknowledged (keys destroyed) when it returns. On a
-    /// rejection (unknown or repeated id) nothing changes.
-    pub fn erase(&mut self, rids: &[RecordId]) -> Result<Vec<ErasureEvidence>, VaultError> {
-        self.run_epoch(rids, None)
-    }
-
-    /// Erases every record of a subject, and the subject's index and key.
-    pub fn erase_subject(&mut self, subject: &SubjectRef) -> Result<Vec<ErasureEvidence>, VaultError> {
-        let id = encode(subject)?;
-        let addr = *self.subjects.get(&id).ok_or(VaultError::SubjectNotFound)?;
-        let rids = self.read_index(&self.subject_key(addr)?)?;
-        self.run_epoch(&rids, Some(id))
-    }
-
-    fn run_epoch(
-        &mut self,
-        rids: &[RecordId],
-        drop_subject: Option<Vec<u8>>,
-    ) -> Result<Vec<ErasureEvidence>, VaultError> {
-        if rids.is_empty() && drop_subject.is_none() {
-            return Err(VaultError::Invalid("nothing to erase".into()));
-        }
-        if rids.len() > self.config.max_erase_batch {
-            return Err(VaultError::Invalid(format!(
-                "{} records; at most {} per erasure",
-                rids.len(),
-                self.config.max_erase_batch
-            )));
-        }
-        let unique: BTreeSet<_> = rids.iter().collect();
-        if unique.len() != rids.len() {
-            return Err(VaultError::Invalid("a record id is listed twice".into()));
-        }
-        if let Some(missing) = rids.iter().find(|r| !self.records.contains_key(r)) {
-            return Err(VaultError::NotFound(*missing));
-        }
-        let (from, to) = (self.tree.epoch, self.tree.epoch + 1);
-
-        // What changes: slots cleared, subject entries re-keyed, blobs and indexes to drop.
-        let mut cleared: BTreeSet<SlotAddr> = BTreeSet::new();
-        let mut rewritten: BTreeMap<SlotAddr, Entry> = BTreeMap::new();
-        let (mut commit_remove, mut rollback_remove) = (Vec::new(), Vec::new());
-        let mut new_indexes = WriteBatch::default();
-        // Every bucket touched is opened once and kept (sealed again below).
-        let mut opened: BTreeMap<u32, OpenBucket> = BTreeMap::new();
-        let mut removed_by_subject: BTreeMap<SlotAddr, BTreeSet<RecordId>> = BTreeMap::new();
-        for rid in rids {
-            let addr = *self.records.get(rid).ok_or(VaultError::NotFound(*rid))?;
-            let slots = match opened.entry(addr.bucket) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(self.tree.read_bucket(&self.kv, addr.bucket)?)
-                }
-            };
-            let Some(Some(Entry::Record { rid: stored, subject, .. })) = slots.slots.get(usize::from(addr.slot)) else {
-                return Err(corrupt(format!("slot {addr:?} does not hold the record the subject index names")));
-            };
-            if stored != rid {
-                return Err(corrupt(format!("slot {addr:?} does not hold the record the subject index names")));
-            }
-            if let Some(subject) = subject {
-                removed_by_subject.entry(*subject).or_default().insert(*rid);
-            }
-            cleared.insert(addr);
-        }
-        let drop_addr = match &drop_subject {
-            Some(id) => Some(*self.subjects.get(id).ok_or(VaultError::SubjectNotFound)?),
-            None => None,
-        };
-        if let Some(addr) = drop_addr {
-            removed_by_subject.entry(addr).or_default();
-        }
-        for (addr, removed) in &removed_by_subject {
-            let addr = *addr;
-            let SlotUse::Subject(subject) = self.tree.slot_use(addr)? else {
-                return Err(corrupt(format!("slot {addr:?} should hold a subject")));
-            };
-            let subject = subject.clone();
-            let old_key = self.subject_key(addr)?;
-            commit_remove.push(layout::subject_index(&old_key.handle(label::SUBJECT_HANDLE)));
-            if drop_addr == Some(addr) {
-                cleared.insert(addr);
-                continue;
-            }
-            // Re-key the subject so no readable index version lists an erased record.
-            let index: Vec<RecordId> =
-                self.read_index(&old_key)?.into_iter().filter(|r| !removed.contains(r)).collect();
-            let key = Key32::random()?;
-            let (k, v) = seal_index(&key, &index)?;
-            rollback_remove.push(k.clone());
-            new_indexes.put(k, v);
-            rewritten.insert(addr, Entry::Subject { subject, key });
-        }
-
-        // New keys on every path from a changed slot to the root.
-        let buckets: BTreeSet<u32> = cleared.iter().chain(rewritten.keys()).map(|a| a.bucket).collect();
-        let dirs: BTreeSet<u32> = buckets.iter().map(|b| self.tree.dir_of(*b)).collect();
-        let mut batch = WriteBatch::default();
-        let mut new_buckets: HashMap<u32, ChildRef> = HashMap::new();
-        for b in &buckets {
-            let node = ChildRef { key: Key32::random()?, generation: to };
-            let mut open = match opened.remove(b) {
-                Some(open) => open,
-                None => self.tree.read_bucket(&self.kv, *b)?,
-            };
-            for (slot, (place, blob)) in open.slots.iter_mut().zip(open.blobs.iter_mut()).enumerate() {
-                let addr = SlotAddr { bucket: *b, slot: slot as u16 };
-                if cleared.contains(&addr) {
-                    *place = None;
-                    *blob = None;
-                } else if let Some(entry) = rewritten.remove(&addr) {
-                    *place = Some(entry);
-                }
-            }
-            let (k, v) = Tree::seal_bucket(*b, &node, open)?;
-            batch.put(k, v);
-            new_buckets.insert(*b, node);
-        }
-        let mut dir_refs = self.tree.dirs.clone();
-        for d in &dirs {
-            let node = ChildRef { key: Key32::random()?, generation: to };
-            let (k, v) = Tree::seal_dir(*d, &node, &self.tree.bucket_refs_with(*d, &new_buckets))?;
-            batch.put(k, v);
-            if let Some(r) = dir_refs.get_mut(*d as usize) {
-                *r = node;
-            }
-        }
-        let new_root = RootState { epoch: to, key: Key32::random()? };
-        let (k, v) = self.tree.seal_root_node(to, &new_root.key, &dir_refs)?;
-        batch.put(k, v);
-        let journal = Journal {
-            version: 1,
-            from_epoch: from,
-            to_epoch: to,
-            buckets: buckets
-                .iter()
-                .map(|b| self.tree.bucket(*b).map(|x| (*b, x.node.generation)))
-                .collect::<Result<_, _>>()?,
-            dirs: dirs.iter().map(|d| (*d, self.tree.dirs.get(*d as usize).map_or(0, |r| r.generation))).collect(),
-            commit_remove,
-            rollback_remove,
-        };
-        let plain = Zeroizing::new(encode(&journal)?);
-        for (copy, root) in [(0u8, &self.tree.root), (1, &new_root.key)] {
-            let key = layout::journal(copy);
-            batch.put(key.clone(), seal(&root.derive(label::JOURNAL), &aad(label::JOURNAL, &key), &plain)?);
-        }
-        for (k, v) in new_indexes.into_ops() {
-            if let Some(v) = v {
-                batch.put(k, v);
-            }
-        }
-
-        // Commit: new versions durable, then the root slot.
-        self.kv.apply(batch)?;
-        fault::hit(self.config.fault, FaultPoint::EraseAfterNewVersions);
-        self.kv.sync()?;
-        fault::hit(self.config.fault, FaultPoint::EraseAfterSync);
-        self.roots.commit(&new_root)?;
-        fault::hit(self.config.fault, FaultPoint::EraseAfterCommit);
-
-        // The epoch is committed: update memory, then clean up.
-        for (b, node) in new_buckets {
-            if let Some(bucket) = self.tree.buckets.get_mut(b as usize) {
-                bucket.node = node;
-            }
-        }
-        self.tree.dirs = dir_refs;
-        self.tree.epoch = to;
-        self.tree.root = new_root.key;
-        for addr in &cleared {
-            self.tree.free(*addr);
-        }
-        for rid in rids {
-            self.records.remove(rid);
-        }
-        if let Some(id) = &drop_subject {
-            self.subjects.remove(id);
-        }
-        let mut cleanup = WriteBatch::default();
-        Self::cleanup_batch(&journal, true, &mut cleanup);
-        self.kv.apply(cleanup)?;
-        fault::hit(self.config.fault, FaultPoint::EraseAfterCleanup);
-        tracing::info!(epoch = to, records = rids.len(), buckets = buckets.len(), "vault: erasure epoch committed");
-        Ok(rids.iter().map(|rid| ErasureEvidence { rid: *rid, epoch_before: from, epoch_after: to }).collect())
-    }
-
     /// Opens every live record and subject index and checks commitments and links.
     pub fn verify(&self) -> Result<VerifyReport, VaultError> {
         let mut records_ok = 0;
@@ -739,7 +553,7 @@ pub(crate) fn payload_aad(rid: &RecordId, header: &RecordHeader) -> Result<Vec<u
     Ok([label::PAYLOAD.as_bytes(), &rid.0, &encode(header)?].concat())
 }
 
-fn seal_index(key: &Key32, index: &[RecordId]) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
+pub(super) fn seal_index(key: &Key32, index: &[RecordId]) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
     let store_key = layout::subject_index(&key.handle(label::SUBJECT_HANDLE));
     let value = seal(&key.derive(label::SUBJECT_INDEX), &aad(label::SUBJECT_INDEX, &store_key), &encode(index)?)?;
     Ok((store_key, value))
