@@ -162,6 +162,15 @@ impl TxSink for SimLedger {
     }
 }
 
+fn toggle(set: &Mutex<HashSet<KeyId>>, node: KeyId, on: bool) {
+    let mut set = set.lock().unwrap();
+    if on {
+        set.insert(node);
+    } else {
+        set.remove(&node);
+    }
+}
+
 /// How much faster than real time the simulated network gives up on a hung peer.
 pub const TIME_SCALE: u32 = 100;
 
@@ -190,32 +199,17 @@ fn kind(r: &Request) -> &'static str {
 impl SimNet {
     /// Takes a node off the network (it neither sends nor receives) or brings it back.
     pub fn set_down(&self, node: KeyId, down: bool) {
-        let mut set = self.down.lock().unwrap();
-        if down {
-            set.insert(node);
-        } else {
-            set.remove(&node);
-        }
+        toggle(&self.down, node, down);
     }
 
     /// Makes a node answer every request with an error (a failing disk, say) or stop.
     pub fn set_refusing(&self, node: KeyId, refusing: bool) {
-        let mut set = self.refusing.lock().unwrap();
-        if refusing {
-            set.insert(node);
-        } else {
-            set.remove(&node);
-        }
+        toggle(&self.refusing, node, refusing);
     }
 
     /// Makes a node take requests and never answer (hung), or answer again.
     pub fn set_silent(&self, node: KeyId, silent: bool) {
-        let mut set = self.silent.lock().unwrap();
-        if silent {
-            set.insert(node);
-        } else {
-            set.remove(&node);
-        }
+        toggle(&self.silent, node, silent);
     }
 
     /// The simulation's timeout of `request`: its own timeout (`Request::timeout`)

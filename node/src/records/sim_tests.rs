@@ -34,6 +34,21 @@ async fn rounds_until(
     last.unwrap()
 }
 
+/// One reading of `subject` stored through node 0 and anchored; its id and gateway.
+async fn anchored_record(sim: &Sim, subject: &str) -> (cairn_proto::record::RecordId, cairn_proto::KeyId) {
+    let stored = sim.ingest(0, &gateway(), subject, 1).await.unwrap();
+    let (rid, g) = (stored[0].rid, gateway().public().key_id());
+    sim.until("anchored", async || sim.nodes[0].read_here(rid, g).await.unwrap().receipt.is_some()).await;
+    (rid, g)
+}
+
+/// A subject's request to erase `rid`, accepted at node 0.
+async fn erase_record(sim: &Sim, rid: cairn_proto::record::RecordId) -> Job {
+    let g = gateway().public().key_id();
+    let scope = ErasureScope::Records(vec![rid]);
+    accept::accept(&sim.nodes[0], g, scope, ErasureTrigger::SubjectRequest, crate::clock::now_ms()).await.unwrap()
+}
+
 fn state(job: &Job, custodian: cairn_proto::KeyId) -> (bool, bool, Option<String>) {
     let r = &job.records[0];
     let i = r.anchor.manifest.custodians.iter().position(|c| *c == custodian).unwrap();
@@ -180,19 +195,10 @@ async fn an_erasure_over_a_record_of_an_open_request_is_refused_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custodian_that_refuses_is_asked_again_after_a_pause_and_the_job_completes_once_it_answers() {
     let sim = Sim::start(2, 2).await;
-    let stored = sim.ingest(0, &gateway(), "Patient/e", 1).await.unwrap();
-    let (rid, g, other) = (stored[0].rid, gateway().public().key_id(), sim.id(1));
-    sim.until("anchored", async || sim.nodes[0].read_here(rid, g).await.unwrap().receipt.is_some()).await;
+    let other = sim.id(1);
+    let (rid, _) = anchored_record(&sim, "Patient/e").await;
     sim.net.set_refusing(other, true);
-    let job = accept::accept(
-        &sim.nodes[0],
-        g,
-        ErasureScope::Records(vec![rid]),
-        ErasureTrigger::SubjectRequest,
-        crate::clock::now_ms(),
-    )
-    .await
-    .unwrap();
+    let job = erase_record(&sim, rid).await;
     let mut pacing = Pacing::default();
     round(&sim.nodes[0], &mut pacing).await.unwrap();
     assert_eq!(sim.net.delivered(other, "erase"), 1);
@@ -220,19 +226,10 @@ async fn a_custodian_that_refuses_is_asked_again_after_a_pause_and_the_job_compl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custodian_that_never_answers_is_unreachable_after_the_request_timeout_and_paced() {
     let sim = Sim::start(2, 2).await;
-    let stored = sim.ingest(0, &gateway(), "Patient/g", 1).await.unwrap();
-    let (rid, g, other) = (stored[0].rid, gateway().public().key_id(), sim.id(1));
-    sim.until("anchored", async || sim.nodes[0].read_here(rid, g).await.unwrap().receipt.is_some()).await;
+    let other = sim.id(1);
+    let (rid, _) = anchored_record(&sim, "Patient/g").await;
     sim.net.set_silent(other, true);
-    let job = accept::accept(
-        &sim.nodes[0],
-        g,
-        ErasureScope::Records(vec![rid]),
-        ErasureTrigger::SubjectRequest,
-        crate::clock::now_ms(),
-    )
-    .await
-    .unwrap();
+    let job = erase_record(&sim, rid).await;
     let mut pacing = Pacing::default();
     let started = tokio::time::Instant::now();
     round(&sim.nodes[0], &mut pacing).await.unwrap();
