@@ -270,9 +270,3 @@ async fn signed_gateway_requests_reach_their_handlers_and_replays_are_refused() 
     let text = String::from_utf8(body).unwrap();
     assert!(text.contains(r#""valueQuantity":{"value":1.50}"#), "{text}");
 }
-
-#[test]
-#[ignore = "prints the document"]
-fn print_document() {
-    println!("{}", serde_json::to_string_pretty(&document()).unwrap());
-}
