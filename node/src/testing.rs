@@ -9,7 +9,7 @@ use cairn_proto::consensus::{CommitCertificate, VoteBody, VoteKind};
 use cairn_proto::encoding::encode;
 use cairn_proto::genesis::Genesis;
 use cairn_proto::hash::domain;
-use cairn_proto::ledger::{BatchCommit, BatchKind};
+use cairn_proto::ledger::{BatchCommit, BatchKind, SignedBatchCommit};
 use cairn_proto::membership::{MemberKey, Membership, Organisation, Validator};
 use cairn_proto::signed::SignedBody as _;
 use cairn_proto::transaction::{Block, Transaction};
@@ -74,11 +74,16 @@ pub fn certify(genesis: &Genesis, block: &Block, signers: &[Keypair]) -> CommitC
     CommitCertificate { version: 1, height: block.header.height, round: 0, value, signatures }
 }
 
-/// A signed batch commitment of `kind` by `node`: root of `seq`'s byte repeated,
-/// `size` leaves.
-pub fn batch(node: &Keypair, kind: BatchKind, seq: u64, size: u64) -> Transaction {
+/// A batch commitment of `kind` signed by `node`: root of `seq`'s byte repeated, `size`
+/// leaves.
+pub fn signed_batch(node: &Keypair, kind: BatchKind, seq: u64, size: u64) -> SignedBatchCommit {
     let body = BatchCommit { version: 1, kind, node: node.public().key_id(), root: Hash32([seq as u8; 32]), size, seq };
-    Transaction::BatchCommit(body.sign(node).unwrap())
+    body.sign(node).unwrap()
+}
+
+/// [`signed_batch`] as a transaction.
+pub fn batch(node: &Keypair, kind: BatchKind, seq: u64, size: u64) -> Transaction {
+    Transaction::BatchCommit(signed_batch(node, kind, seq, size))
 }
 
 #[cfg(test)]

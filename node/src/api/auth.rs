@@ -140,11 +140,16 @@ pub struct LimitedBody(pub axum::body::Bytes);
 impl FromRequest<Arc<ApiState>> for LimitedBody {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
-        let limit = state.limits.max_body_bytes;
-        axum::body::to_bytes(req.into_body(), limit).await.map(LimitedBody).map_err(|_| {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {limit} bytes"))
-        })
+        read_limited(state, req.into_body()).await.map(LimitedBody)
     }
+}
+
+/// Reads a body of at most `custody.max_body_bytes`.
+async fn read_limited(state: &ApiState, body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.limits.max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {limit} bytes"))
+    })
 }
 
 /// A request signed by a registered gateway key (DESIGN.md §9): the extractor every
@@ -166,11 +171,8 @@ impl FromRequest<Arc<ApiState>> for SignedGateway {
     async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         // A GET is signed over an empty body; whatever it carries is not read.
-        let body = if parts.method == Method::GET {
-            axum::body::Bytes::new()
-        } else {
-            LimitedBody::from_request(Request::from_parts(parts.clone(), body), state).await?.0
-        };
+        let body =
+            if parts.method == Method::GET { axum::body::Bytes::new() } else { read_limited(state, body).await? };
         let now_ms = crate::clock::now_ms();
         let member = authenticate(state, &parts.method, &parts.uri, &parts.headers, &body, Role::Gateway, now_ms)?;
         Ok(SignedGateway { gateway: member.public_key.key_id(), body, now_ms })

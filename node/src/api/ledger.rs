@@ -203,11 +203,11 @@ pub(super) async fn inclusion(State(s): State<Arc<ApiState>>, Query(q): Query<In
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_leaf", "leaf must be 64 hex digits"))?;
     let ledger = s.chain.ledger();
     let size = q.size.unwrap_or_else(|| ledger.log_size());
-    let index = ledger.find_leaf(&leaf).ok_or_else(|| ApiError::not_found("no such leaf in the log".into()))?;
-    let proof = ledger
-        .log_inclusion(index, size)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_size", e.to_string()))?;
-    Ok(Json(InclusionAnswer { index, size, proof: proof.into_iter().map(Hash32).collect() }))
+    let (index, proof) = ledger
+        .log_inclusion_of(&leaf, size)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_size", e.to_string()))?
+        .ok_or_else(|| ApiError::not_found("no such leaf in the log".into()))?;
+    Ok(Json(InclusionAnswer { index, size, proof }))
 }
 
 /// The query of `GET /v1/log/consistency`.

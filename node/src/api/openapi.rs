@@ -148,9 +148,10 @@ pub fn routes() -> Router<Arc<ApiState>> {
     router_and_document().0
 }
 
-/// The OpenAPI document of every route [`routes`] serves.
+/// The OpenAPI document of every route [`routes`] serves (built once).
 pub fn document() -> Document {
-    complete(router_and_document().1)
+    static DOCUMENT: std::sync::OnceLock<Document> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| complete(router_and_document().1)).clone()
 }
 
 /// The answers every signed route may give before its handler runs: a header it

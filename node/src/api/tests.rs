@@ -44,34 +44,48 @@ async fn fixture() -> Fixture {
     Fixture { state: ApiState::new(chain, sim.nodes[0].clone(), limits), _sim: sim, _dir: dir }
 }
 
-/// Sends a request, signed by the sim's gateway when `signed`; returns status,
-/// content type and body.
-async fn send(f: &Fixture, method: Method, uri: &str, body: &[u8], signed: bool) -> (StatusCode, String, Vec<u8>) {
+/// A request with `body` (and `content-type`, if given); signed by the sim's gateway
+/// with a nonce at a time (Unix ms) when `signing` gives them.
+fn request(
+    method: Method,
+    uri: &str,
+    body: &[u8],
+    content_type: Option<&str>,
+    signing: Option<([u8; 16], u64)>,
+) -> Request<Body> {
     let mut req = Request::builder().method(method.clone()).uri(uri);
-    if signed {
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    if let Some((nonce, now)) = signing {
         let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
-        let mut nonce = [0u8; 16];
-        getrandom::fill(&mut nonce).unwrap();
         let key = gateway();
-        let statement = RequestToSign::new(
-            method.as_str(),
-            path,
-            query,
-            body,
-            key.public().key_id(),
-            crate::clock::now_ms(),
-            nonce,
-        );
+        let statement = RequestToSign::new(method.as_str(), path, query, body, key.public().key_id(), now, nonce);
         for (k, v) in statement.headers(&statement.sign(&key).unwrap()) {
             req = req.header(k, v);
         }
     }
-    let answer = router(f.state.clone()).oneshot(req.body(Body::from(body.to_vec())).unwrap()).await.unwrap();
+    req.body(Body::from(body.to_vec())).unwrap()
+}
+
+/// Serves `req`; returns status, content type and body.
+async fn exchange(f: &Fixture, req: Request<Body>) -> (StatusCode, String, Vec<u8>) {
+    let answer = router(f.state.clone()).oneshot(req).await.unwrap();
     let status = answer.status();
     let content_type =
         answer.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX).await.unwrap();
     (status, content_type, bytes.to_vec())
+}
+
+/// Sends a request, signed by the sim's gateway (with a fresh nonce) when `signed`.
+async fn send(f: &Fixture, method: Method, uri: &str, body: &[u8], signed: bool) -> (StatusCode, String, Vec<u8>) {
+    let nonce = signed.then(|| {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).unwrap();
+        (nonce, crate::clock::now_ms())
+    });
+    exchange(f, request(method, uri, body, None, nonce)).await
 }
 
 fn document() -> Value {
@@ -226,44 +240,18 @@ async fn signed_gateway_requests_reach_their_handlers_and_replays_are_refused() 
     let doc = document();
     let uri = "/v1/readings?purpose=TREAT&retention_days=30";
     let body = br#"{"resourceType":"Observation","status":"final","code":{"text":"steps"},"subject":{"reference":"Patient/1"},"valueQuantity":{"value":1.50}}"#;
-    let mut req = Request::builder().method(Method::POST).uri(uri).header("content-type", "application/x-ndjson");
-    let key = gateway();
-    let statement = RequestToSign::new(
-        "POST",
-        "/v1/readings",
-        "purpose=TREAT&retention_days=30",
-        body,
-        key.public().key_id(),
-        crate::clock::now_ms(),
-        [7; 16],
-    );
-    for (k, v) in statement.headers(&statement.sign(&key).unwrap()) {
-        req = req.header(k, v);
-    }
-    let req = req.body(Body::from(body.to_vec())).unwrap();
-    let replay = Request::from_parts(
-        req.headers()
-            .clone()
-            .into_iter()
-            .fold(Request::builder().method(Method::POST).uri(uri), |b, (k, v)| b.header(k.unwrap(), v))
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0,
-        Body::from(body.to_vec()),
-    );
-    let answer = router(f.state.clone()).oneshot(req).await.unwrap();
-    assert_eq!(answer.status(), StatusCode::OK);
-    let stored: Value =
-        serde_json::from_slice(&axum::body::to_bytes(answer.into_body(), usize::MAX).await.unwrap()).unwrap();
+    let signing = Some(([7; 16], crate::clock::now_ms()));
+    let stored = exchange(&f, request(Method::POST, uri, body, Some("application/x-ndjson"), signing)).await;
+    assert_eq!(stored.0, StatusCode::OK, "{}", String::from_utf8_lossy(&stored.2));
+    check(&doc, "/v1/readings", "post", &stored);
+    let stored: Value = serde_json::from_slice(&stored.2).unwrap();
     assert_eq!(stored["count"], 1);
     let rid = stored["records"][0]["rid"].as_str().unwrap().to_string();
-    check(&doc, "/v1/readings", "post", &(StatusCode::OK, "application/json".into(), vec![]));
-    let answer = router(f.state.clone()).oneshot(replay).await.unwrap();
-    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    let v: Value =
-        serde_json::from_slice(&axum::body::to_bytes(answer.into_body(), usize::MAX).await.unwrap()).unwrap();
-    assert_eq!(v["code"], "replayed_request");
+    // The same signed request again, byte for byte: refused.
+    let (status, _, answer) =
+        exchange(&f, request(Method::POST, uri, body, Some("application/x-ndjson"), signing)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(serde_json::from_slice::<Value>(&answer).unwrap()["code"], "replayed_request");
     // The record reads back, its resource as stored.
     let (status, _, body) = send(&f, Method::GET, &format!("/v1/records/{rid}?purpose=TREAT"), b"", true).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));

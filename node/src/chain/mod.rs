@@ -146,10 +146,7 @@ impl LedgerView for Chain {
         Chain::certified_block(self, height)
     }
     fn log_inclusion(&self, log_leaf: &Hash32, size: u64) -> Result<Option<(u64, Vec<Hash32>)>, LedgerReadError> {
-        let ledger = self.ledger();
-        let Some(index) = ledger.find_leaf(&log_leaf.0) else { return Ok(None) };
-        let proof = ledger.log_inclusion(index, size).map_err(|e| LedgerReadError(format!("log proof: {e}")))?;
-        Ok(Some((index, proof.into_iter().map(Hash32).collect())))
+        self.ledger().log_inclusion_of(&log_leaf.0, size).map_err(|e| LedgerReadError(format!("log proof: {e}")))
     }
     fn next_batch_seq(&self, node: &KeyId, kind: BatchKind) -> u64 {
         self.ledger().next_batch_seq(node, kind)

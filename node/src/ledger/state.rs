@@ -275,6 +275,14 @@ impl LedgerState {
     pub fn find_leaf(&self, leaf: &[u8; 32]) -> Option<u64> {
         self.leaf_index.get(leaf).copied()
     }
+    /// Where the batch commitment whose log leaf is `leaf` stands in the log, with its
+    /// inclusion proof at log size `size` (RFC 9162 §2.1.3); `None` if the leaf is not in
+    /// the log; `Err` if `size` does not contain it.
+    pub fn log_inclusion_of(&self, leaf: &[u8; 32], size: u64) -> Result<Option<(u64, Vec<Hash32>)>, ProofError> {
+        let Some(index) = self.find_leaf(leaf) else { return Ok(None) };
+        let proof = self.log_inclusion(index, size)?;
+        Ok(Some((index, proof.into_iter().map(Hash32).collect())))
+    }
     /// Time of the last applied block (genesis time before the first).
     pub fn last_time_ms(&self) -> u64 {
         self.last_time_ms

@@ -133,10 +133,7 @@ impl LedgerView for SimLedger {
         Ok(height.checked_sub(1).and_then(|i| blocks.get(i as usize)).cloned())
     }
     fn log_inclusion(&self, log_leaf: &Hash32, size: u64) -> Result<Option<(u64, Vec<Hash32>)>, LedgerReadError> {
-        let state = self.state.lock().unwrap();
-        let Some(index) = state.find_leaf(&log_leaf.0) else { return Ok(None) };
-        let proof = state.log_inclusion(index, size).map_err(|e| LedgerReadError(e.to_string()))?;
-        Ok(Some((index, proof.into_iter().map(Hash32).collect())))
+        self.state.lock().unwrap().log_inclusion_of(&log_leaf.0, size).map_err(|e| LedgerReadError(e.to_string()))
     }
     fn next_batch_seq(&self, node: &KeyId, kind: BatchKind) -> u64 {
         self.state.lock().unwrap().next_batch_seq(node, kind)

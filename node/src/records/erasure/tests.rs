@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use cairn_proto::consensus::{CertifiedHeader, CommitCertificate};
 use cairn_proto::erasure::{CommittedErasure, ErasureReceipt, ErasureTrigger, SignedErasureReceipt};
-use cairn_proto::ledger::{BatchCommit, BatchKind, BlockHeader};
+use cairn_proto::ledger::{BatchKind, BlockHeader};
 use cairn_proto::receipt::AnchorReceipt;
 use cairn_proto::record::{Manifest, RecordId};
 use cairn_proto::signed::SignedBody as _;
 use cairn_proto::{Hash32, KeyId, Keypair, SecretSeed};
 use tokio::time::Instant;
+
+use crate::testing::signed_batch;
 
 use super::job::{EraseAnswer, Job, JobRecord, MAX_RETRY, ORDERS_PER_MESSAGE, Pacing, ROUND};
 
@@ -39,21 +41,13 @@ fn header() -> CertifiedHeader {
 }
 
 fn anchor(i: u8, custodians: &[KeyId]) -> AnchorReceipt {
-    let commit = BatchCommit {
-        version: 1,
-        kind: BatchKind::Anchors,
-        node: custodians[0],
-        root: Hash32([i; 32]),
-        size: 64,
-        seq: 0,
-    };
     AnchorReceipt {
         version: 1,
         rid: RecordId([i; 16]),
         manifest: Manifest { version: 1, custodians: custodians.to_vec() },
         commitment: Hash32([i; 32]),
         leaf: Hash32([i.wrapping_add(100); 32]),
-        batch: commit.sign(&key(1)).unwrap(),
+        batch: signed_batch(&key(1), BatchKind::Anchors, 0, 64),
         leaf_index: 0,
         batch_proof: vec![],
         log_index: 0,
@@ -93,18 +87,11 @@ fn receipt(by: &Keypair, job: &Job, record: usize) -> SignedErasureReceipt {
     .unwrap()
 }
 
+/// A committed receipt (the batch and block are placeholders: absorbing does not verify).
 fn committed(r: SignedErasureReceipt) -> EraseAnswer {
-    let commit = BatchCommit {
-        version: 1,
-        kind: BatchKind::ErasureReceipts,
-        node: r.body.custodian,
-        root: Hash32([1; 32]),
-        size: 64,
-        seq: 0,
-    };
     EraseAnswer::Committed(Box::new(CommittedErasure {
         receipt: r,
-        batch: commit.sign(&key(1)).unwrap(),
+        batch: signed_batch(&key(1), BatchKind::ErasureReceipts, 0, 64),
         leaf_index: 0,
         batch_proof: vec![],
         log_index: 0,
