@@ -1,15 +1,24 @@
-//! Smart-shoe readings in CSV, converted to FHIR R4 Observations.
+//! Smart-shoe readings in CSV, converted to FHIR R4 Observations. The rules, with
+//! their LOINC codes, are in `docs/smart-shoe-csv.md`.
 //!
 //! Columns (header line required, in this order):
-//! `subject,start,end,steps,cadence_spm,speed_mps` — `subject` is the gateway's local
-//! reference (e.g. `Patient/123`), `start`/`end` RFC 3339 times, `steps` a whole number,
-//! the last two optional (empty) decimals. Each row becomes one Observation coded LOINC
-//! 55423-8 (number of steps in unspecified time, pedometer) — or 41950-7 (number of steps
-//! in 24 hours) when `start`..`end` is exactly one day — with an `effectivePeriod`, the
-//! step count as `valueQuantity`, and cadence (steps/min) and gait speed (m/s) as
-//! components coded in cairn's own code system (`urn:cairn:gait`) until the consortium
-//! settles on LOINC codes for them.
+//! `subject,start,end,steps,cadence_spm,speed_mps` — `subject` is the gateway's reference
+//! for the wearer (e.g. `Patient/123`), `start`/`end` RFC 3339 date-times with `Z` or any
+//! UTC offset (`-05:00`, `+09:00`), `steps` a whole number, the last two optional (empty)
+//! non-negative decimals. Times are read with `jiff` (a date-time library): an
+//! impossible date (`2026-02-30`) or an end not after its start is refused, naming the
+//! line. Each row becomes one Observation coded LOINC 55423-8 (number of steps in
+//! unspecified time, pedometer) — or 41950-7 (number of steps in 24 hours) when the
+//! period is one whole day: exactly 24 hours, or local midnight to the next local
+//! midnight (23 or 25 hours across a daylight-saving change) — with an
+//! `effectivePeriod` holding the times as written, the step count as `valueQuantity`,
+//! and cadence (steps/min) and gait speed (m/s) as components coded in cairn's own code
+//! system (`urn:cairn:gait`) until the consortium settles on LOINC codes for them.
 
+use jiff::civil::{DateTime, Time};
+use jiff::fmt::temporal::{Pieces, PiecesOffset};
+use jiff::tz::Offset;
+use jiff::{Timestamp, ToSpan as _};
 use serde_json::{Value, json};
 
 /// A row that cannot be converted.
@@ -25,27 +34,38 @@ pub struct CsvError {
 /// The header line the converter expects.
 pub const HEADER: &str = "subject,start,end,steps,cadence_spm,speed_mps";
 
-fn day_long(start: &str, end: &str) -> bool {
-    // Same time of day on consecutive dates, e.g. 2026-11-21T00:00:00Z..2026-11-22T00:00:00Z.
-    let (Some((sd, st)), Some((ed, et))) = (start.split_once('T'), end.split_once('T')) else { return false };
-    let date = |d: &str| -> Option<(i32, u32, u32)> {
-        let mut it = d.split('-');
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-    };
-    match (date(sd), date(ed)) {
-        (Some((y1, m1, d1)), Some((y2, m2, d2))) => st == et && y1 == y2 && m1 == m2 && d2 == d1 + 1,
-        _ => false,
-    }
+/// One instant as written: its local date-time and UTC offset.
+#[derive(Debug, Clone, Copy)]
+struct When {
+    local: DateTime,
+    at: Timestamp,
 }
 
-fn time(value: &str, line: usize, column: &str) -> Result<String, CsvError> {
-    let ok =
-        value.len() >= 20 && value.as_bytes().get(10) == Some(&b'T') && (value.ends_with('Z') || value.contains('+'));
-    if ok {
-        Ok(value.to_string())
-    } else {
-        Err(CsvError { line, message: format!("{column}: {value:?} is not an RFC 3339 time") })
+fn time(value: &str, line: usize, column: &str) -> Result<When, CsvError> {
+    let bad = |why: String| CsvError { line, message: format!("{column}: {value:?} is not an RFC 3339 date-time: {why}") };
+    let pieces = Pieces::parse(value).map_err(|e| bad(e.to_string()))?;
+    let date = pieces.date();
+    let clock = pieces.time().ok_or_else(|| bad("it has no time of day".into()))?;
+    let offset: Offset = match pieces.offset() {
+        Some(PiecesOffset::Zulu) => Offset::UTC,
+        Some(PiecesOffset::Numeric(n)) => n.offset(),
+        _ => return Err(bad("it has no UTC offset (Z or ±hh:mm)".into())),
+    };
+    if pieces.time_zone_annotation().is_some() {
+        return Err(bad("a time zone annotation is not RFC 3339".into()));
     }
+    let local = date.to_datetime(clock);
+    let at = offset.to_timestamp(local).map_err(|e| bad(e.to_string()))?;
+    Ok(When { local, at })
+}
+
+/// Whether `start..end` is one whole day: 24 hours, or local midnight to the next.
+fn whole_day(start: When, end: When) -> bool {
+    let elapsed = end.at.as_second() - start.at.as_second();
+    let midnight = Time::midnight();
+    let next_day = start.local.date().checked_add(1.day()).ok();
+    elapsed == 86_400
+        || (start.local.time() == midnight && end.local.time() == midnight && next_day == Some(end.local.date()))
 }
 
 fn component(code: &str, display: &str, value: f64, unit: &str, ucum: &str) -> Value {
@@ -55,8 +75,10 @@ fn component(code: &str, display: &str, value: f64, unit: &str, ucum: &str) -> V
     })
 }
 
-/// Converts CSV text to one Observation (JSON text) per row.
+/// Converts CSV text to one Observation (JSON text) per row. A UTF-8 byte-order mark at
+/// the start is skipped.
 pub fn to_observations(text: &str) -> Result<Vec<String>, CsvError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     match lines.next() {
         Some((_, h)) if h.trim() == HEADER => {}
@@ -73,10 +95,13 @@ pub fn to_observations(text: &str) -> Result<Vec<String>, CsvError> {
         if subject.is_empty() {
             return Err(CsvError { line, message: "subject is empty".into() });
         }
-        let (start, end) = (time(start, line, "start")?, time(end, line, "end")?);
+        let (start_at, end_at) = (time(start, line, "start")?, time(end, line, "end")?);
+        if end_at.at <= start_at.at {
+            return Err(CsvError { line, message: format!("end {end} is not after start {start}") });
+        }
         let steps: u64 =
             steps.parse().map_err(|_| CsvError { line, message: format!("steps: {steps:?} is not a whole number") })?;
-        let (code, display) = if day_long(&start, &end) {
+        let (code, display) = if whole_day(start_at, end_at) {
             ("41950-7", "Number of steps in 24 hour Measured")
         } else {
             ("55423-8", "Number of steps in unspecified time Pedometer")
@@ -139,13 +164,62 @@ mod tests {
     #[test]
     fn bad_rows_name_their_line_and_column() {
         let bad = |row: &str| to_observations(&format!("{HEADER}\n{row}")).unwrap_err();
-        assert_eq!(
-            bad("Patient/1,2026-11-21,2026-11-22T00:00:00Z,1,,").message,
-            "start: \"2026-11-21\" is not an RFC 3339 time"
-        );
+        assert!(bad("Patient/1,2026-11-21,2026-11-22T00:00:00Z,1,,").message.starts_with("start: \"2026-11-21\""));
         assert!(bad("Patient/1,2026-11-21T00:00:00Z,2026-11-22T00:00:00Z,x,,").message.starts_with("steps"));
         assert!(bad("Patient/1,2026-11-21T00:00:00Z,2026-11-22T00:00:00Z,1,-3,").message.starts_with("cadence_spm"));
+        assert!(bad("Patient/1,2026-11-21T00:00:00,2026-11-22T00:00:00Z,1,,").message.contains("no UTC offset"));
         assert_eq!(bad("a,b").line, 2);
         assert_eq!(to_observations("wrong,header\n").unwrap_err().line, 1);
+    }
+
+    fn field_case(name: &str) -> String {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/tests/field-cases");
+        std::fs::read_to_string(dir.join(name)).unwrap()
+    }
+
+    #[test]
+    fn every_utc_offset_is_read_and_kept_as_written() {
+        let obs: Vec<Value> = to_observations(&field_case("csv-negative-offset.csv"))
+            .unwrap()
+            .iter()
+            .map(|o| serde_json::from_str(o).unwrap())
+            .collect();
+        assert_eq!(obs[0]["code"]["coding"][0]["code"], "55423-8");
+        assert_eq!(obs[0]["effectivePeriod"]["start"], "2026-11-21T10:00:00-05:00");
+        assert_eq!(obs[1]["code"]["coding"][0]["code"], "41950-7", "a whole local day west of UTC");
+        for (start, end, code) in [
+            ("2026-11-21T00:00:00+09:00", "2026-11-22T00:00:00+09:00", "41950-7"),
+            ("2026-11-21T00:00:00+05:45", "2026-11-22T00:00:00+05:45", "41950-7"),
+            ("2026-11-21T07:30:00Z", "2026-11-22T07:30:00Z", "41950-7"),
+            // A local day across a daylight-saving change: 23 hours, midnight to midnight.
+            ("2026-03-08T00:00:00-08:00", "2026-03-09T00:00:00-07:00", "41950-7"),
+            ("2026-11-21T00:00:00Z", "2026-11-21T23:59:59Z", "55423-8"),
+            ("2026-11-21T00:00:00+01:00", "2026-11-22T00:00:00Z", "55423-8"),
+        ] {
+            let o = to_observations(&format!("{HEADER}\nPatient/1,{start},{end},5,,")).unwrap();
+            let o: Value = serde_json::from_str(&o[0]).unwrap();
+            assert_eq!(o["code"]["coding"][0]["code"], code, "{start}..{end}");
+        }
+    }
+
+    #[test]
+    fn impossible_dates_and_backward_periods_are_refused_by_line() {
+        let text = field_case("csv-bad-dates.csv");
+        let first_row = text.lines().take(2).collect::<Vec<_>>().join("\n");
+        let o: Value = serde_json::from_str(&to_observations(&first_row).unwrap()[0]).unwrap();
+        assert_eq!(o["code"]["coding"][0]["code"], "41950-7", "a whole day across a month end");
+        let e = to_observations(&text).unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.starts_with("start: \"2026-02-30T00:00:00Z\""), "{}", e.message);
+        let backwards = [text.lines().next().unwrap(), text.lines().nth(3).unwrap()].join("\n");
+        let e = to_observations(&backwards).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("is not after start"), "{}", e.message);
+        for bad in ["2026-13-01T00:00:00Z", "2026-11-31T00:00:00Z", "2027-02-29T00:00:00Z", "2026-11-21T24:00:01Z"] {
+            let row = format!("{HEADER}\nPatient/1,{bad},2028-01-01T00:00:00Z,1,,");
+            assert!(to_observations(&row).is_err(), "{bad}");
+        }
+        let bom = format!("\u{feff}{first_row}");
+        assert_eq!(to_observations(&bom).unwrap().len(), 1);
     }
 }

@@ -95,6 +95,16 @@ fn scope_json(what: &Erase) -> serde_json::Value {
     }
 }
 
+/// What a node says it is (`GET /v1/identity`): the audience a signed request to it
+/// names (ADR 015).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Identity {
+    /// The chain's genesis hash.
+    pub chain: cairn_proto::Hash32,
+    /// The node's validator key id.
+    pub node: cairn_proto::KeyId,
+}
+
 /// A gateway's connection to one node. Clones share kept-alive connections.
 #[derive(Debug, Clone)]
 pub struct Gateway {
@@ -102,12 +112,36 @@ pub struct Gateway {
     pub node: String,
     key: Keypair,
     pool: Pool,
+    audience: std::sync::Arc<std::sync::OnceLock<Identity>>,
 }
 
 impl Gateway {
-    /// A client for `node` signing with `key`.
+    /// A client for `node` signing with `key`; the node's identity is asked once, on the
+    /// first request.
     pub fn new(node: &str, key: Keypair) -> Self {
-        Self { node: node.trim_end_matches('/').to_string(), key, pool: Pool::new() }
+        Self { node: node.trim_end_matches('/').to_string(), key, pool: Pool::new(), audience: Default::default() }
+    }
+
+    /// A client for `node` whose chain and key id are known (e.g. from the genesis
+    /// file): requests are signed for them without asking the node.
+    pub fn with_audience(node: &str, key: Keypair, audience: Identity) -> Self {
+        let g = Self::new(node, key);
+        let _ = g.audience.set(audience);
+        g
+    }
+
+    /// The chain and node key id requests to this node are bound to.
+    pub fn identity(&self) -> Result<Identity, GatewayError> {
+        if let Some(i) = self.audience.get() {
+            return Ok(*i);
+        }
+        let (status, answer) = self.pool.request_with("GET", &format!("{}/v1/identity", self.node), "", &[], b"")?;
+        if status != 200 {
+            return Err(GatewayError::Unexpected(format!("{}/v1/identity answered {status}", self.node)));
+        }
+        let identity: Identity =
+            serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(format!("the node's identity: {e}")))?;
+        Ok(*self.audience.get_or_init(|| identity))
     }
 
     /// Sends a signed request; returns the status and body of a 2xx answer.
@@ -123,7 +157,9 @@ impl Gateway {
         let (path, query) = path_and_query(&url)?;
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).map_err(|e| GatewayError::Local(format!("no randomness: {e}")))?;
-        let statement = RequestToSign::new(method, path, query, body, self.key.public().key_id(), now_ms(), nonce);
+        let to = self.identity()?;
+        let statement =
+            RequestToSign::new(to.chain, to.node, method, path, query, body, self.key.public().key_id(), now_ms(), nonce);
         let signature = statement.sign(&self.key).map_err(|e| GatewayError::Local(e.to_string()))?;
         let mut headers: Vec<(&str, String)> = statement.headers(&signature).into_iter().collect();
         headers.extend(extra.iter().cloned());
@@ -165,11 +201,19 @@ impl Gateway {
         serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(e.to_string()))
     }
 
-    /// Reads a record back for a declared purpose: `{"record","receipt","served_by"}`.
+    /// Reads a record back for a declared purpose: `{"record","receipt","served_by"}`,
+    /// parsed (numbers as `serde_json` reads them: use [`Gateway::record_bytes`] for the
+    /// resource as it was sent).
     pub fn record(&self, rid: &RecordId, purpose: &str) -> Result<serde_json::Value, GatewayError> {
+        serde_json::from_slice(&self.record_bytes(rid, purpose)?).map_err(|e| GatewayError::Unexpected(e.to_string()))
+    }
+
+    /// The node's answer to a read, as the bytes it sent: `record.resource` inside is
+    /// the resource byte for byte as it was stored.
+    pub fn record_bytes(&self, rid: &RecordId, purpose: &str) -> Result<Vec<u8>, GatewayError> {
         let (_, answer) =
             self.call("GET", &format!("/v1/records/{rid}?purpose={purpose}"), "application/json", &[], b"")?;
-        serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(e.to_string()))
+        Ok(answer)
     }
 
     /// The receipt of a record, waiting up to `wait_ms` for it; `None` if still pending.

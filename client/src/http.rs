@@ -1,17 +1,125 @@
-//! A small blocking HTTP/1.1 client for talking to a node's API (plain HTTP; nodes serve
-//! their API on a trusted network or behind a TLS proxy). Everything a node returns is
-//! verified offline before it is believed, so the transport adds no trust.
+//! A small blocking HTTP/1.1 client for talking to a node's API, over TLS (`https://`,
+//! rustls; the node's certificate must chain to a CA given with [`trust_ca_file`] — the
+//! consortium's `ca.pem`, which `cairn-node dev` writes beside the genesis file) or plain
+//! HTTP (`http://`, where an operator serves it so). Everything a node returns is
+//! verified offline before it is believed; TLS keeps readings and records private on
+//! the way (sandbox condition ⑤).
 
-use std::io::{Read as _, Write as _};
+use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+/// CAs trusted for `https://` nodes, and the TLS configuration built from them.
+static TRUST: RwLock<Option<(Vec<rustls::pki_types::CertificateDer<'static>>, Arc<rustls::ClientConfig>)>> =
+    RwLock::new(None);
+
+/// Trusts the CA certificates in a PEM file for `https://` nodes (added to those trusted
+/// before).
+pub fn trust_ca_file(path: &std::path::Path) -> Result<usize, HttpError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let bad = |e: String| HttpError::Tls(format!("{}: {e}", path.display()));
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    let mut trust = TRUST.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut all = trust.take().map(|(c, _)| c).unwrap_or_default();
+    all.extend(certs.iter().cloned());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in &all {
+        roots.add(c.clone()).map_err(|e| bad(e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    *trust = Some((all, Arc::new(config)));
+    Ok(certs.len())
+}
+
+fn tls_config(url: &str) -> Result<Arc<rustls::ClientConfig>, HttpError> {
+    let trust = TRUST.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    trust.as_ref().map(|(_, c)| c.clone()).ok_or_else(|| {
+        HttpError::Tls(format!(
+            "{url}: no CA is trusted for https nodes; give --ca FILE, CAIRN_CA, or --genesis with ca.pem beside it"
+        ))
+    })
+}
+
+/// A connection to a node: plain TCP or TLS over TCP.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conn::Plain(_) => "Conn::Plain",
+            Conn::Tls(_) => "Conn::Tls",
+        })
+    }
+}
+
+/// Opens a connection to `authority`, with TLS when `tls`.
+fn connect(tls: bool, authority: &str, url: &str) -> Result<Conn, HttpError> {
+    let io = |source| HttpError::Io { url: url.to_string(), source };
+    let stream = TcpStream::connect(authority).map_err(io)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
+    let _ = stream.set_nodelay(true);
+    if !tls {
+        return Ok(Conn::Plain(stream));
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => authority,
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| HttpError::Tls(format!("{url}: host {host:?}: {e}")))?;
+    let session = rustls::ClientConnection::new(tls_config(url)?, name)
+        .map_err(|e| HttpError::Tls(format!("{url}: {e}")))?;
+    Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(session, stream))))
+}
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// The URL is not `http://HOST:PORT[/...]`.
-    #[error("bad node URL {0:?}: expected http://HOST:PORT")]
+    /// The URL is not `https://HOST:PORT[/...]` or `http://HOST:PORT[/...]`.
+    #[error("bad node URL {0:?}: expected https://HOST:PORT (or http:// where the node serves plain HTTP)")]
     Url(String),
+    /// TLS could not be set up (no trusted CA, a bad CA file, a bad host name).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Connecting, sending or receiving failed.
     #[error("talking to {url}: {source}")]
     Io {
@@ -38,8 +146,13 @@ pub enum HttpError {
 /// Largest answer accepted.
 const MAX_ANSWER: u64 = 256 << 20;
 
-fn split(url: &str) -> Result<(&str, &str), HttpError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| HttpError::Url(url.to_string()))?;
+/// `(tls, authority, path)` of a URL.
+fn split(url: &str) -> Result<(bool, &str, &str), HttpError> {
+    let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        _ => return Err(HttpError::Url(url.to_string())),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, "/"),
@@ -47,7 +160,7 @@ fn split(url: &str) -> Result<(&str, &str), HttpError> {
     if authority.is_empty() {
         return Err(HttpError::Url(url.to_string()));
     }
-    Ok((authority, path))
+    Ok((tls, authority, path))
 }
 
 /// Sends one request and returns the status and body.
@@ -57,7 +170,7 @@ pub fn request(method: &str, url: &str, content_type: &str, body: &[u8]) -> Resu
 
 /// The path and query of a URL (what a signed request covers).
 pub fn path_and_query(url: &str) -> Result<(&str, &str), HttpError> {
-    let (_, target) = split(url)?;
+    let (_, _, target) = split(url)?;
     Ok(match target.split_once('?') {
         Some((p, q)) => (p, q),
         None => (target, ""),
@@ -79,8 +192,8 @@ pub fn request_with(
 /// Idle connections kept per pool.
 const MAX_IDLE: usize = 64;
 
-/// A kept connection and the `host:port` it goes to.
-type IdleConnection = (String, TcpStream);
+/// A kept connection and the `scheme://host:port` it goes to.
+type IdleConnection = (String, Conn);
 
 /// Keeps connections open between requests (HTTP/1.1 keep-alive), so a gateway that sends
 /// many requests pays for one TCP handshake per connection, not per request. Clones share
@@ -101,13 +214,13 @@ impl Pool {
         Self { idle: None }
     }
 
-    fn take(&self, authority: &str) -> Option<TcpStream> {
+    fn take(&self, authority: &str) -> Option<Conn> {
         let mut idle = self.idle.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let i = idle.iter().rposition(|(a, _)| a == authority)?;
         Some(idle.swap_remove(i).1)
     }
 
-    fn give_back(&self, authority: &str, stream: TcpStream) {
+    fn give_back(&self, authority: &str, stream: Conn) {
         if let Some(idle) = &self.idle {
             let mut idle = idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if idle.len() < MAX_IDLE {
@@ -126,8 +239,8 @@ impl Pool {
         headers: &[(&str, String)],
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), HttpError> {
-        let (authority, path) = split(url)?;
-        let io = |source| HttpError::Io { url: url.to_string(), source };
+        let (tls, authority, path) = split(url)?;
+        let origin = format!("{}://{authority}", if tls { "https" } else { "http" });
         let keep = self.idle.is_some();
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
@@ -138,11 +251,11 @@ impl Pool {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
-        if let Some(mut stream) = self.take(authority) {
+        if let Some(mut stream) = self.take(&origin) {
             match exchange(&mut stream, head.as_bytes(), body, url) {
                 Ok((status, answer, reusable)) => {
                     if reusable {
-                        self.give_back(authority, stream);
+                        self.give_back(&origin, stream);
                     }
                     return Ok((status, answer));
                 }
@@ -152,13 +265,11 @@ impl Pool {
                 Err(Exchange::Failed(e)) => return Err(e),
             }
         }
-        let mut stream = TcpStream::connect(authority).map_err(io)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = connect(tls, authority, url)?;
         match exchange(&mut stream, head.as_bytes(), body, url) {
             Ok((status, answer, reusable)) => {
                 if reusable && keep {
-                    self.give_back(authority, stream);
+                    self.give_back(&origin, stream);
                 }
                 Ok((status, answer))
             }
@@ -176,7 +287,7 @@ enum Exchange {
 
 /// Writes a request and reads one answer: status, body, and whether the connection may
 /// carry another request.
-fn exchange(stream: &mut TcpStream, head: &[u8], body: &[u8], url: &str) -> Result<(u16, Vec<u8>, bool), Exchange> {
+fn exchange(stream: &mut Conn, head: &[u8], body: &[u8], url: &str) -> Result<(u16, Vec<u8>, bool), Exchange> {
     let io = |source| HttpError::Io { url: url.to_string(), source };
     let malformed = || Exchange::Failed(HttpError::Malformed(url.to_string()));
     // A node may answer before it has read the whole body (413 on a too-large body) and

@@ -40,8 +40,8 @@ pub mod domain {
     /// Transaction id.
     pub const TX: &str = "cairn/tx/v1";
 
-    /// Signed: an HTTP API request.
-    pub const SIG_REQUEST: &str = "cairn/sig/request/v1";
+    /// Signed: an HTTP API request (format 2: bound to its chain and node, ADR 015).
+    pub const SIG_REQUEST: &str = "cairn/sig/request/v2";
     /// Signed: a batch commitment.
     pub const SIG_BATCH_COMMIT: &str = "cairn/sig/batch-commit/v1";
     /// Signed: a membership change.

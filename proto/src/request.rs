@@ -1,10 +1,14 @@
 //! Signed HTTP requests (DESIGN.md §9): what a caller signs so a node knows who sent a
 //! request, that it was not changed on the way and that it is not a replay.
 //!
-//! The caller sends four headers — [`HEADER_KEY`] (its key id, hex), [`HEADER_TIMESTAMP`]
-//! (Unix milliseconds), [`HEADER_NONCE`] (16 random bytes, hex) and [`HEADER_SIGNATURE`]
-//! (64 bytes, hex) — and signs `"cairn/sig/request/v1" || bcs(RequestToSign)` built from
-//! the method, the path, the raw query string and the BLAKE3 hash of the body.
+//! The caller sends five headers — [`HEADER_VERSION`] (`2`), [`HEADER_KEY`] (its key id,
+//! hex), [`HEADER_TIMESTAMP`] (Unix milliseconds), [`HEADER_NONCE`] (16 random bytes, hex)
+//! and [`HEADER_SIGNATURE`] (64 bytes, hex) — and signs
+//! `"cairn/sig/request/v2" || bcs(RequestToSign)` built from its **audience** (the chain's
+//! genesis hash and the key id of the node it sends to), the method, the path, the raw
+//! query string and the BLAKE3 hash of the body as sent (ADR 015). A copy sent to another
+//! node or another chain does not verify there. Format 1 (no audience, no version
+//! header) is refused by name.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +17,10 @@ use crate::hash::{Hash32, blake3, domain};
 use crate::identity::{KeyId, Keypair, PublicKey, Signature, SignatureError};
 use crate::version::versioned;
 
+/// Header carrying the signature format ([`VERSION`]); absent in format 1.
+pub const HEADER_VERSION: &str = "x-cairn-signature-version";
+/// The signature format this code signs and checks.
+pub const VERSION: u8 = 2;
 /// Header carrying the caller's key id.
 pub const HEADER_KEY: &str = "x-cairn-key";
 /// Header carrying the request time, Unix milliseconds.
@@ -25,8 +33,12 @@ pub const HEADER_SIGNATURE: &str = "x-cairn-signature";
 /// What a caller signs for one HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestToSign {
-    /// Format version (1).
+    /// Format version (2).
     pub version: u8,
+    /// The chain the request is for: its genesis hash (`Genesis::hash`).
+    pub chain: Hash32,
+    /// The node the request is sent to: its validator key id.
+    pub audience: KeyId,
     /// HTTP method, upper case.
     pub method: String,
     /// Path, as sent (`/v1/readings`).
@@ -43,11 +55,14 @@ pub struct RequestToSign {
     pub nonce: [u8; 16],
 }
 
-versioned!(RequestToSign = 1);
+versioned!(RequestToSign = 2);
 
 impl RequestToSign {
-    /// Builds the statement for a request.
+    /// Builds the statement for a request to node `audience` of chain `chain`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        chain: Hash32,
+        audience: KeyId,
         method: &str,
         path: &str,
         query: &str,
@@ -57,7 +72,9 @@ impl RequestToSign {
         nonce: [u8; 16],
     ) -> Self {
         Self {
-            version: 1,
+            version: VERSION,
+            chain,
+            audience,
             method: method.to_ascii_uppercase(),
             path: path.to_owned(),
             query: query.to_owned(),
@@ -82,9 +99,10 @@ impl RequestToSign {
         key.verify(domain::SIG_REQUEST, &bytes, signature)
     }
 
-    /// The four header values to send, in the order of the `HEADER_*` constants.
-    pub fn headers(&self, signature: &Signature) -> [(&'static str, String); 4] {
+    /// The five header values to send.
+    pub fn headers(&self, signature: &Signature) -> [(&'static str, String); 5] {
         [
+            (HEADER_VERSION, self.version.to_string()),
             (HEADER_KEY, self.key.to_string()),
             (HEADER_TIMESTAMP, self.timestamp_ms.to_string()),
             (HEADER_NONCE, hex::encode(self.nonce)),
@@ -101,11 +119,24 @@ mod tests {
     #[test]
     fn signature_binds_every_part_of_the_request() {
         let k = Keypair::from_seed(&SecretSeed::from_bytes([3; 32]));
-        let req = RequestToSign::new("post", "/v1/readings", "purpose=TREAT", b"{}", k.public().key_id(), 10, [1; 16]);
+        let (chain, node) = (blake3(b"genesis"), KeyId([9; 16]));
+        let req = RequestToSign::new(
+            chain,
+            node,
+            "post",
+            "/v1/readings",
+            "purpose=TREAT",
+            b"{}",
+            k.public().key_id(),
+            10,
+            [1; 16],
+        );
         assert_eq!(req.method, "POST");
         let sig = req.sign(&k).unwrap();
         req.verify(&k.public(), &sig).unwrap();
-        let changes: [fn(&mut RequestToSign); 6] = [
+        let changes: [fn(&mut RequestToSign); 8] = [
+            |r| r.chain = blake3(b"another chain"),
+            |r| r.audience = KeyId([8; 16]),
             |r| r.method = "GET".into(),
             |r| r.path = "/v1/records".into(),
             |r| r.query = "purpose=RESCH".into(),

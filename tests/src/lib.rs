@@ -47,9 +47,17 @@ pub fn binary(name: &str) -> PathBuf {
     profile_dir.join(name)
 }
 
+/// The CA certificate of the last consortium laid out by this process (`ca.pem`), passed
+/// to every `cairn` run as `CAIRN_CA`.
+static CA: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
 /// Runs a binary with arguments and returns its output.
 pub fn run(name: &str, args: &[&str]) -> Output {
-    Command::new(binary(name)).args(args).output().unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+    let mut command = Command::new(binary(name));
+    if let Some(ca) = CA.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+        command.env("CAIRN_CA", ca);
+    }
+    command.args(args).output().unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
 }
 
 /// Runs a binary that must succeed; returns its stdout.
@@ -135,7 +143,11 @@ pub mod cluster {
             );
             let configs: Vec<PathBuf> = out.lines().map(PathBuf::from).collect();
             assert_eq!(configs.len(), n, "{out}");
-            let urls = (0..n).map(|i| format!("http://127.0.0.1:{}", base_port + 200 + i as u16)).collect();
+            let urls = (0..n).map(|i| format!("https://127.0.0.1:{}", base_port + 200 + i as u16)).collect();
+            // The nodes serve HTTPS with certificates of the consortium's dev CA.
+            let ca = d.join("ca.pem");
+            http::trust_ca_file(&ca).unwrap();
+            *super::CA.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ca);
             Cluster { dir, configs, urls, env: Vec::new(), children: (0..n).map(|_| None).collect() }
         }
 
@@ -180,6 +192,12 @@ pub mod cluster {
         }
 
         /// Starts (or restarts) validator `i`, its output appended to `node.log`.
+        /// The process id of node `i`, if it runs.
+        pub fn pid(&self, i: usize) -> Option<u32> {
+            self.children.get(i).and_then(Option::as_ref).map(Child::id)
+        }
+
+        /// Starts node `i` (its output goes to `node.log` in its data directory).
         pub fn start_node(&mut self, i: usize) {
             let log =
                 std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir(i).join("node.log")).unwrap();

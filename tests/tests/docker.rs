@@ -53,7 +53,7 @@ impl Drop for Down {
 }
 
 fn url(i: usize) -> String {
-    format!("http://172.28.0.1{i}:8080")
+    format!("https://172.28.0.1{i}:8080")
 }
 
 fn height(i: usize) -> Option<u64> {
@@ -106,6 +106,14 @@ fn docker_majority_survives_a_kill_and_a_partition() {
     let _ = compose().args(["down", "-v", "--remove-orphans"]).output();
     let _down = Down;
     sh(compose().args(["up", "-d"]));
+    // The nodes serve HTTPS with certificates of the CA the init service made.
+    let ca_file = std::env::temp_dir().join(format!("{PROJECT}-ca.pem"));
+    wait_for("the consortium's CA certificate", || {
+        compose().args(["exec", "-T", "v0", "cat", "/cairn/ca.pem"]).output().is_ok_and(|o| {
+            o.status.success() && !o.stdout.is_empty() && std::fs::write(&ca_file, &o.stdout).is_ok()
+        })
+    });
+    http::trust_ca_file(&ca_file).unwrap();
     wait_for("every validator to finalize 2 blocks", || (0..4).all(|i| height(i).unwrap_or(0) >= 2));
 
     // docker kill one validator: the other three keep finalizing; restarted, it catches up.

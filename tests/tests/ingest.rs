@@ -175,7 +175,8 @@ fn signed(
         n
     };
     let id = claimed.unwrap_or_else(|| key.public().key_id());
-    let statement = RequestToSign::new("POST", path, query, body, id, timestamp_ms, nonce);
+    let to = Gateway::new(url, key.clone()).identity().unwrap();
+    let statement = RequestToSign::new(to.chain, to.node, "POST", path, query, body, id, timestamp_ms, nonce);
     let sig = statement.sign(key).unwrap();
     let all: Vec<(&str, String)> = statement.headers(&sig).into_iter().chain(extra.iter().cloned()).collect();
     let (status, answer) = request_with("POST", &full, content_type, &all, body).unwrap();
@@ -234,12 +235,32 @@ fn refusals_then_losing_the_receiving_custodian() {
     // A replayed request: the same signed bytes twice; the second is refused.
     let full = format!("{url}{target}");
     let (path, query) = cairn_client::http::path_and_query(&full).unwrap();
-    let statement = RequestToSign::new("POST", path, query, good.as_bytes(), registered, now_ms(), [7; 16]);
+    let to = Gateway::new(&url, key.clone()).identity().unwrap();
+    let statement =
+        RequestToSign::new(to.chain, to.node, "POST", path, query, good.as_bytes(), registered, now_ms(), [7; 16]);
     let headers: Vec<(&str, String)> = statement.headers(&statement.sign(&key).unwrap()).into_iter().collect();
     assert_eq!(request_with("POST", &full, ndjson, &headers, good.as_bytes()).unwrap().0, 200);
     let (s, b) = request_with("POST", &full, ndjson, &headers, good.as_bytes()).unwrap();
     let b: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!((s, b["code"].as_str().unwrap()), (401, "replayed_request"));
+    // The same signed bytes at each other validator: signed for node 0, refused there.
+    for other in &c.urls[1..] {
+        let elsewhere = format!("{other}{target}");
+        let (s, b) = request_with("POST", &elsewhere, ndjson, &headers, good.as_bytes()).unwrap();
+        let b: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!((s, b["code"].as_str().unwrap()), (401, "bad_signature"), "{other}");
+    }
+    // Node 0 restarts: the request is still a replay.
+    c.kill(0);
+    c.start_node(0);
+    c.wait_for("node 0 back", std::time::Duration::from_secs(60), |c| c.height(0).is_some());
+    let (s, b) = request_with("POST", &full, ndjson, &headers, good.as_bytes()).unwrap();
+    let b: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, b["code"].as_str().unwrap()), (401, "replayed_request"), "after a restart");
+    c.wait_ready();
+    // Readings stored through any node; node 0's counter restarted from 0 after the one
+    // reading it stored before.
+    let stored = |c: &Cluster| 1.0 + (0..4).map(|i| c.metric(i, "cairn_readings_total").unwrap_or(0.0)).sum::<f64>();
     assert_eq!(stored(&c), 1.0);
 
     // Idempotency: a retried batch is a no-op with the same answer; the same key with
@@ -249,6 +270,12 @@ fn refusals_then_losing_the_receiving_custodian() {
     let first = gw.submit(body.as_bytes(), BodyFormat::JsonLines, "TREAT", 7, Some("batch-1")).unwrap();
     let again = gw.submit(body.as_bytes(), BodyFormat::JsonLines, "TREAT", 7, Some("batch-1")).unwrap();
     assert_eq!(first.records, again.records);
+    // A gateway that fails over to another node with the same key gets the same answer.
+    for other in &c.urls[1..] {
+        let failover = Gateway::new(other, key.clone());
+        let there = failover.submit(body.as_bytes(), BodyFormat::JsonLines, "TREAT", 7, Some("batch-1")).unwrap();
+        assert_eq!(first.records, there.records, "{other}");
+    }
     let other = observation("Patient/r-2", 3, "c-i3");
     match gw.submit(other.as_bytes(), BodyFormat::JsonLines, "TREAT", 7, Some("batch-1")) {
         Err(GatewayError::Refused { status: 422, code, .. }) => assert_eq!(code, "idempotency_key_reused"),

@@ -1,16 +1,19 @@
-//! Checking signed requests (DESIGN.md §9, `cairn_proto::request`): the key must be a
-//! registered member, the signature must cover this exact request, the timestamp must be
-//! within the allowed skew of the node's clock and the nonce must not have been seen.
-//! Seen nonces are kept until their timestamp leaves the window, so the memory they take
-//! is bounded by the request rate times twice the skew (and by a hard cap).
-
-use std::collections::{HashSet, VecDeque};
+//! Checking signed requests (DESIGN.md §9, `cairn_proto::request`, ADR 015): the
+//! signature format must be the current one, the key a registered member with the
+//! route's role, the timestamp within the allowed skew of the node's clock and the nonce
+//! unseen — all checked from the headers **before the body is read**, so strangers
+//! cannot make the node buffer bodies. Then the body is read (at most
+//! `custody.max_body_bytes` after decompression), the signature is checked over this
+//! chain, this node, the method, path, query and body, and the nonce is stored durably
+//! ([`super::nonces`]) before the request is acted on.
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use cairn_proto::KeyId;
 use cairn_proto::identity::Signature;
 use cairn_proto::membership::{MemberKey, Role};
-use cairn_proto::request::{HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, RequestToSign};
+use cairn_proto::request::{
+    HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_VERSION, RequestToSign, VERSION,
+};
 
 use std::sync::Arc;
 
@@ -18,38 +21,6 @@ use axum::extract::{FromRequest, Request};
 
 use super::ApiState;
 use super::error::ApiError;
-
-/// Most nonces remembered at once; beyond this new requests wait (429).
-const MAX_NONCES: usize = 4_000_000;
-
-/// Seen nonces, oldest first.
-#[derive(Debug, Default)]
-pub struct NonceCache {
-    seen: HashSet<(KeyId, [u8; 16])>,
-    order: VecDeque<(u64, KeyId, [u8; 16])>,
-}
-
-impl NonceCache {
-    /// Records a nonce valid until `expires_ms`; false if it was seen before.
-    fn insert(&mut self, now_ms: u64, expires_ms: u64, key: KeyId, nonce: [u8; 16]) -> Result<bool, ApiError> {
-        while let Some((expiry, k, n)) = self.order.front().copied() {
-            if expiry >= now_ms {
-                break;
-            }
-            self.order.pop_front();
-            self.seen.remove(&(k, n));
-        }
-        if self.seen.contains(&(key, nonce)) {
-            return Ok(false);
-        }
-        if self.seen.len() >= MAX_NONCES {
-            return Err(ApiError::busy("too many requests in the replay window"));
-        }
-        self.seen.insert((key, nonce));
-        self.order.push_back((expires_ms, key, nonce));
-        Ok(true)
-    }
-}
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, ApiError> {
     let v = headers.get(name).ok_or_else(|| {
@@ -69,20 +40,44 @@ fn hex_array<const N: usize>(s: &str, name: &'static str) -> Result<[u8; N], Api
     })
 }
 
-/// Checks a request's signature; returns the caller's membership entry, which must have
-/// `role`.
-pub fn authenticate(
-    state: &ApiState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-    role: Role,
-    now_ms: u64,
-) -> Result<MemberKey, ApiError> {
+/// What the headers of a signed request say, checked before its body is read.
+#[derive(Debug)]
+pub struct Claimed {
+    member: MemberKey,
+    key: KeyId,
+    timestamp_ms: u64,
+    nonce: [u8; 16],
+    signature: Signature,
+}
+
+/// Checks the signing headers: format, registered key with `role`, fresh timestamp,
+/// unseen nonce. Nothing of the body is needed.
+pub fn check_headers(state: &ApiState, headers: &HeaderMap, role: Role, now_ms: u64) -> Result<Claimed, ApiError> {
     let key: KeyId = header(headers, HEADER_KEY)?
         .parse()
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_header", "must be 32 hex digits").field(HEADER_KEY))?;
+    match headers.get(HEADER_VERSION).map(|v| v.to_str().unwrap_or("")) {
+        Some(v) if v == VERSION.to_string() => {}
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "old_signature_version",
+                format!(
+                    "the request is signed in format 1 (no {HEADER_VERSION} header), which is not bound to a chain \
+                     and a node; this node accepts format {VERSION} only (ADR 015): update the gateway's client"
+                ),
+            )
+            .field(HEADER_VERSION));
+        }
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unsupported_signature_version",
+                format!("signature format {other:?} is not known here; this node accepts format {VERSION}"),
+            )
+            .field(HEADER_VERSION));
+        }
+    }
     let timestamp_ms: u64 = header(headers, HEADER_TIMESTAMP)?.parse().map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_header", "must be Unix milliseconds").field(HEADER_TIMESTAMP)
     })?;
@@ -99,16 +94,6 @@ pub fn authenticate(
                 .field(HEADER_KEY)
             },
         )?;
-    let statement =
-        RequestToSign::new(method.as_str(), uri.path(), uri.query().unwrap_or(""), body, key, timestamp_ms, nonce);
-    statement.verify(&member.public_key, &signature).map_err(|_| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            "the signature does not cover this method, path, query and body with this key",
-        )
-        .field(HEADER_SIGNATURE)
-    })?;
     let skew = state.limits.request_skew_ms;
     if timestamp_ms.abs_diff(now_ms) > skew {
         return Err(ApiError::new(
@@ -118,10 +103,8 @@ pub fn authenticate(
         )
         .field(HEADER_TIMESTAMP));
     }
-    let fresh = state.nonces().insert(now_ms, timestamp_ms.saturating_add(skew), key, nonce)?;
-    if !fresh {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "replayed_request", "this nonce was already used")
-            .field(HEADER_NONCE));
+    if state.nonces.seen(key, nonce) {
+        return Err(super::nonces::replayed());
     }
     if member.role != role {
         return Err(ApiError::new(
@@ -130,7 +113,48 @@ pub fn authenticate(
             format!("key {key} is registered as {:?}; this route needs {role:?}", member.role),
         ));
     }
-    Ok(member)
+    Ok(Claimed { member, key, timestamp_ms, nonce, signature })
+}
+
+/// Checks the signature of a request whose headers passed [`check_headers`]: it must
+/// cover this chain, this node, the method, path, query and body.
+pub fn verify(
+    state: &ApiState,
+    claimed: &Claimed,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let statement = RequestToSign::new(
+        state.chain_hash,
+        state.records.me,
+        method.as_str(),
+        uri.path(),
+        uri.query().unwrap_or(""),
+        body,
+        claimed.key,
+        claimed.timestamp_ms,
+        claimed.nonce,
+    );
+    statement.verify(&claimed.member.public_key, &claimed.signature).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "the signature does not cover this chain, this node, method, path, query and body with this key \
+             (a request signed for another node is refused here)",
+        )
+        .field(HEADER_SIGNATURE)
+    })
+}
+
+/// Stores the nonce durably (off the async workers); 401 if it was used meanwhile.
+pub async fn remember(state: &Arc<ApiState>, claimed: &Claimed, now_ms: u64) -> Result<(), ApiError> {
+    let expires = claimed.timestamp_ms.saturating_add(state.limits.request_skew_ms);
+    let (store, key, nonce) = (state.nonces.clone(), claimed.key, claimed.nonce);
+    let fresh = tokio::task::spawn_blocking(move || store.insert(now_ms, expires, key, nonce))
+        .await
+        .map_err(ApiError::internal)??;
+    if fresh { Ok(()) } else { Err(super::nonces::replayed()) }
 }
 
 /// A request body of at most `custody.max_body_bytes` (413 `too_large` beyond).
@@ -144,18 +168,17 @@ impl FromRequest<Arc<ApiState>> for LimitedBody {
     }
 }
 
-/// Reads a body of at most `custody.max_body_bytes`.
+/// Reads a body of at most `custody.max_body_bytes` (after decompression).
 async fn read_limited(state: &ApiState, body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
     let limit = state.limits.max_body_bytes;
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {limit} bytes"))
-    })
+    axum::body::to_bytes(body, limit).await.map_err(|e| super::error::body_error(&e, limit))
 }
 
 /// A request signed by a registered gateway key (DESIGN.md §9): the extractor every
-/// gateway route takes. It reads the body (413 `too_large` past the limit), then checks
-/// the signature, the clock skew, the nonce and the role ([`authenticate`]), answering
-/// 401/403/429 with the JSON error as it does.
+/// gateway route takes. It checks the headers ([`check_headers`]), reads the body
+/// (413 `too_large` past the limit, counted after decompression), checks the signature
+/// ([`verify`]) and stores the nonce ([`remember`]), answering 401/403/429 with the JSON
+/// error as it does.
 #[derive(Debug)]
 pub struct SignedGateway {
     /// The gateway's key id.
@@ -170,11 +193,13 @@ impl FromRequest<Arc<ApiState>> for SignedGateway {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
+        let now_ms = crate::clock::now_ms();
+        let claimed = check_headers(state, &parts.headers, Role::Gateway, now_ms)?;
         // A GET is signed over an empty body; whatever it carries is not read.
         let body =
             if parts.method == Method::GET { axum::body::Bytes::new() } else { read_limited(state, body).await? };
-        let now_ms = crate::clock::now_ms();
-        let member = authenticate(state, &parts.method, &parts.uri, &parts.headers, &body, Role::Gateway, now_ms)?;
-        Ok(SignedGateway { gateway: member.public_key.key_id(), body, now_ms })
+        verify(state, &claimed, &parts.method, &parts.uri, &body)?;
+        remember(state, &claimed, now_ms).await?;
+        Ok(SignedGateway { gateway: claimed.key, body, now_ms })
     }
 }

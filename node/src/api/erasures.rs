@@ -224,10 +224,10 @@ fn scoped_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiErro
 fn scope_of(records: Option<Vec<RecordId>>, subject: Option<String>, gateway: KeyId) -> Result<ErasureScope, ApiError> {
     match (records, subject) {
         (Some(rids), None) => Ok(ErasureScope::Records(rids)),
-        (None, Some(local)) if !local.is_empty() && local.len() <= 256 => Ok(ErasureScope::Subject { gateway, local }),
-        (None, Some(_)) => {
-            Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_subject", "1 to 256 bytes").field("subject"))
-        }
+        (None, Some(subject)) => match crate::records::fhir::requested_subject(&subject) {
+            Ok(local) => Ok(ErasureScope::Subject { gateway, local }),
+            Err(why) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_subject", why).field("subject")),
+        },
         _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_scope",

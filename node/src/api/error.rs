@@ -116,6 +116,14 @@ impl From<ErasureError> for ApiError {
                 ),
             )
             .detail("request", json!(id)),
+            ErasureError::Held(rids) => {
+                let message = format!(
+                    "{} record(s) are under legal hold and nothing was erased: the holder lifts the hold \
+                     (POST /v1/holds/release), then ask again — or name only the records in no hold",
+                    rids.len()
+                );
+                ApiError::new(StatusCode::CONFLICT, "held", message).detail("held", json!(rids))
+            }
             ErasureError::Fatal(m) => ApiError::internal(m),
         }
     }
@@ -208,4 +216,54 @@ pub async fn method_not_allowed() -> ApiError {
 /// 404 for a path no route serves, as a JSON error.
 pub async fn no_route() -> ApiError {
     ApiError::not_found("no such route; see /v1/openapi.json".into())
+}
+
+/// Checks every request before a route sees it: exactly one `Host` header (RFC 9112
+/// §3.2: 400 `bad_host` without one or with two), and no content coding but `gzip`
+/// (415 `unsupported_encoding` naming the coding; `identity` is no coding).
+pub async fn request_checks(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let hosts = req.headers().get_all(axum::http::header::HOST).iter().count();
+    if hosts != 1 {
+        let why = if hosts == 0 { "the request has no Host header" } else { "the request has more than one Host header" };
+        return ApiError::new(StatusCode::BAD_REQUEST, "bad_host", why).field("host").into_response();
+    }
+    for value in req.headers().get_all(axum::http::header::CONTENT_ENCODING) {
+        let Ok(text) = value.to_str() else {
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_header", "not ASCII")
+                .field("content-encoding")
+                .into_response();
+        };
+        for coding in text.split(',').map(|c| c.trim().to_ascii_lowercase()) {
+            if !matches!(coding.as_str(), "gzip" | "x-gzip" | "identity" | "") {
+                return ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    format!("content coding {coding:?} is not accepted: send the body as is, or gzip-compressed"),
+                )
+                .field("content-encoding")
+                .into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// The answer to a request body that could not be read: 413 `too_large` past `limit`
+/// (counted after decompression), 408 `body_timeout` when it stalled, 400 `bad_body`
+/// when it is not valid gzip or the connection broke.
+pub fn body_error(e: &axum::Error, limit: usize) -> ApiError {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    if text.contains("length limit exceeded") {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {limit} bytes"))
+    } else if text.contains("timeout") || text.contains("timed out") {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the body stalled; send it without pauses")
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("the body could not be read: {text}"))
+    }
 }

@@ -27,9 +27,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiState;
 use super::auth::SignedGateway;
 use super::error::{ApiError, ErrorBody, Path, Query};
-use super::idempotency::{IDEMPOTENCY_HEADER, Idem};
+use super::idempotency::{self, IDEMPOTENCY_HEADER};
 use super::openapi::AnchorReceiptDoc;
 use crate::records::RecordsError;
+use crate::records::claims::{Claimed, claim_id};
 use crate::records::fhir::{self, BodyError, Format};
 use crate::records::ingest::{BatchTerms, Ingested};
 use crate::records::read::RecordView;
@@ -139,6 +140,11 @@ pub(super) async fn readings(
     let format = body_format(&headers)?;
     let readings = match fhir::parse(&body, format, crate::vault::VaultConfig::default().max_payload) {
         Err(BodyError::Malformed(m)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", m)),
+        Err(e @ BodyError::DuplicateKey(_)) => {
+            let message = e.to_string();
+            let BodyError::DuplicateKey(path) = e else { return Err(ApiError::internal("unreachable")) };
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "duplicate_key", message).field(path));
+        }
         Err(BodyError::NotABundle(m)) => {
             return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_a_bundle", m).field("resourceType"));
         }
@@ -167,28 +173,42 @@ pub(super) async fn readings(
     let idem_key = match headers.get(IDEMPOTENCY_HEADER) {
         None => None,
         Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => Some((gateway, k.to_owned())),
+            Ok(k) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => Some(k.to_owned()),
             _ => {
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_header", "1 to 128 ASCII characters")
                     .field(IDEMPOTENCY_HEADER));
             }
         },
     };
+    // What a retry must repeat: the query and the body (after decompression).
     let request_hash =
-        cairn_proto::hash::hash_parts("cairn/idempotency/v1", &[uri.query().unwrap_or("").as_bytes(), &body]);
-    if let Some(key) = &idem_key {
-        let cap = s.limits.idempotency_keys;
-        if let Idem::Replay(answer) = s.idempotency().begin(key.clone(), request_hash, cap)? {
-            return Ok((StatusCode::OK, [("idempotent-replayed", "true")], Json(answer)).into_response());
+        cairn_proto::hash::hash_parts("cairn/idempotency-request/v1", &[uri.query().unwrap_or("").as_bytes(), &body]);
+    let claim = match &idem_key {
+        None => None,
+        Some(key) => {
+            let id = claim_id(gateway, key);
+            match s.records.claim(id, request_hash).await {
+                Claimed::Fresh => Some(id),
+                Claimed::Replay(answer) => {
+                    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+                    return Ok((StatusCode::OK, [("idempotent-replayed", "true")], json, answer).into_response());
+                }
+                Claimed::Reused => return Err(idempotency::reused()),
+                Claimed::InProgress => return Err(idempotency::in_progress()),
+                Claimed::Unavailable(m) => {
+                    return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "custodians_unavailable", m)
+                        .field(IDEMPOTENCY_HEADER));
+                }
+            }
         }
-    }
-    let forget = |s: &ApiState| {
-        if let Some(key) = &idem_key {
-            s.idempotency().finish(key, None);
+    };
+    let release = async |s: &ApiState| {
+        if let Some(id) = claim {
+            s.records.settle(id, request_hash, None).await;
         }
     };
     let Ok(permits) = s.ingest_permits.clone().try_acquire_many_owned(readings.len() as u32) else {
-        forget(&s);
+        release(&s).await;
         s.metrics.busy_refusals.fetch_add(1, Relaxed);
         return Err(ApiError::busy("the node is storing as many readings as it may; retry shortly"));
     };
@@ -201,20 +221,20 @@ pub(super) async fn readings(
             let records: Vec<StoredRecord> =
                 stored.into_iter().map(|Ingested { rid, leaf }| StoredRecord { rid, leaf }).collect();
             let answer = Stored { count: records.len(), custodians: manifest.custodians, records };
-            let answer = match serde_json::to_value(answer) {
+            let answer = match serde_json::to_vec(&answer) {
                 Ok(answer) => answer,
                 Err(e) => {
-                    forget(&s);
+                    release(&s).await;
                     return Err(ApiError::internal(e));
                 }
             };
-            if let Some(key) = &idem_key {
-                s.idempotency().finish(key, Some(answer.clone()));
+            if let Some(id) = claim {
+                s.records.settle(id, request_hash, Some(answer.clone())).await;
             }
-            Ok((StatusCode::OK, Json(answer)).into_response())
+            Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], answer).into_response())
         }
         Err(e) => {
-            forget(&s);
+            release(&s).await;
             Err(s.records.note(e).into())
         }
     }

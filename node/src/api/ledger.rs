@@ -14,6 +14,7 @@
 //! | `GET /v1/log/inclusion?leaf=HEX[&size=N]` | `{"index","size","proof"}` |
 //! | `GET /v1/log/consistency?from=N&to=M` | list of hex hashes |
 //! | `GET /v1/admins/{key_id}` | `{"organisation","next_nonce"}` for signing a membership change |
+//! | `GET /v1/identity` | `{"chain","node","signature_version"}`: what a signed request to this node names |
 //!
 //!
 //! Unsigned: what they serve is public (no content, no subject) or signed itself.
@@ -260,4 +261,23 @@ pub(super) async fn admin(State(s): State<Arc<ApiState>>, Path(key_id): Path<Str
         .map(|o| o.name.clone())
         .ok_or_else(|| ApiError::not_found(format!("{id} is not an organisation admin")))?;
     Ok(Json(Admin { organisation, next_nonce: ledger.next_admin_nonce(&id) }))
+}
+
+/// Who this node is: what a signed request is bound to (ADR 015).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Identity {
+    /// The chain's genesis hash (64 hex digits).
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
+    chain: Hash32,
+    /// This node's validator key id (32 hex digits).
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
+    node: cairn_proto::KeyId,
+    /// The signature format this node checks (`x-cairn-signature-version`).
+    signature_version: u8,
+}
+
+/// The chain and node a signed request to this node must name.
+#[utoipa::path(get, path = "/v1/identity", tag = "node", responses((status = 200, body = Identity)))]
+pub(super) async fn identity(State(s): State<Arc<ApiState>>) -> Json<Identity> {
+    Json(Identity { chain: s.chain_hash, node: s.records.me, signature_version: cairn_proto::request::VERSION })
 }

@@ -130,6 +130,7 @@ fn router_and_document() -> (Router<Arc<ApiState>>, Document) {
         .routes(routes!(ledger::inclusion))
         .routes(routes!(ledger::consistency))
         .routes(routes!(ledger::admin))
+        .routes(routes!(ledger::identity))
         .routes(routes!(gateway::readings))
         .routes(routes!(gateway::record))
         .routes(routes!(gateway::receipt))
@@ -156,9 +157,12 @@ pub fn document() -> Document {
 
 /// The answers every signed route may give before its handler runs: a header it
 /// cannot read (400), a bad or replayed signature or an unknown key (401), the wrong
-/// role (403), a body past the limit (413), the replay window full (429), a store
-/// failure (500).
-const SIGNED_ROUTE_ERRORS: [&str; 6] = ["400", "401", "403", "413", "429", "500"];
+/// role (403), a stalled body (408), a body past the limit (413), a content coding
+/// other than gzip (415), the replay window full (429), a store failure (500).
+const SIGNED_ROUTE_ERRORS: [&str; 8] = ["400", "401", "403", "408", "413", "415", "429", "500"];
+/// The answers every route may give before its handler runs: no or two `Host` headers
+/// (400), a content coding other than gzip (415).
+const EVERY_ROUTE_ERRORS: [&str; 2] = ["400", "415"];
 
 /// Adds what the handlers' annotations leave to one place: the errors every signed route
 /// shares, and a description for every response (OpenAPI requires one).
@@ -189,6 +193,11 @@ fn complete(mut doc: Document) -> Document {
             "Unix milliseconds; within the node's allowed skew",
         ),
         header(cairn_proto::request::HEADER_NONCE, hex(32), "random, never used twice"),
+        header(
+            cairn_proto::request::HEADER_VERSION,
+            ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["2"])),
+            "the signature format (2: bound to the chain and the node, ADR 015)",
+        ),
     ];
     let retry_after = HeaderBuilder::new()
         .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0))))
@@ -206,6 +215,12 @@ fn complete(mut doc: Document) -> Document {
                         .entry(code.to_string())
                         .or_insert_with(|| ResponseBuilder::new().content("application/json", error()).build().into());
                 }
+            }
+            for code in EVERY_ROUTE_ERRORS {
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| ResponseBuilder::new().content("application/json", error()).build().into());
             }
             for (code, response) in &mut op.responses.responses {
                 if let RefOr::T(r) = response

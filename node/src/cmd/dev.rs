@@ -61,6 +61,52 @@ pub struct Layout {
     pub http: Vec<String>,
 }
 
+/// The consortium CA's certificate, beside the genesis file: `cairn` trusts it when given
+/// `--genesis` (or `--ca`).
+pub const CA_FILE: &str = "ca.pem";
+/// A validator's API certificate and key, relative to its configuration file.
+const TLS_CERT: &str = "tls/node.pem";
+const TLS_KEY: &str = "tls/node.key";
+
+/// Makes a CA for the dev consortium (its certificate in `ca.pem`; its key is not kept)
+/// and, for each validator, an API certificate for its host and `localhost` signed by it
+/// (ECDSA P-256, rcgen).
+fn make_tls(dir: &Path, n: usize, hosts: &Hosts) -> anyhow::Result<()> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    };
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let ca_key = KeyPair::generate().context("making the dev CA key")?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "cairn dev consortium CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).context("signing the dev CA")?;
+    for i in 0..n {
+        let mut names = vec![host(hosts, i), "localhost".to_string()];
+        names.dedup();
+        let key = KeyPair::generate().context("making a node's TLS key")?;
+        let mut params = CertificateParams::new(names)?;
+        params.distinguished_name.push(DnType::CommonName, format!("cairn dev validator v{i}"));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).context("signing a node's certificate")?;
+        let tls = dir.join(format!("v{i}")).join("tls");
+        std::fs::create_dir_all(&tls).with_context(|| format!("creating {}", tls.display()))?;
+        std::fs::write(tls.join("node.pem"), cert.pem()).with_context(|| format!("writing {}", tls.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(tls.join("node.key"))
+            .with_context(|| format!("writing {}", tls.display()))?;
+        f.write_all(key.serialize_pem().as_bytes())?;
+    }
+    std::fs::write(dir.join(CA_FILE), ca_cert.pem()).with_context(|| format!("writing {}", dir.display()))?;
+    Ok(())
+}
+
 fn config_path(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("v{i}")).join("node.toml")
 }
@@ -80,7 +126,7 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
     let http: Vec<String> = (0..n)
         .map(|i| {
             let (_, _, port) = ports(hosts, i);
-            format!("http://{}:{port}", host(hosts, i))
+            format!("https://{}:{port}", host(hosts, i))
         })
         .collect();
     if genesis_path.exists() {
@@ -91,6 +137,18 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
                 genesis_path.display(),
                 missing.display()
             );
+        }
+        if !dir.join(CA_FILE).exists() {
+            // A consortium made before the API served TLS: give it certificates.
+            make_tls(dir, n, hosts)?;
+            for path in &configs {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let mut file: NodeFile = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+                file.http.tls_cert = Some(PathBuf::from(TLS_CERT));
+                file.http.tls_key = Some(PathBuf::from(TLS_KEY));
+                file.http.plaintext = false;
+                std::fs::write(path, toml::to_string(&file)?).with_context(|| format!("writing {}", path.display()))?;
+            }
         }
         return Ok(Layout { dir: dir.to_path_buf(), configs, http });
     }
@@ -106,6 +164,7 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
         ids.push(node);
     }
     let genesis: Genesis = build_genesis(&spec).context("building the dev genesis")?;
+    make_tls(dir, n, hosts)?;
     let peer_ids = ids.iter().map(NodeIdentity::peer_id).collect::<Result<Vec<_>, _>>()?;
     // Every other validator's address on one of its ports (consensus or p2p), pinned by peer id.
     let peers = |i: usize, port: fn((u16, u16, u16)) -> u16| -> Vec<String> {
@@ -128,7 +187,12 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
             genesis: PathBuf::from("../genesis.toml"),
             consensus: NetSection { listen: format!("/ip4/{listen_host}/tcp/{cport}"), peers: peers(i, |p| p.0) },
             p2p: NetSection { listen: format!("/ip4/{listen_host}/tcp/{pport}"), peers: peers(i, |p| p.1) },
-            http: HttpSection { listen: format!("{listen_host}:{hport}").parse().context("HTTP listen address")? },
+            http: HttpSection {
+                listen: format!("{listen_host}:{hport}").parse().context("HTTP listen address")?,
+                tls_cert: Some(PathBuf::from(TLS_CERT)),
+                tls_key: Some(PathBuf::from(TLS_KEY)),
+                plaintext: false,
+            },
             timing,
             mempool: MempoolSection::default(),
             custody: CustodySection::default(),

@@ -9,6 +9,7 @@
 //! `/cairn/req/1` ([`wire`]) and answers them in [`Records::serve`].
 
 pub mod anchor;
+pub mod claims;
 pub mod custody;
 pub mod erasure;
 pub mod fhir;
@@ -131,6 +132,8 @@ pub struct Settings {
     pub max_batch_readings: usize,
     /// Time between retention sweeps.
     pub retention_sweep: Duration,
+    /// Idempotency claims remembered ([`claims`]).
+    pub idempotency_keys: usize,
 }
 
 /// The record lifecycle at one node: its stores and actors, and the ports to the rest of
@@ -156,6 +159,8 @@ pub struct Records {
     pub peers: Arc<dyn Peers>,
     /// Counters for `/metrics`.
     pub counters: Counters,
+    /// Idempotency claims this validator knows ([`claims`]).
+    pub claims: claims::Claims,
     /// The ingest batcher's queue ([`ingest::run_batcher`]).
     pub(crate) jobs: mpsc::Sender<ingest::Job>,
     /// The first fatal failure of this layer, if any: the runtime stops the node on it.
@@ -205,6 +210,7 @@ impl Records {
             txs,
             peers,
             counters: Counters::default(),
+            claims: claims::Claims::new(parts.settings.idempotency_keys),
             jobs,
             fatal: watch::channel(None).0,
         };
@@ -277,6 +283,16 @@ impl Records {
                     Ok(Err(e)) => Response::Error(self.note(e.into()).to_string()),
                     Err(e) => Response::Error(format!("the hold task failed: {e}")),
                 }
+            }
+            Request::Claim { id, request, holder } => {
+                Response::Claim(self.claims.take(id, request, holder, crate::clock::now_ms()))
+            }
+            Request::Settle { id, request, holder, answer } => {
+                // Only the holder settles or releases its own claim.
+                if holder == from {
+                    self.claims.settle(id, request, holder, answer);
+                }
+                Response::Settled
             }
         }
     }

@@ -64,6 +64,8 @@ pub struct ReadAnswer {
     pub record: RecordView,
     /// Its anchor receipt from the custodian that answered.
     pub receipt: Option<cairn_proto::receipt::AnchorReceipt>,
+    /// Whether the custodian that answered keeps it under legal hold.
+    pub held: bool,
 }
 
 impl Records {
@@ -103,7 +105,8 @@ impl Records {
             .map_err(|e| RecordsError::Unavailable(e.to_string()))?
             .pop()
             .flatten();
-        Ok(ReadAnswer { record, receipt })
+        let held = self.erasures.store.held(&rid)?;
+        Ok(ReadAnswer { record, receipt, held })
     }
 
     /// A record from this node or, if it is not a custodian, from a connected custodian;
@@ -126,6 +129,13 @@ impl Records {
     pub async fn subject_here(&self, subject: SubjectRef) -> Result<Vec<ReadAnswer>, RecordsError> {
         let views: Vec<_> = self.vault.subject(subject).await?.iter().map(RecordView::without_content).collect();
         let receipts = self.receipts_for(&views).await?;
-        Ok(views.into_iter().zip(receipts).map(|(record, receipt)| ReadAnswer { record, receipt }).collect())
+        views
+            .into_iter()
+            .zip(receipts)
+            .map(|(record, receipt)| {
+                let held = self.erasures.store.held(&record.rid)?;
+                Ok(ReadAnswer { record, receipt, held })
+            })
+            .collect()
     }
 }

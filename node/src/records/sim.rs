@@ -190,6 +190,8 @@ fn kind(r: &Request) -> &'static str {
         Request::Subject(_) => "subject",
         Request::Erase(_) => "erase",
         Request::Hold { .. } => "hold",
+        Request::Claim { .. } => "claim",
+        Request::Settle { .. } => "settle",
     }
 }
 
@@ -308,7 +310,12 @@ impl Sim {
             let erasures =
                 Erasures::new(ErasureStore::open(&home.join("erasures.redb")).unwrap(), batches, key.clone());
             let settings =
-                Settings { replication, max_batch_readings: 10_000, retention_sweep: Duration::from_secs(3600) };
+                Settings {
+                    replication,
+                    max_batch_readings: 10_000,
+                    retention_sweep: Duration::from_secs(3600),
+                    idempotency_keys: 1000,
+                };
             let parts = Parts {
                 me: key.public().key_id(),
                 settings,

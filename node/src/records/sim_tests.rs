@@ -379,3 +379,89 @@ async fn a_retention_page_skips_records_erased_since_the_ids_were_listed() {
     assert_eq!(expired.iter().map(|r| r.header.rid).collect::<Vec<_>>(), vec![stored[1].rid]);
     assert_eq!(vault.expired(10_000, ids).await.unwrap().len(), 2, "later, the third one too");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_is_stored_once_whichever_node_receives_it() {
+    use super::claims::{Claimed, claim_id};
+    let sim = Sim::start(4, 2).await;
+    let g = gateway().public().key_id();
+    let (id, body, other_body) = (claim_id(g, "batch-1"), cairn_proto::Hash32([1; 32]), cairn_proto::Hash32([2; 32]));
+    assert_eq!(sim.nodes[0].claim(id, body).await, Claimed::Fresh);
+    // Failed over to another node while the first is still storing: in progress.
+    assert_eq!(sim.nodes[2].claim(id, body).await, Claimed::InProgress);
+    // The first node stores and settles; a retry at any node gets its answer.
+    sim.nodes[0].settle(id, body, Some(b"{\"count\":1}".to_vec())).await;
+    for node in [1, 2, 3, 0] {
+        assert_eq!(sim.nodes[node].claim(id, body).await, Claimed::Replay(b"{\"count\":1}".to_vec()), "node {node}");
+    }
+    // The same key with another body is refused anywhere.
+    assert_eq!(sim.nodes[3].claim(id, other_body).await, Claimed::Reused);
+    // The node that stored it restarts and forgets: the others still answer.
+    let restarted = &sim.nodes[0];
+    restarted.claims.settle(id, body, restarted.me, None);
+    assert_eq!(sim.nodes[0].claim(id, body).await, Claimed::Replay(b"{\"count\":1}".to_vec()));
+
+    // A released claim (the batch failed) may be claimed again elsewhere.
+    let id2 = claim_id(g, "batch-2");
+    assert_eq!(sim.nodes[1].claim(id2, body).await, Claimed::Fresh);
+    sim.nodes[1].settle(id2, body, None).await;
+    assert_eq!(sim.nodes[3].claim(id2, body).await, Claimed::Fresh);
+
+    // Without a majority of validators a keyed batch is not stored.
+    sim.net.set_down(sim.id(1), true);
+    sim.net.set_down(sim.id(2), true);
+    assert!(matches!(sim.nodes[0].claim(claim_id(g, "batch-3"), body).await, Claimed::Unavailable(_)));
+    // ... and the claim it made is released: with the majority back, it goes ahead.
+    sim.net.set_down(sim.id(1), false);
+    sim.net.set_down(sim.id(2), false);
+    assert_eq!(sim.nodes[3].claim(claim_id(g, "batch-3"), body).await, Claimed::Fresh);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legal_hold_blocks_every_erasure_trigger_and_pauses_one_accepted_before_it() {
+    let sim = Sim::start(3, 2).await;
+    let g = gateway().public().key_id();
+    let stored = sim.ingest(0, &gateway(), "Patient/h", 2).await.unwrap();
+    for r in &stored {
+        sim.until("anchored", async || sim.nodes[0].read_here(r.rid, g).await.unwrap().receipt.is_some()).await;
+    }
+    let held = ErasureScope::Records(vec![stored[0].rid]);
+    accept::hold(&sim.nodes[0], g, &held, true, 1).await.unwrap();
+    let subject = || ErasureScope::Subject { gateway: g, local: "Patient/h".into() };
+    // Asked at another node than the one that placed the hold, by every trigger.
+    for (node, scope, trigger) in [
+        (1, subject(), ErasureTrigger::SubjectRequest),
+        (2, held.clone(), ErasureTrigger::PurposeAchieved),
+        (1, subject(), ErasureTrigger::ConsentWithdrawn),
+    ] {
+        match accept::accept(&sim.nodes[node], g, scope, trigger, 2).await {
+            Err(ErasureError::Held(rids)) => assert_eq!(rids, vec![stored[0].rid]),
+            other => panic!("{trigger:?}: expected Held, got {other:?}"),
+        }
+    }
+    match accept::consent_withdrawn(&sim.nodes[0], g, g, "Patient/h".into(), 3).await {
+        Err(ErasureError::Held(rids)) => assert_eq!(rids, vec![stored[0].rid]),
+        other => panic!("expected Held, got {other:?}"),
+    }
+    // Nothing was erased; the record not held can be erased by id.
+    assert!(sim.nodes[0].read_here(stored[0].rid, g).await.is_ok());
+    let rest = accept::accept(&sim.nodes[0], g, ErasureScope::Records(vec![stored[1].rid]), ErasureTrigger::SubjectRequest, 4)
+        .await
+        .unwrap();
+    let mut pacing = Pacing::default();
+    rounds_until(&sim, 0, &mut pacing, rest.id, "the rest certified", |j| j.complete()).await;
+
+    // A hold placed after an erasure was accepted pauses it at the custodians until lifted.
+    let stored = sim.ingest(0, &gateway(), "Patient/k", 1).await.unwrap();
+    let rid = stored[0].rid;
+    sim.until("anchored", async || sim.nodes[0].read_here(rid, g).await.unwrap().receipt.is_some()).await;
+    let job = erase_record(&sim, rid).await;
+    accept::hold(&sim.nodes[0], g, &ErasureScope::Records(vec![rid]), true, 5).await.unwrap();
+    round(&sim.nodes[0], &mut pacing).await.unwrap();
+    let paused = sim.nodes[0].erasures.store.job(&job.id).unwrap().unwrap();
+    assert!(paused.records[0].receipts.iter().all(Option::is_none), "no custodian erased a held record");
+    assert!(sim.nodes[0].read_here(rid, g).await.is_ok());
+    accept::hold(&sim.nodes[0], g, &ErasureScope::Records(vec![rid]), false, 6).await.unwrap();
+    let mut pacing = Pacing::default();
+    rounds_until(&sim, 0, &mut pacing, job.id, "erased once the hold is lifted", |j| j.complete()).await;
+}

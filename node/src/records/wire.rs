@@ -10,6 +10,7 @@ use cairn_proto::record::RecordId;
 use cairn_proto::{Hash32, KeyId};
 use serde::{Deserialize, Serialize};
 
+use super::claims::ClaimAnswer;
 use super::erasure::{EraseAnswer, EraseOrder};
 use super::read::ReadAnswer;
 use crate::vault::{Replica, SubjectRef};
@@ -43,6 +44,26 @@ pub enum Request {
         /// Place or lift.
         on: bool,
     },
+    /// Claim an idempotency key for a request (`claims`).
+    Claim {
+        /// Claim id (`claims::claim_id`).
+        id: Hash32,
+        /// Hash of the request's query and body.
+        request: Hash32,
+        /// The node that will store it.
+        holder: KeyId,
+    },
+    /// Settle a claim with its answer, or release it (`None`).
+    Settle {
+        /// Claim id.
+        id: Hash32,
+        /// Hash of the request.
+        request: Hash32,
+        /// The node that stored it.
+        holder: KeyId,
+        /// The answer (JSON).
+        answer: Option<Vec<u8>>,
+    },
 }
 
 impl Request {
@@ -54,7 +75,12 @@ impl Request {
     pub fn timeout(&self) -> Duration {
         match self {
             Request::Replicate(_) | Request::Read { .. } => LONG_ASK,
-            Request::Status | Request::Subject(_) | Request::Erase(_) | Request::Hold { .. } => SHORT_ASK,
+            Request::Status
+            | Request::Subject(_)
+            | Request::Erase(_)
+            | Request::Hold { .. }
+            | Request::Claim { .. }
+            | Request::Settle { .. } => SHORT_ASK,
         }
     }
 }
@@ -91,6 +117,10 @@ pub enum Response {
         /// Its header hash.
         last_hash: Hash32,
     },
+    /// The answer to a claim.
+    Claim(ClaimAnswer),
+    /// A claim settled or released.
+    Settled,
     /// The request could not be answered (the peer's reason; it never names a record
     /// or a subject in clear beyond what the request itself named).
     Error(String),

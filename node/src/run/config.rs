@@ -117,12 +117,23 @@ pub struct NetSection {
     pub peers: Vec<String>,
 }
 
-/// The HTTP listener.
+/// The HTTP listener: HTTPS with `tls_cert` and `tls_key` (sandbox condition ⑤), or
+/// plain HTTP only when `plaintext = true` says so (behind the operator's own TLS
+/// terminator). One of the two is required.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
     /// Socket address, such as `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// PEM file with the node's certificate chain (leaf first); relative to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS#8); relative to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP (no TLS): only behind a TLS terminator the operator runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plaintext: bool,
 }
 
 /// Block timing, in milliseconds.
@@ -174,6 +185,8 @@ impl NodeFile {
         let base = path.parent().unwrap_or(Path::new("."));
         file.data_dir = base.join(&file.data_dir);
         file.genesis = base.join(&file.genesis);
+        file.http.tls_cert = file.http.tls_cert.map(|p| base.join(p));
+        file.http.tls_key = file.http.tls_key.map(|p| base.join(p));
         file.check(path)?;
         Ok(file)
     }
@@ -183,6 +196,21 @@ impl NodeFile {
         let addr = |s: &str| s.parse::<libp2p::Multiaddr>().map_err(|e| format!("`{s}`: {e}"));
         addr(&self.consensus.listen).map_err(|m| field("consensus.listen", m))?;
         addr(&self.p2p.listen).map_err(|m| field("p2p.listen", m))?;
+        match (&self.http.tls_cert, &self.http.tls_key, self.http.plaintext) {
+            (Some(_), Some(_), false) | (None, None, true) => {}
+            (Some(_), Some(_), true) => {
+                return Err(field("http.plaintext", "set either tls_cert and tls_key, or plaintext = true".into()));
+            }
+            (None, None, false) => {
+                return Err(field(
+                    "http.tls_cert",
+                    "the API is served over TLS: set tls_cert and tls_key (PEM files), or plaintext = true \
+                     when a TLS terminator of yours stands in front"
+                        .into(),
+                ));
+            }
+            _ => return Err(field("http.tls_key", "tls_cert and tls_key go together".into())),
+        }
         for (name, peers) in [("consensus.peers", &self.consensus.peers), ("p2p.peers", &self.p2p.peers)] {
             for p in peers {
                 if peer_id_of(p).map_err(|m| field(name, m))?.is_none() {

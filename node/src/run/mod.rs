@@ -53,6 +53,8 @@ pub const ANCHORS_FILE: &str = "anchors.redb";
 pub const ERASURE_BATCHES_FILE: &str = "erasure-batches.redb";
 /// File of this node's erasure receipts and erasure jobs inside the data directory.
 pub const ERASURES_FILE: &str = "erasures.redb";
+/// Seen request nonces (`api::nonces`).
+pub const NONCES_FILE: &str = "nonces.redb";
 
 /// Why a node did not start or stopped.
 ///
@@ -182,6 +184,7 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
         replication: custody.replication,
         max_batch_readings: custody.max_batch_readings,
         retention_sweep: std::time::Duration::from_millis(custody.retention_sweep_ms),
+        idempotency_keys: custody.idempotency_keys,
     };
     let parts = Parts { me: me.0, settings, vault, anchors, erasures };
     let (records, jobs) = Records::new(parts, chain.clone(), chain.clone(), Arc::new(peers));
@@ -204,9 +207,24 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
         max_batch_readings: custody.max_batch_readings,
         max_body_bytes: custody.max_body_bytes,
         request_skew_ms: custody.request_skew_ms,
-        idempotency_keys: custody.idempotency_keys,
     };
-    let http = tokio::spawn(api::serve(ApiState::new(chain.clone(), records.clone(), limits), listener));
+    let nonces = api::nonces::NonceStore::open(&file.data_dir.join(NONCES_FILE), crate::clock::now_ms())
+        .map_err(|e| refused("opening the nonce store", e))?;
+    let api = ApiState::new(chain.clone(), records.clone(), limits, Arc::new(nonces));
+    let tls = match (&file.http.tls_cert, &file.http.tls_key) {
+        (Some(cert), Some(key)) => {
+            info!(addr = %file.http.listen, "HTTP API served over TLS");
+            Some(api::tls::server_config(cert, key).map_err(|e| refused("loading the API's TLS certificate", e))?)
+        }
+        _ => {
+            tracing::warn!(
+                addr = %file.http.listen,
+                "HTTP API served WITHOUT TLS (http.plaintext = true): only behind a TLS terminator of the operator's"
+            );
+            None
+        }
+    };
+    let http = tokio::spawn(api::serve(api, listener, tls));
 
     // Consensus.
     let ctx = CairnContext { chain: chain_id };

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use std::io::Write as _;
 
 use cairn_client::gateway::{Erase, Gateway, GatewayError};
 use cairn_client::verify::{verify_block, verify_checkpoint, verify_log_consistency, verify_receipt};
@@ -23,8 +22,33 @@ use submit::{SubmitOptions, load_readings, submit};
 #[derive(Debug, Parser)]
 #[command(name = "cairn", version, about = "Use and verify a cairn consortium ledger")]
 struct Cli {
+    /// CA certificate(s) (PEM) to trust for https:// nodes; by default the `ca.pem`
+    /// beside a `--genesis` file is trusted.
+    #[arg(long, global = true, env = "CAIRN_CA")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Trusts `--ca` (or `CAIRN_CA`) and the `ca.pem` beside any `--genesis` file given.
+fn trust(ca: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(ca) = ca {
+        cairn_client::http::trust_ca_file(ca)?;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let mut genesis: Vec<PathBuf> = args
+        .windows(2)
+        .filter(|w| w.first().is_some_and(|a| a == "--genesis"))
+        .filter_map(|w| w.get(1).map(PathBuf::from))
+        .collect();
+    genesis.extend(args.iter().filter_map(|a| a.strip_prefix("--genesis=")).map(PathBuf::from));
+    for g in genesis {
+        let beside = g.parent().unwrap_or(Path::new(".")).join("ca.pem");
+        if beside.exists() {
+            cairn_client::http::trust_ca_file(&beside)?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +66,8 @@ enum InputFormat {
 /// The node a gateway talks to and the key it signs with.
 #[derive(Debug, clap::Args)]
 struct GatewayArgs {
-    /// The node's HTTP address.
+    /// The node's API address (`https://HOST:PORT`, or `http://` where the node
+    /// serves plain HTTP).
     #[arg(long)]
     node: String,
     /// The gateway's key file.
@@ -91,9 +116,14 @@ enum Command {
         /// Purpose the read is for (must match the record's).
         #[arg(long)]
         purpose: String,
-        /// Also verify the record's receipt offline against this genesis file.
+        /// Also verify the record's receipt offline against this genesis file (the
+        /// result goes to standard error).
         #[arg(long)]
         genesis: Option<PathBuf>,
+        /// Write only the FHIR resource, byte for byte as it was sent, instead of the
+        /// node's whole answer.
+        #[arg(long)]
+        resource: bool,
         /// Record id.
         rid: String,
     },
@@ -265,6 +295,7 @@ fn parse_certificate(text: &str) -> anyhow::Result<cairn_proto::erasure::Erasure
         .map_err(|e| anyhow::anyhow!("not a bcs erasure certificate: {e}"))
 }
 
+/// Prints the verdict of a verify command: its output (standard output).
 fn report(checks: &[String], limits: &str) {
     for c in checks {
         println!("ok: {c}");
@@ -272,8 +303,30 @@ fn report(checks: &[String], limits: &str) {
     println!("not established: {limits}");
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Exit codes (docs/gateway.md): 0 done (also when standard output was closed early,
+/// e.g. by `head`), 1 refused or failed (a node's refusal, a check that failed, a bad
+/// file), 2 usage (clap's own).
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether `e` is a write to a closed pipe (the reader went away: end quietly).
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    trust(cli.ca.as_deref())?;
+    match cli.command {
         Command::Submit { gateway, purpose, retention_days, format, batch, parallel, out, input } => {
             let gateway = gateway.connect()?;
             let readings = load_readings(input.as_deref(), format)?;
@@ -285,11 +338,31 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("{} readings were not stored", summary.failed);
             }
         }
-        Command::Get { gateway, purpose, genesis, rid } => {
+        Command::Get { gateway, purpose, genesis, resource, rid } => {
             let gateway = gateway.connect()?;
             let rid: RecordId = rid.parse().map_err(|e| anyhow::anyhow!("record id {rid:?}: {e}"))?;
-            let answer = gateway.record(&rid, &purpose)?;
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            let raw = gateway.record_bytes(&rid, &purpose)?;
+            // The data, exactly as the node sent it: the resource inside is the stored bytes.
+            let mut stdout = std::io::stdout().lock();
+            if resource {
+                #[derive(serde::Deserialize)]
+                struct Answer<'a> {
+                    #[serde(borrow)]
+                    record: Record<'a>,
+                }
+                #[derive(serde::Deserialize)]
+                struct Record<'a> {
+                    #[serde(borrow)]
+                    resource: &'a serde_json::value::RawValue,
+                }
+                let a: Answer<'_> = serde_json::from_slice(&raw).context("the node's answer")?;
+                stdout.write_all(a.record.resource.get().as_bytes())?;
+            } else {
+                stdout.write_all(&raw)?;
+            }
+            stdout.write_all(b"\n")?;
+            stdout.flush()?;
+            let answer: serde_json::Value = serde_json::from_slice(&raw).context("the node's answer")?;
             if let Some(g) = genesis {
                 let genesis = read_genesis(&g)?;
                 let receipt: Option<AnchorReceipt> =
@@ -301,9 +374,12 @@ fn main() -> anyhow::Result<()> {
                 {
                     anyhow::bail!("the receipt is not for this record");
                 }
-                report(
-                    &verify_receipt(&genesis, &receipt)?,
-                    "that the resource shown is the one committed: C is a keyed hash of the ciphertext, which stays with the custodians",
+                // The data went to standard output; the check's result goes to standard error.
+                for c in verify_receipt(&genesis, &receipt)? {
+                    eprintln!("ok: {c}");
+                }
+                eprintln!(
+                    "not established: that the resource shown is the one committed: C is a keyed hash of the ciphertext, which stays with the custodians"
                 );
             }
         }
@@ -357,7 +433,7 @@ fn main() -> anyhow::Result<()> {
                 _ => anyhow::bail!("give --key-file or --public-key"),
             };
             cairn_client::admin::register(&node, &genesis, &admin, role, key)?;
-            println!("registered {key} (key id {}) as {role:?}", key.key_id());
+            eprintln!("registered {key} (key id {}) as {role:?}", key.key_id());
         }
         Command::VerifyReceipt { genesis, receipts } => {
             let genesis = read_genesis(&genesis)?;
@@ -391,13 +467,14 @@ fn main() -> anyhow::Result<()> {
             let gateway = gateway.connect()?;
             let what = scope(subject, &rids)?;
             let n = with_retries(|| gateway.hold(&what, !release))?;
-            println!("{} {n} records at every custodian", if release { "released" } else { "held" });
+            eprintln!("{} {n} records at every custodian", if release { "released" } else { "held" });
         }
         Command::Erase { gateway, subject, trigger, out, wait_s, genesis, rids } => {
             let gateway = gateway.connect()?;
             let what = scope(subject, &rids)?;
             let id = with_retries(|| gateway.erase(&what, Some(&trigger)))?;
-            println!("erasure request {id} accepted");
+            writeln!(std::io::stdout().lock(), "{id}")?;
+            eprintln!("erasure request {id} accepted");
             if let Some(out) = out {
                 let genesis = genesis.as_deref().map(read_genesis).transpose()?;
                 let certificates = wait_for_certificates(&gateway, &id, wait_s)?;
@@ -411,7 +488,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 let verified = if genesis.is_some() { ", each verified offline" } else { "" };
-                println!("{} certificates written to {}{verified}", certificates.len(), out.display());
+                eprintln!("{} certificates written to {}{verified}", certificates.len(), out.display());
             }
         }
         Command::VerifyErasure { genesis, live, certificate } => {
@@ -431,9 +508,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Keygen { out } => {
             let public = cairn_client::keys::generate(&out)?;
-            println!("wrote {}", out.display());
-            println!("public key: {public}");
-            println!("key id:     {}", public.key_id());
+            eprintln!("wrote {}", out.display());
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "public key: {public}")?;
+            writeln!(stdout, "key id:     {}", public.key_id())?;
         }
         Command::Checkpoint { node, genesis, since, out } => {
             let genesis = read_genesis(&genesis)?;
@@ -449,7 +527,7 @@ fn main() -> anyhow::Result<()> {
                     verify_log_consistency(&genesis, &old, &new, &proof)?
                 }
             };
-            println!(
+            eprintln!(
                 "checkpoint: height {}, log size {}, log root {}",
                 new.header.height, new.header.log_size, new.header.log_root
             );
@@ -460,7 +538,7 @@ fn main() -> anyhow::Result<()> {
             if let Some(out) = out {
                 std::fs::write(&out, serde_json::to_string_pretty(&new)?)
                     .with_context(|| format!("writing {}", out.display()))?;
-                println!("wrote {}", out.display());
+                eprintln!("wrote {}", out.display());
             }
         }
         Command::VerifyBlock { genesis, block } => {

@@ -168,6 +168,11 @@ pub(super) async fn create(
     if found.len() > MAX_RECORDS {
         return Err(ErasureError::Invalid(format!("{} records; at most {MAX_RECORDS} per request", found.len())));
     }
+    // A legal hold blocks every trigger (retention expiry skips held records before).
+    let held: Vec<RecordId> = found.iter().filter(|a| a.held).map(|a| a.record.rid).collect();
+    if !held.is_empty() {
+        return Err(ErasureError::Held(held));
+    }
     let mut anchors = Vec::with_capacity(found.len());
     for answer in found {
         match answer.receipt {

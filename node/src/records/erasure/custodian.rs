@@ -88,6 +88,8 @@ async fn try_erase_here(records: &Records, orders: &[EraseOrder]) -> Result<Vec<
             continue;
         }
         match records.vault.get(o.rid).await {
+            // A hold placed after the request was accepted pauses it here until lifted.
+            Ok(r) if r.leaf == o.leaf && er.store.held(&o.rid)? => refuse(&mut answers, i, "under legal hold here"),
             Ok(r) if r.leaf == o.leaf && r.manifest.custodians.contains(&me) => to_erase.push(i),
             Ok(_) => refuse(&mut answers, i, "the record here has another leaf"),
             Err(VaultError::NotFound(_)) => match er.store.intent(&o.key())? {

@@ -56,6 +56,9 @@ pub enum ErasureError {
     /// Not all records could be found or are anchored yet.
     #[error("{0}")]
     Unavailable(String),
+    /// Records of the request are under legal hold (their ids): nothing is erased.
+    #[error("{} record(s) of the request are under legal hold; nothing is erased until the hold is lifted", .0.len())]
+    Held(Vec<RecordId>),
     /// A record is already being erased by an open request at this node (its id).
     #[error("a record is already being erased by request {0}; follow that request")]
     InProgress(String),

@@ -73,7 +73,8 @@ pub async fn sweep_retention(records: &Records, clock_ms: u64) -> Result<Vec<Job
             .into_iter()
             .zip(receipts)
             .filter(|(_, receipt)| receipt.is_some())
-            .map(|(record, receipt)| ReadAnswer { record, receipt })
+            // Held records were left out above.
+            .map(|(record, receipt)| ReadAnswer { record, receipt, held: false })
             .collect();
         if found.is_empty() {
             continue;

@@ -1,0 +1,170 @@
+//! Seen request nonces (DESIGN.md §9, ADR 015): a signed request is good once. A nonce
+//! is remembered until its request's timestamp leaves the allowed skew, in memory and in
+//! `nonces.redb` (written and synced before the request is acted on), so a node restart
+//! does not reopen the window. Rows are keyed `expiry (8 bytes, big-endian) ‖ key id ‖
+//! nonce`, so expired ones are dropped with one range delete. No subject, no content:
+//! key ids and random nonces only.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::Path;
+use std::sync::Mutex;
+
+use axum::http::StatusCode;
+use cairn_proto::KeyId;
+use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+
+use super::error::ApiError;
+
+/// Most nonces remembered at once; beyond this new requests wait (429).
+const MAX_NONCES: usize = 4_000_000;
+
+const SEEN: TableDefinition<&[u8], ()> = TableDefinition::new("seen_nonces");
+
+type Seen = (KeyId, [u8; 16]);
+
+/// Seen nonces, oldest first, in memory and on disk.
+pub struct NonceStore {
+    memory: Mutex<(HashSet<Seen>, VecDeque<(u64, KeyId, [u8; 16])>)>,
+    db: Option<redb::Database>,
+}
+
+impl std::fmt::Debug for NonceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NonceStore")
+    }
+}
+
+fn row(expires_ms: u64, key: KeyId, nonce: [u8; 16]) -> [u8; 40] {
+    let mut r = [0u8; 40];
+    r[..8].copy_from_slice(&expires_ms.to_be_bytes());
+    r[8..24].copy_from_slice(&key.0);
+    r[24..].copy_from_slice(&nonce);
+    r
+}
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("the nonce store failed: {e}"))
+}
+
+impl NonceStore {
+    /// Kept in memory only (tests of other parts).
+    pub fn in_memory() -> Self {
+        Self { memory: Mutex::default(), db: None }
+    }
+
+    /// Opens or creates `path`, drops the nonces expired at `now_ms` and loads the rest.
+    pub fn open(path: &Path, now_ms: u64) -> Result<Self, String> {
+        let db = redb::Database::create(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        {
+            let mut table = txn.open_table(SEEN).map_err(|e| e.to_string())?;
+            let upper = now_ms.to_be_bytes();
+            table.retain_in::<&[u8], _>(..upper.as_slice(), |_, _| false).map_err(|e| e.to_string())?;
+        }
+        txn.commit().map_err(|e| e.to_string())?;
+        let mut memory: (HashSet<Seen>, VecDeque<(u64, KeyId, [u8; 16])>) = Default::default();
+        let read = db.begin_read().map_err(|e| e.to_string())?;
+        let table = read.open_table(SEEN).map_err(|e| e.to_string())?;
+        for r in table.iter().map_err(|e| e.to_string())? {
+            let (k, _) = r.map_err(|e| e.to_string())?;
+            let k = k.value();
+            let (Some(exp), Some(key), Some(nonce)) = (k.get(..8), k.get(8..24), k.get(24..40)) else { continue };
+            let (Ok(exp), Ok(key), Ok(nonce)) =
+                (<[u8; 8]>::try_from(exp), <[u8; 16]>::try_from(key), <[u8; 16]>::try_from(nonce))
+            else {
+                continue;
+            };
+            memory.0.insert((KeyId(key), nonce));
+            memory.1.push_back((u64::from_be_bytes(exp), KeyId(key), nonce));
+        }
+        drop(table);
+        drop(read);
+        Ok(Self { memory: Mutex::new(memory), db: Some(db) })
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, (HashSet<Seen>, VecDeque<(u64, KeyId, [u8; 16])>)> {
+        self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `nonce` of `key` was seen (checked before a body is read).
+    pub fn seen(&self, key: KeyId, nonce: [u8; 16]) -> bool {
+        self.memory().0.contains(&(key, nonce))
+    }
+
+    /// Records a nonce valid until `expires_ms`, durably; false if it was seen before.
+    /// Blocks on a disk sync: call it off the async workers.
+    pub fn insert(&self, now_ms: u64, expires_ms: u64, key: KeyId, nonce: [u8; 16]) -> Result<bool, ApiError> {
+        {
+            let mut guard = self.memory();
+            let (seen, order) = &mut *guard;
+            while let Some((expiry, k, n)) = order.front().copied() {
+                if expiry >= now_ms {
+                    break;
+                }
+                order.pop_front();
+                seen.remove(&(k, n));
+            }
+            if seen.contains(&(key, nonce)) {
+                return Ok(false);
+            }
+            if seen.len() >= MAX_NONCES {
+                return Err(ApiError::busy("too many requests in the replay window"));
+            }
+            seen.insert((key, nonce));
+            order.push_back((expires_ms, key, nonce));
+        }
+        if let Some(db) = &self.db {
+            let written = (|| -> Result<(), ApiError> {
+                let txn = db.begin_write().map_err(store_error)?;
+                {
+                    let mut table = txn.open_table(SEEN).map_err(store_error)?;
+                    table.insert(row(expires_ms, key, nonce).as_slice(), ()).map_err(store_error)?;
+                    let upper = now_ms.to_be_bytes();
+                    table.retain_in::<&[u8], _>(..upper.as_slice(), |_, _| false).map_err(store_error)?;
+                }
+                txn.commit().map_err(store_error)
+            })();
+            if let Err(e) = written {
+                // Not remembered durably: the request is refused, and may be sent again.
+                self.memory().0.remove(&(key, nonce));
+                return Err(e);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Default for NonceStore {
+    fn default() -> Self {
+        Self::in_memory()
+    }
+}
+
+/// 401 `replayed_request`.
+pub fn replayed() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "replayed_request", "this nonce was already used")
+        .field(cairn_proto::request::HEADER_NONCE)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_outlive_a_restart_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nonces.redb");
+        let (k, n) = (KeyId([1; 16]), [7u8; 16]);
+        {
+            let store = NonceStore::open(&path, 1_000).unwrap();
+            assert!(store.insert(1_000, 5_000, k, n).unwrap());
+            assert!(!store.insert(1_001, 5_000, k, n).unwrap());
+            assert!(store.insert(1_001, 2_000, k, [8; 16]).unwrap());
+        }
+        let store = NonceStore::open(&path, 3_000).unwrap();
+        assert!(store.seen(k, n), "a nonce within its window is remembered across a restart");
+        assert!(!store.seen(k, [8; 16]), "an expired one is dropped");
+        assert!(!store.insert(3_000, 5_000, k, n).unwrap());
+    }
+}
