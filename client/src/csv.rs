@@ -59,13 +59,17 @@ fn time(value: &str, line: usize, column: &str) -> Result<When, CsvError> {
     Ok(When { local, at })
 }
 
-/// Whether `start..end` is one whole day: 24 hours, or local midnight to the next.
+/// Whether `start..end` is one whole day: 24 hours, or local midnight to the next local
+/// midnight with offsets at most an hour apart (a daylight-saving change: 23 or 25 hours).
 fn whole_day(start: When, end: When) -> bool {
     let elapsed = end.at.as_second() - start.at.as_second();
     let midnight = Time::midnight();
     let next_day = start.local.date().checked_add(1.day()).ok();
-    elapsed == 86_400
-        || (start.local.time() == midnight && end.local.time() == midnight && next_day == Some(end.local.date()))
+    let local_day = start.local.time() == midnight
+        && end.local.time() == midnight
+        && next_day == Some(end.local.date())
+        && (elapsed - 86_400).abs() <= 3_600;
+    elapsed == 86_400 || local_day
 }
 
 fn component(code: &str, display: &str, value: f64, unit: &str, ucum: &str) -> Value {
@@ -194,7 +198,8 @@ mod tests {
             // A local day across a daylight-saving change: 23 hours, midnight to midnight.
             ("2026-03-08T00:00:00-08:00", "2026-03-09T00:00:00-07:00", "41950-7"),
             ("2026-11-21T00:00:00Z", "2026-11-21T23:59:59Z", "55423-8"),
-            ("2026-11-21T00:00:00+01:00", "2026-11-22T00:00:00Z", "55423-8"),
+            // Midnight to midnight, but with offsets 3 hours apart: no daylight-saving change.
+            ("2026-11-21T00:00:00+01:00", "2026-11-22T00:00:00+04:00", "55423-8"),
         ] {
             let o = to_observations(&format!("{HEADER}\nPatient/1,{start},{end},5,,")).unwrap();
             let o: Value = serde_json::from_str(&o[0]).unwrap();
