@@ -2,6 +2,7 @@
 //! a 4-validator consortium of real processes on this machine.
 //!
 //! `cargo bench -p cairn-tests --bench ingest -- [READINGS_PER_REQUEST] [TOTAL] [BLOCK_INTERVAL_MS] [SUBMITTERS]`
+//! (over HTTPS; with `CAIRN_BENCH_PLAINTEXT=1`, over plain HTTP)
 //!
 //! Submitter threads send signed `POST /v1/readings` as fast as they can, spread over the
 //! four validators (each a home custodian replicating to one other). A pool of waiter
@@ -43,7 +44,14 @@ fn main() {
         "ingest bench: 4 validators, block interval {interval} ms, {} readings in {requests} requests of {per_request}, {submitters} submitters",
         requests * per_request
     );
-    let c = Cluster::start(4, 28700, interval);
+    // HTTPS as nodes serve it; CAIRN_BENCH_PLAINTEXT=1 measures plain HTTP for comparison.
+    let plaintext = std::env::var_os("CAIRN_BENCH_PLAINTEXT").is_some();
+    let mut c = Cluster::layout(4, 28700, interval);
+    if plaintext {
+        c.use_plaintext();
+    }
+    c.start_all();
+    println!("transport: {}", if plaintext { "plain HTTP" } else { "HTTPS (TLS 1.3, rustls)" });
     c.wait_ready();
     let (_, key) = c.register_gateway("bench");
     let gateways: Vec<Gateway> = c.urls.iter().map(|u| Gateway::new(u, key.clone())).collect();

@@ -151,6 +151,16 @@ pub mod cluster {
             Cluster { dir, configs, urls, env: Vec::new(), children: (0..n).map(|_| None).collect() }
         }
 
+        /// Makes the nodes serve plain HTTP instead of HTTPS (`[http] plaintext = true`),
+        /// as behind an operator's TLS terminator; call before starting them.
+        pub fn use_plaintext(&mut self) {
+            self.edit_configs("tls_cert = \"tls/node.pem\"", "plaintext = true");
+            self.edit_configs("tls_key = \"tls/node.key\"\n", "");
+            for url in &mut self.urls {
+                *url = url.replace("https://", "http://");
+            }
+        }
+
         /// Replaces `from` (which must occur) by `to` in every node's configuration file.
         pub fn edit_configs(&self, from: &str, to: &str) {
             for config in &self.configs {

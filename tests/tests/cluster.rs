@@ -62,6 +62,8 @@ fn four_processes_finalize_agree_and_certify() {
     // Each committed batch is proven in the certified log by the node's inclusion proof,
     // checked offline by the client library; a proof for another batch's position fails.
     let genesis_doc = c.genesis();
+    // Node 2 may be a block behind node 0's checkpoint.
+    c.wait_for("node 2 at the checkpoint's height", MINUTE, |c| c.height(2).is_some_and(|h| h >= cp.header.height));
     let mut commits = Vec::new();
     for h in 1..=cp.header.height {
         for tx in c.block(2, h).block.transactions {

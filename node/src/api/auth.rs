@@ -168,6 +168,22 @@ impl FromRequest<Arc<ApiState>> for LimitedBody {
     }
 }
 
+/// Reads and drops what a refused request still sends, up to `custody.max_body_bytes`
+/// (and the body timeout), so that its client — still writing — reads the refusal
+/// instead of a reset connection. Nothing is kept: memory stays bounded however many
+/// strangers send bodies at once.
+async fn drain(state: &ApiState, body: axum::body::Body) {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen = seen.saturating_add(chunk.len());
+        if seen > state.limits.max_body_bytes {
+            break;
+        }
+    }
+}
+
 /// Reads a body of at most `custody.max_body_bytes` (after decompression).
 async fn read_limited(state: &ApiState, body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
     let limit = state.limits.max_body_bytes;
@@ -194,7 +210,13 @@ impl FromRequest<Arc<ApiState>> for SignedGateway {
     async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let now_ms = crate::clock::now_ms();
-        let claimed = check_headers(state, &parts.headers, Role::Gateway, now_ms)?;
+        let claimed = match check_headers(state, &parts.headers, Role::Gateway, now_ms) {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                drain(state, body).await;
+                return Err(e);
+            }
+        };
         // A GET is signed over an empty body; whatever it carries is not read.
         let body =
             if parts.method == Method::GET { axum::body::Bytes::new() } else { read_limited(state, body).await? };

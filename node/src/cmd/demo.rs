@@ -72,10 +72,18 @@ fn reading(wearer: usize, tick: u64) -> String {
     .to_string()
 }
 
-/// Feeds the consortium until the process stops (on a blocking thread: the client is
-/// `cairn-client`, the one every gateway uses).
+/// Feeds the consortium until the process stops, on a thread of its own (the client is
+/// `cairn-client`, the one every gateway uses, and blocking). The thread is detached, so
+/// that Ctrl-C or SIGTERM ends the process without waiting for it.
 pub async fn run(layout: Layout) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || feed(&layout)).await.context("the demo thread")?
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("demo".into())
+        .spawn(move || {
+            let _ = done.send(feed(&layout));
+        })
+        .context("starting the demo thread")?;
+    result.await.context("the demo thread ended")?
 }
 
 fn feed(layout: &Layout) -> anyhow::Result<()> {

@@ -74,9 +74,10 @@ impl Claims {
         let mut guard = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (entries, order) = &mut *guard;
         if let Some(c) = entries.get(&id) {
+            // Even the holder's own second claim is refused while the first is in
+            // progress: a client retrying at the same node must not store twice.
             let abandoned = c.answer.is_none() && now_ms.saturating_sub(c.since_ms) > CLAIM_TTL.as_millis() as u64;
-            let mine = c.holder == holder && c.request == request && c.answer.is_none();
-            if !abandoned && !mine {
+            if !abandoned {
                 return ClaimAnswer::Taken { request: c.request, holder: c.holder, answer: c.answer.clone() };
             }
         } else {
@@ -209,8 +210,8 @@ mod tests {
         assert_eq!(claims.take(id, req, a, 0), ClaimAnswer::Granted);
         let taken = ClaimAnswer::Taken { request: req, holder: a, answer: None };
         assert_eq!(claims.take(id, req, b, 1), taken);
-        // The holder asking again (a retry of its own claim) is granted.
-        assert_eq!(claims.take(id, req, a, 1), ClaimAnswer::Granted);
+        // The holder asking again (a client retrying at the same node) is refused too.
+        assert_eq!(claims.take(id, req, a, 1), taken);
         // Past the TTL an unsettled claim is abandoned.
         let later = CLAIM_TTL.as_millis() as u64 + 10;
         assert_eq!(claims.take(id, req, b, later), ClaimAnswer::Granted);

@@ -389,6 +389,8 @@ async fn an_idempotency_key_is_stored_once_whichever_node_receives_it() {
     assert_eq!(sim.nodes[0].claim(id, body).await, Claimed::Fresh);
     // Failed over to another node while the first is still storing: in progress.
     assert_eq!(sim.nodes[2].claim(id, body).await, Claimed::InProgress);
+    // Retried at the same node while it is still storing: in progress too.
+    assert_eq!(sim.nodes[0].claim(id, body).await, Claimed::InProgress);
     // The first node stores and settles; a retry at any node gets its answer.
     sim.nodes[0].settle(id, body, Some(b"{\"count\":1}".to_vec())).await;
     for node in [1, 2, 3, 0] {
