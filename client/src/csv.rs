@@ -42,7 +42,8 @@ struct When {
 }
 
 fn time(value: &str, line: usize, column: &str) -> Result<When, CsvError> {
-    let bad = |why: String| CsvError { line, message: format!("{column}: {value:?} is not an RFC 3339 date-time: {why}") };
+    let bad =
+        |why: String| CsvError { line, message: format!("{column}: {value:?} is not an RFC 3339 date-time: {why}") };
     let pieces = Pieces::parse(value).map_err(|e| bad(e.to_string()))?;
     let date = pieces.date();
     let clock = pieces.time().ok_or_else(|| bad("it has no time of day".into()))?;
@@ -72,32 +73,92 @@ fn whole_day(start: When, end: When) -> bool {
     elapsed == 86_400 || local_day
 }
 
-fn component(code: &str, display: &str, value: f64, unit: &str, ucum: &str) -> Value {
-    json!({
-        "code": {"coding": [{"system": "urn:cairn:gait", "code": code, "display": display}], "text": display},
-        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": ucum}
-    })
+/// A component as JSON text, its value kept as written (`1.30` stays `1.30`).
+fn component(code: &str, display: &str, value: &str, unit: &str, ucum: &str) -> String {
+    let coding = json!([{"system": "urn:cairn:gait", "code": code, "display": display}]);
+    format!(
+        r#"{{"code":{{"coding":{coding},"text":{}}},"valueQuantity":{{"value":{value},"unit":{},"system":"http://unitsofmeasure.org","code":{}}}}}"#,
+        Value::from(display),
+        Value::from(unit),
+        Value::from(ucum)
+    )
 }
 
-/// Converts CSV text to one Observation (JSON text) per row. A UTF-8 byte-order mark at
-/// the start is skipped.
+/// Whether `s` is a non-negative decimal as JSON writes it (`0`, `12`, `1.30`).
+fn plain_decimal(s: &str) -> bool {
+    let (int, frac) = s.split_once('.').unwrap_or((s, "0"));
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    digits(int) && digits(frac) && (int == "0" || !int.starts_with('0'))
+}
+
+/// Whether `s` has the shape RFC 3339 and FHIR `dateTime` give a time with seconds:
+/// `YYYY-MM-DDThh:mm:ss[.fraction](Z|±hh:mm)` (jiff then checks the values).
+fn rfc3339_shape(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(digits(0..4) && at(4, b'-') && digits(5..7) && at(7, b'-') && digits(8..10) && at(10, b'T'))
+        || !(digits(11..13) && at(13, b':') && digits(14..16) && at(16, b':') && digits(17..19))
+    {
+        return false;
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match b.get(i) {
+        Some(b'Z') => i + 1 == b.len(),
+        Some(b'+' | b'-') => i + 6 == b.len() && digits(i + 1..i + 3) && at(i + 3, b':') && digits(i + 4..i + 6),
+        _ => false,
+    }
+}
+
+/// Converts CSV text to one Observation (JSON text) per row. Fields may be quoted
+/// (RFC 4180, read with the `csv` crate); a UTF-8 byte-order mark at the start is
+/// skipped.
 pub fn to_observations(text: &str) -> Result<Vec<String>, CsvError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    match lines.next() {
-        Some((_, h)) if h.trim() == HEADER => {}
-        Some((i, h)) => return Err(CsvError { line: i + 1, message: format!("header {h:?}; expected {HEADER:?}") }),
-        None => return Ok(Vec::new()),
-    }
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
     let mut out = Vec::new();
-    for (i, row) in lines {
-        let line = i + 1;
-        let cols: Vec<&str> = row.split(',').map(str::trim).collect();
+    let mut header = true;
+    for row in reader.records() {
+        let row = row.map_err(|e| CsvError {
+            line: e.position().map_or(0, |p| p.line() as usize),
+            message: format!("not CSV: {e}"),
+        })?;
+        let line = row.position().map_or(0, |p| p.line() as usize);
+        if row.iter().all(str::is_empty) {
+            continue;
+        }
+        let cols: Vec<&str> = row.iter().collect();
+        if header {
+            if cols.join(",") != HEADER {
+                return Err(CsvError { line, message: format!("header {:?}; expected {HEADER:?}", cols.join(",")) });
+            }
+            header = false;
+            continue;
+        }
         let [subject, start, end, steps, cadence, speed] = cols.as_slice() else {
             return Err(CsvError { line, message: format!("{} columns; expected 6", cols.len()) });
         };
         if subject.is_empty() {
             return Err(CsvError { line, message: "subject is empty".into() });
+        }
+        for (value, column) in [(start, "start"), (end, "end")] {
+            if !rfc3339_shape(value) {
+                return Err(CsvError {
+                    line,
+                    message: format!("{column}: {value:?} is not an RFC 3339 date-time (YYYY-MM-DDThh:mm:ss±hh:mm)"),
+                });
+            }
         }
         let (start_at, end_at) = (time(start, line, "start")?, time(end, line, "end")?);
         if end_at.at <= start_at.at {
@@ -110,7 +171,19 @@ pub fn to_observations(text: &str) -> Result<Vec<String>, CsvError> {
         } else {
             ("55423-8", "Number of steps in unspecified time Pedometer")
         };
-        let mut obs = json!({
+        let mut components = Vec::new();
+        for (v, name, code, display, unit, ucum) in [
+            (cadence, "cadence_spm", "cadence", "Walking cadence", "steps/min", "{steps}/min"),
+            (speed, "speed_mps", "gait-speed", "Gait speed", "m/s", "m/s"),
+        ] {
+            if !v.is_empty() {
+                if !plain_decimal(v) {
+                    return Err(CsvError { line, message: format!("{name}: {v:?} is not a non-negative number") });
+                }
+                components.push(component(code, display, v, unit, ucum));
+            }
+        }
+        let head = json!({
             "resourceType": "Observation",
             "status": "final",
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "activity"}]}],
@@ -118,27 +191,12 @@ pub fn to_observations(text: &str) -> Result<Vec<String>, CsvError> {
             "subject": {"reference": subject},
             "effectivePeriod": {"start": start, "end": end},
             "valueQuantity": {"value": steps, "unit": "steps", "system": "http://unitsofmeasure.org", "code": "{steps}"}
+        })
+        .to_string();
+        out.push(match components.is_empty() {
+            true => head,
+            false => format!("{},\"component\":[{}]}}", head.strip_suffix('}').unwrap_or(&head), components.join(",")),
         });
-        let mut components = Vec::new();
-        for (v, name, code, display, unit, ucum) in [
-            (cadence, "cadence_spm", "cadence", "Walking cadence", "steps/min", "{steps}/min"),
-            (speed, "speed_mps", "gait-speed", "Gait speed", "m/s", "m/s"),
-        ] {
-            if !v.is_empty() {
-                let value: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|x: &f64| x.is_finite() && *x >= 0.0)
-                    .ok_or_else(|| CsvError { line, message: format!("{name}: {v:?} is not a non-negative number") })?;
-                components.push(component(code, display, value, unit, ucum));
-            }
-        }
-        if !components.is_empty()
-            && let Some(map) = obs.as_object_mut()
-        {
-            map.insert("component".into(), Value::Array(components));
-        }
-        out.push(obs.to_string());
     }
     Ok(out)
 }
@@ -166,12 +224,31 @@ mod tests {
     }
 
     #[test]
+    fn quoted_fields_are_read_and_decimals_keep_their_digits() {
+        let text = format!(
+            "{HEADER}\r\n\"Patient/1\",\"2026-11-21T10:00:00+09:00\",2026-11-21T10:05:00+09:00,500,\"101.50\",1.30\r\n"
+        );
+        let obs = to_observations(&text).unwrap();
+        let v: Value = serde_json::from_str(&obs[0]).unwrap();
+        assert_eq!(v["subject"]["reference"], "Patient/1");
+        assert!(obs[0].contains(r#""value":101.50,"#) && obs[0].contains(r#""value":1.30,"#), "{}", obs[0]);
+        for bad in ["-1", "1e3", "01.5", ".5", "1.", "NaN"] {
+            let row = format!("{HEADER}\nPatient/1,2026-11-21T10:00:00Z,2026-11-21T10:05:00Z,1,{bad},");
+            assert!(to_observations(&row).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_rows_name_their_line_and_column() {
         let bad = |row: &str| to_observations(&format!("{HEADER}\n{row}")).unwrap_err();
         assert!(bad("Patient/1,2026-11-21,2026-11-22T00:00:00Z,1,,").message.starts_with("start: \"2026-11-21\""));
         assert!(bad("Patient/1,2026-11-21T00:00:00Z,2026-11-22T00:00:00Z,x,,").message.starts_with("steps"));
         assert!(bad("Patient/1,2026-11-21T00:00:00Z,2026-11-22T00:00:00Z,1,-3,").message.starts_with("cadence_spm"));
-        assert!(bad("Patient/1,2026-11-21T00:00:00,2026-11-22T00:00:00Z,1,,").message.contains("no UTC offset"));
+        assert!(bad("Patient/1,2026-11-21T00:00:00,2026-11-22T00:00:00Z,1,,").message.contains("RFC 3339"));
+        for not_rfc3339 in ["2026-11-21T10Z", "2026-11-21 10:00:00Z", "20261121T100000Z", "2026-11-21T10:00:00+0500"] {
+            let row = format!("Patient/1,{not_rfc3339},2026-11-22T00:00:00Z,1,,");
+            assert!(bad(&row).message.starts_with("start"), "{not_rfc3339}");
+        }
         assert_eq!(bad("a,b").line, 2);
         assert_eq!(to_observations("wrong,header\n").unwrap_err().line, 1);
     }

@@ -130,17 +130,46 @@ impl Gateway {
         g
     }
 
-    /// The chain and node key id requests to this node are bound to.
+    /// The chain and node key id requests to this node are bound to, asked once: the node
+    /// must sign its answer, with a fresh nonce, by the validator key whose id it names —
+    /// so a node cannot make this client sign requests meant for another (ADR 015).
     pub fn identity(&self) -> Result<Identity, GatewayError> {
+        #[derive(Deserialize)]
+        struct Proven {
+            chain: cairn_proto::Hash32,
+            node: cairn_proto::KeyId,
+            public_key: String,
+            signature: String,
+        }
         if let Some(i) = self.audience.get() {
             return Ok(*i);
         }
-        let (status, answer) = self.pool.request_with("GET", &format!("{}/v1/identity", self.node), "", &[], b"")?;
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|e| GatewayError::Local(format!("no randomness: {e}")))?;
+        let url = format!("{}/v1/identity?nonce={}", self.node, hex::encode(nonce));
+        let (status, answer) = self.pool.request_with("GET", &url, "", &[], b"")?;
         if status != 200 {
-            return Err(GatewayError::Unexpected(format!("{}/v1/identity answered {status}", self.node)));
+            return Err(GatewayError::Unexpected(format!("{url} answered {status}")));
         }
-        let identity: Identity =
-            serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(format!("the node's identity: {e}")))?;
+        let p: Proven = serde_json::from_slice(&answer)
+            .map_err(|e| GatewayError::Unexpected(format!("the node's identity: {e}")))?;
+        let unproven = || {
+            GatewayError::Unexpected(format!(
+                "{} did not prove it holds the key of validator {}: no request is signed for it",
+                self.node, p.node
+            ))
+        };
+        let public: cairn_proto::PublicKey = p.public_key.parse().map_err(|_| unproven())?;
+        let signature: [u8; 64] =
+            hex::decode(&p.signature).ok().and_then(|b| b.try_into().ok()).ok_or_else(unproven)?;
+        let statement = cairn_proto::request::identity_statement(&p.chain, &p.node, &nonce);
+        let signature = cairn_proto::identity::Signature(signature);
+        if public.key_id() != p.node
+            || public.verify(cairn_proto::hash::domain::SIG_IDENTITY, &statement, &signature).is_err()
+        {
+            return Err(unproven());
+        }
+        let identity = Identity { chain: p.chain, node: p.node };
         Ok(*self.audience.get_or_init(|| identity))
     }
 
@@ -158,8 +187,17 @@ impl Gateway {
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).map_err(|e| GatewayError::Local(format!("no randomness: {e}")))?;
         let to = self.identity()?;
-        let statement =
-            RequestToSign::new(to.chain, to.node, method, path, query, body, self.key.public().key_id(), now_ms(), nonce);
+        let statement = RequestToSign::new(
+            to.chain,
+            to.node,
+            method,
+            path,
+            query,
+            body,
+            self.key.public().key_id(),
+            now_ms(),
+            nonce,
+        );
         let signature = statement.sign(&self.key).map_err(|e| GatewayError::Local(e.to_string()))?;
         let mut headers: Vec<(&str, String)> = statement.headers(&signature).into_iter().collect();
         headers.extend(extra.iter().cloned());

@@ -106,8 +106,8 @@ fn connect(tls: bool, authority: &str, url: &str) -> Result<Conn, HttpError> {
     };
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| HttpError::Tls(format!("{url}: host {host:?}: {e}")))?;
-    let session = rustls::ClientConnection::new(tls_config(url)?, name)
-        .map_err(|e| HttpError::Tls(format!("{url}: {e}")))?;
+    let session =
+        rustls::ClientConnection::new(tls_config(url)?, name).map_err(|e| HttpError::Tls(format!("{url}: {e}")))?;
     Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(session, stream))))
 }
 

@@ -52,6 +52,8 @@ pub mod domain {
     pub const ERASURE_REQUEST: &str = "cairn/erasure-request/v1";
     /// Signed: an answer to a liveness challenge.
     pub const SIG_CHALLENGE: &str = "cairn/sig/challenge/v1";
+    /// Signed: a node's proof of the identity a signed request must name (ADR 015).
+    pub const SIG_IDENTITY: &str = "cairn/sig/identity/v1";
     /// A custodian's handle of a record under legal hold (kept outside the vault).
     pub const HOLD: &str = "cairn/hold/v1";
     /// Signed (ZIP-215): a consensus vote.
@@ -82,6 +84,7 @@ pub mod domain {
         SIG_ERASURE_RECEIPT,
         ERASURE_REQUEST,
         SIG_CHALLENGE,
+        SIG_IDENTITY,
         HOLD,
         SIG_VOTE,
         SIG_PROPOSAL,

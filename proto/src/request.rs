@@ -111,6 +111,14 @@ impl RequestToSign {
     }
 }
 
+/// What a node signs (domain `cairn/sig/identity/v1`) to answer `GET /v1/identity?nonce=`:
+/// its chain, its validator key id and the caller's nonce. A client that checks it with
+/// the public key whose id is `node` knows the node holds that validator key, so it
+/// cannot be made to sign requests for another node (ADR 015).
+pub fn identity_statement(chain: &Hash32, node: &KeyId, nonce: &[u8; 16]) -> Vec<u8> {
+    [chain.0.as_slice(), node.0.as_slice(), nonce.as_slice()].concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,9 +109,10 @@ fn docker_majority_survives_a_kill_and_a_partition() {
     // The nodes serve HTTPS with certificates of the CA the init service made.
     let ca_file = std::env::temp_dir().join(format!("{PROJECT}-ca.pem"));
     wait_for("the consortium's CA certificate", || {
-        compose().args(["exec", "-T", "v0", "cat", "/cairn/ca.pem"]).output().is_ok_and(|o| {
-            o.status.success() && !o.stdout.is_empty() && std::fs::write(&ca_file, &o.stdout).is_ok()
-        })
+        compose()
+            .args(["exec", "-T", "v0", "cat", "/cairn/ca.pem"])
+            .output()
+            .is_ok_and(|o| o.status.success() && !o.stdout.is_empty() && std::fs::write(&ca_file, &o.stdout).is_ok())
     });
     http::trust_ca_file(&ca_file).unwrap();
     wait_for("every validator to finalize 2 blocks", || (0..4).all(|i| height(i).unwrap_or(0) >= 2));

@@ -132,10 +132,7 @@ fn real_files_read_back_as_sent_and_wearers_are_filed_apart() {
         .collect();
     assert_eq!(
         subjects,
-        [
-            "Patient?identifier=urn:example:shoe-owner|W-0701",
-            "Patient?identifier=urn:example:shoe-owner|W-0702"
-        ]
+        ["Patient?identifier=urn:example:shoe-owner|W-0701", "Patient?identifier=urn:example:shoe-owner|W-0702"]
     );
     match gw.erase(&Erase::Subject("#p1".into()), Some("consent_withdrawn")) {
         Err(GatewayError::Refused { status: 400, code, .. }) => assert_eq!(code, "bad_subject"),
@@ -149,8 +146,7 @@ fn real_files_read_back_as_sent_and_wearers_are_filed_apart() {
         .erase(&Erase::Subject("Patient?identifier=urn:example:shoe-owner|W-0701".into()), Some("consent_withdrawn"))
         .unwrap();
     let status = gw.erasure(&id).unwrap();
-    let records: Vec<&str> =
-        status["records"].as_array().unwrap().iter().map(|r| r["rid"].as_str().unwrap()).collect();
+    let records: Vec<&str> = status["records"].as_array().unwrap().iter().map(|r| r["rid"].as_str().unwrap()).collect();
     assert_eq!(records, [first.to_string()], "{status}");
     assert!(gw.record(&second, "TREAT").is_ok(), "the other wearer's reading stays");
 

@@ -105,7 +105,8 @@ fn stalled_connections_close_in_time_and_unsigned_floods_are_refused_before_thei
     let config = tls_config(&c.dir.path().join("dev").join("ca.pem"));
 
     // Sixty stalled connections at once, twelve of each kind.
-    let kinds = [Stall::Silent, Stall::PartialHandshake, Stall::PartialHead, Stall::PartialBody, Stall::IdleAfterRequest];
+    let kinds =
+        [Stall::Silent, Stall::PartialHandshake, Stall::PartialHead, Stall::PartialBody, Stall::IdleAfterRequest];
     let threads: Vec<_> = (0..60)
         .map(|i| {
             let (addr, config, how) = (addr.clone(), config.clone(), kinds[i % kinds.len()]);

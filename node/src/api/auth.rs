@@ -118,13 +118,7 @@ pub fn check_headers(state: &ApiState, headers: &HeaderMap, role: Role, now_ms: 
 
 /// Checks the signature of a request whose headers passed [`check_headers`]: it must
 /// cover this chain, this node, the method, path, query and body.
-pub fn verify(
-    state: &ApiState,
-    claimed: &Claimed,
-    method: &Method,
-    uri: &Uri,
-    body: &[u8],
-) -> Result<(), ApiError> {
+pub fn verify(state: &ApiState, claimed: &Claimed, method: &Method, uri: &Uri, body: &[u8]) -> Result<(), ApiError> {
     let statement = RequestToSign::new(
         state.chain_hash,
         state.records.me,
@@ -157,14 +151,21 @@ pub async fn remember(state: &Arc<ApiState>, claimed: &Claimed, now_ms: u64) -> 
     if fresh { Ok(()) } else { Err(super::nonces::replayed()) }
 }
 
-/// A request body of at most `custody.max_body_bytes` (413 `too_large` beyond).
+/// Largest body of an unsigned request a stranger may send (a live challenge), bytes.
+pub const SMALL_BODY: usize = 4096;
+
+/// The body of an unsigned request: at most [`SMALL_BODY`] bytes (413 `too_large`
+/// beyond), so strangers cannot make the node buffer much.
 #[derive(Debug)]
 pub struct LimitedBody(pub axum::body::Bytes);
 
-impl FromRequest<Arc<ApiState>> for LimitedBody {
+impl<S: Send + Sync> FromRequest<S> for LimitedBody {
     type Rejection = ApiError;
-    async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
-        read_limited(state, req.into_body()).await.map(LimitedBody)
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        axum::body::to_bytes(req.into_body(), SMALL_BODY)
+            .await
+            .map(LimitedBody)
+            .map_err(|e| super::error::body_error(&e, SMALL_BODY))
     }
 }
 

@@ -218,34 +218,64 @@ pub async fn no_route() -> ApiError {
     ApiError::not_found("no such route; see /v1/openapi.json".into())
 }
 
+/// Longest time one request may take, from its head to its answer (a body trickled in
+/// slowly, a handler that waits): 408 `request_timeout` past it. Long polls wait at most
+/// 30 s.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Checks every request before a route sees it: exactly one `Host` header (RFC 9112
-/// §3.2: 400 `bad_host` without one or with two), and no content coding but `gzip`
-/// (415 `unsupported_encoding` naming the coding; `identity` is no coding).
-pub async fn request_checks(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let hosts = req.headers().get_all(axum::http::header::HOST).iter().count();
+/// §3.2: 400 `bad_host` without one or with two), and at most one content coding,
+/// gzip (415 `unsupported_encoding` naming any other; `identity` is no coding): the
+/// `Content-Encoding` headers are rewritten to the one `gzip` that the decompression
+/// layer reads, or removed. The whole request then has [`REQUEST_TIMEOUT`].
+pub async fn request_checks(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::header::{CONTENT_ENCODING, HOST};
+    let hosts = req.headers().get_all(HOST).iter().count();
     if hosts != 1 {
-        let why = if hosts == 0 { "the request has no Host header" } else { "the request has more than one Host header" };
+        let why =
+            if hosts == 0 { "the request has no Host header" } else { "the request has more than one Host header" };
         return ApiError::new(StatusCode::BAD_REQUEST, "bad_host", why).field("host").into_response();
     }
-    for value in req.headers().get_all(axum::http::header::CONTENT_ENCODING) {
+    let unsupported = |why: String| {
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", why)
+            .field("content-encoding")
+            .into_response()
+    };
+    let mut gzip = 0;
+    for value in req.headers().get_all(CONTENT_ENCODING) {
         let Ok(text) = value.to_str() else {
             return ApiError::new(StatusCode::BAD_REQUEST, "bad_header", "not ASCII")
                 .field("content-encoding")
                 .into_response();
         };
         for coding in text.split(',').map(|c| c.trim().to_ascii_lowercase()) {
-            if !matches!(coding.as_str(), "gzip" | "x-gzip" | "identity" | "") {
-                return ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_encoding",
-                    format!("content coding {coding:?} is not accepted: send the body as is, or gzip-compressed"),
-                )
-                .field("content-encoding")
-                .into_response();
+            match coding.as_str() {
+                "identity" | "" => {}
+                "gzip" | "x-gzip" => gzip += 1,
+                other => {
+                    return unsupported(format!(
+                        "content coding {other:?} is not accepted: send the body as is, or gzip-compressed once"
+                    ));
+                }
             }
         }
     }
-    next.run(req).await
+    if gzip > 1 {
+        return unsupported("the body is gzip-compressed more than once: compress it once".into());
+    }
+    req.headers_mut().remove(CONTENT_ENCODING);
+    if gzip == 1 {
+        req.headers_mut().insert(CONTENT_ENCODING, axum::http::HeaderValue::from_static("gzip"));
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(answer) => answer,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request took longer than {} s", REQUEST_TIMEOUT.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 /// The answer to a request body that could not be read: 413 `too_large` past `limit`

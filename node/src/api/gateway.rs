@@ -183,6 +183,23 @@ pub(super) async fn readings(
     // What a retry must repeat: the query and the body (after decompression).
     let request_hash =
         cairn_proto::hash::hash_parts("cairn/idempotency-request/v1", &[uri.query().unwrap_or("").as_bytes(), &body]);
+    let terms = BatchTerms { gateway, purpose, now_ms, retention_ms: days * 86_400_000 };
+    // From the claim to its settlement the work runs in a task of its own: a client that
+    // disconnects (a timeout, then a retry elsewhere) does not leave its claim unsettled
+    // while the batch is stored anyway.
+    let work = tokio::spawn(store(s.clone(), idem_key, request_hash, terms, readings));
+    work.await.map_err(ApiError::internal)?
+}
+
+/// Claims the idempotency key (if any), stores the readings, settles the claim.
+async fn store(
+    s: Arc<ApiState>,
+    idem_key: Option<String>,
+    request_hash: Hash32,
+    terms: BatchTerms,
+    readings: Vec<fhir::Reading>,
+) -> Result<Response, ApiError> {
+    let gateway = terms.gateway;
     let claim = match &idem_key {
         None => None,
         Some(key) => {
@@ -212,7 +229,6 @@ pub(super) async fn readings(
         s.metrics.busy_refusals.fetch_add(1, Relaxed);
         return Err(ApiError::busy("the node is storing as many readings as it may; retry shortly"));
     };
-    let terms = BatchTerms { gateway, purpose, now_ms, retention_ms: days * 86_400_000 };
     let result = s.records.ingest(terms, readings).await;
     drop(permits);
     match result {

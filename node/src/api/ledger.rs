@@ -274,10 +274,49 @@ pub struct Identity {
     node: cairn_proto::KeyId,
     /// The signature format this node checks (`x-cairn-signature-version`).
     signature_version: u8,
+    /// With `nonce`: the validator's public key (64 hex digits), whose key id is `node`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-f]{64}$")]
+    public_key: Option<String>,
+    /// With `nonce`: its ed25519 signature (128 hex digits) over
+    /// `"cairn/sig/identity/v1" ‖ chain ‖ node ‖ nonce`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-f]{128}$")]
+    signature: Option<String>,
 }
 
-/// The chain and node a signed request to this node must name.
-#[utoipa::path(get, path = "/v1/identity", tag = "node", responses((status = 200, body = Identity)))]
-pub(super) async fn identity(State(s): State<Arc<ApiState>>) -> Json<Identity> {
-    Json(Identity { chain: s.chain_hash, node: s.records.me, signature_version: cairn_proto::request::VERSION })
+/// The query of `GET /v1/identity`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IdentityQuery {
+    /// 16 random bytes (32 hex digits): the node signs its identity with them.
+    #[param(pattern = "^[0-9a-fA-F]{32}$")]
+    nonce: Option<String>,
+}
+
+/// The chain and node a signed request to this node must name, proven with the node's
+/// validator key when the caller gives a nonce.
+#[utoipa::path(get, path = "/v1/identity", tag = "node", params(IdentityQuery),
+    responses((status = 200, body = Identity), (status = 400, body = ErrorBody)))]
+pub(super) async fn identity(State(s): State<Arc<ApiState>>, Query(q): Query<IdentityQuery>) -> Api<Identity> {
+    let me = s.records.me;
+    let (public_key, signature) = match q.nonce.as_deref() {
+        None => (None, None),
+        Some(hex_nonce) => {
+            let nonce: [u8; 16] = hex::decode(hex_nonce)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_nonce", "32 hex digits").field("nonce"))?;
+            let statement = cairn_proto::request::identity_statement(&s.chain_hash, &me, &nonce);
+            let (public, signature) = s.records.erasures.sign_identity(&statement);
+            (Some(public.to_string()), Some(hex::encode(signature.0)))
+        }
+    };
+    Ok(Json(Identity {
+        chain: s.chain_hash,
+        node: me,
+        signature_version: cairn_proto::request::VERSION,
+        public_key,
+        signature,
+    }))
 }

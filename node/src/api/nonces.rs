@@ -21,10 +21,12 @@ const MAX_NONCES: usize = 4_000_000;
 const SEEN: TableDefinition<&[u8], ()> = TableDefinition::new("seen_nonces");
 
 type Seen = (KeyId, [u8; 16]);
+/// The nonces in memory: a set to look up, and the same oldest-expiring first.
+type Memory = (HashSet<Seen>, VecDeque<(u64, KeyId, [u8; 16])>);
 
 /// Seen nonces, oldest first, in memory and on disk.
 pub struct NonceStore {
-    memory: Mutex<(HashSet<Seen>, VecDeque<(u64, KeyId, [u8; 16])>)>,
+    memory: Mutex<Memory>,
     db: Option<redb::Database>,
 }
 
@@ -62,7 +64,7 @@ impl NonceStore {
             table.retain_in::<&[u8], _>(..upper.as_slice(), |_, _| false).map_err(|e| e.to_string())?;
         }
         txn.commit().map_err(|e| e.to_string())?;
-        let mut memory: (HashSet<Seen>, VecDeque<(u64, KeyId, [u8; 16])>) = Default::default();
+        let mut memory: Memory = Default::default();
         let read = db.begin_read().map_err(|e| e.to_string())?;
         let table = read.open_table(SEEN).map_err(|e| e.to_string())?;
         for r in table.iter().map_err(|e| e.to_string())? {
@@ -82,7 +84,7 @@ impl NonceStore {
         Ok(Self { memory: Mutex::new(memory), db: Some(db) })
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, (HashSet<Seen>, VecDeque<(u64, KeyId, [u8; 16])>)> {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

@@ -43,12 +43,8 @@ async fn fixture_in(dir: tempfile::TempDir) -> Fixture {
     let state = LedgerState::from_genesis(&genesis, LedgerLimits::default()).unwrap();
     let store = BlockStore::open(&dir.path().join("blocks.redb")).unwrap();
     let chain = Chain::new(genesis, state, store, 10, tokio::sync::mpsc::channel(16).0, Default::default()).unwrap();
-    let limits = Limits {
-        max_pending_readings: 1000,
-        max_batch_readings: 100,
-        max_body_bytes: LIMIT,
-        request_skew_ms: 300_000,
-    };
+    let limits =
+        Limits { max_pending_readings: 1000, max_batch_readings: 100, max_body_bytes: LIMIT, request_skew_ms: 300_000 };
     let nonces = Arc::new(super::nonces::NonceStore::open(&dir.path().join("nonces.redb"), 0).unwrap());
     Fixture { state: ApiState::new(chain, sim.nodes[0].clone(), limits, nonces), _sim: sim, _dir: dir }
 }
@@ -323,7 +319,10 @@ fn vectors() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_published_observation_and_bundle_entry_reads_back_byte_for_byte() {
     let f = fixture().await;
-    let decimals = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/field-cases/decimal-precision.jsonl")).unwrap();
+    let decimals = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/field-cases/decimal-precision.jsonl"),
+    )
+    .unwrap();
     let back = round_trip(&f, &decimals, "application/x-ndjson").await.unwrap();
     assert_eq!(back, [std::str::from_utf8(&decimals).unwrap().trim_end()]);
     let mut compared = 0;
@@ -352,7 +351,12 @@ async fn every_published_observation_and_bundle_entry_reads_back_byte_for_byte()
             let body = std::fs::read(&path).unwrap();
             let raw: Value = serde_json::from_slice(&body).unwrap();
             let Ok(back) = round_trip(&f, &body, "application/fhir+json").await else { continue };
-            let observations = raw["entry"].as_array().unwrap().iter().filter(|e| e["resource"]["resourceType"] == "Observation").count();
+            let observations = raw["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["resource"]["resourceType"] == "Observation")
+                .count();
             assert_eq!(back.len(), observations, "{}", path.display());
             let text = std::str::from_utf8(&body).unwrap();
             for resource in &back {
@@ -373,8 +377,22 @@ async fn a_request_is_good_once_at_the_node_it_was_signed_for_even_across_a_rest
     let body = br#"{"resourceType":"Observation","status":"final","code":{"text":"steps"},"subject":{"reference":"Patient/1"}}"#;
     let key = gateway();
     let signed_for = |chain, node, nonce: [u8; 16], version: Option<&str>| {
-        let statement = RequestToSign::new(chain, node, "POST", "/v1/readings", uri.split_once('?').unwrap().1, body, key.public().key_id(), crate::clock::now_ms(), nonce);
-        let mut req = Request::builder().method(Method::POST).uri(uri).header("host", "node.test").header("content-type", "application/x-ndjson");
+        let statement = RequestToSign::new(
+            chain,
+            node,
+            "POST",
+            "/v1/readings",
+            uri.split_once('?').unwrap().1,
+            body,
+            key.public().key_id(),
+            crate::clock::now_ms(),
+            nonce,
+        );
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header("host", "node.test")
+            .header("content-type", "application/x-ndjson");
         for (k, v) in statement.headers(&statement.sign(&key).unwrap()) {
             if k == cairn_proto::request::HEADER_VERSION {
                 if let Some(v) = version {
@@ -399,6 +417,44 @@ async fn a_request_is_good_once_at_the_node_it_was_signed_for_even_across_a_rest
     assert_eq!((status, code(&answer)), (StatusCode::UNAUTHORIZED, "old_signature_version".into()));
     let (status, _, answer) = exchange(&f, signed_for(chain, me, [4; 16], Some("7"))).await;
     assert_eq!((status, code(&answer)), (StatusCode::UNAUTHORIZED, "unsupported_signature_version".into()));
+    // A captured hold release, replayed at another node, fails there the same way.
+    let release = |node| {
+        let body = br#"{"subject":"Patient/1"}"#;
+        let statement = RequestToSign::new(
+            chain,
+            node,
+            "POST",
+            "/v1/holds/release",
+            "",
+            body,
+            key.public().key_id(),
+            crate::clock::now_ms(),
+            [6; 16],
+        );
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/holds/release")
+            .header("host", "n")
+            .header("content-type", "application/json");
+        for (k, v) in statement.headers(&statement.sign(&key).unwrap()) {
+            req = req.header(k, v);
+        }
+        req.body(Body::from(body.to_vec())).unwrap()
+    };
+    let (status, _, answer) = exchange(&f, release(elsewhere)).await;
+    assert_eq!((status, code(&answer)), (StatusCode::UNAUTHORIZED, "bad_signature".into()));
+    // The node proves the identity a request must name with its validator key.
+    let (status, _, answer) =
+        send(&f, Method::GET, &format!("/v1/identity?nonce={}", "ab".repeat(16)), b"", false).await;
+    assert_eq!(status, StatusCode::OK);
+    let id: Value = serde_json::from_slice(&answer).unwrap();
+    let public: cairn_proto::PublicKey = id["public_key"].as_str().unwrap().parse().unwrap();
+    let signature: cairn_proto::identity::Signature = id["signature"].as_str().unwrap().parse().unwrap();
+    assert_eq!(public.key_id(), me);
+    let statement = cairn_proto::request::identity_statement(&chain, &me, &[0xab; 16]);
+    public.verify(cairn_proto::hash::domain::SIG_IDENTITY, &statement, &signature).unwrap();
+    let other = cairn_proto::request::identity_statement(&chain, &me, &[0xac; 16]);
+    assert!(public.verify(cairn_proto::hash::domain::SIG_IDENTITY, &other, &signature).is_err());
     // Signed for this node: stored once.
     let (status, _, answer) = exchange(&f, signed_for(chain, me, [5; 16], Some("2"))).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer));
@@ -419,7 +475,10 @@ async fn host_and_content_coding_are_checked_and_gzip_counts_decompressed_bytes(
     use std::io::Write as _;
     let f = fixture().await;
     let uri = "/v1/readings?purpose=TREAT&retention_days=30";
-    let body = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/field-cases/decimal-precision.jsonl")).unwrap();
+    let body = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/field-cases/decimal-precision.jsonl"),
+    )
+    .unwrap();
     let gzip = |data: &[u8]| {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(data).unwrap();
@@ -429,7 +488,17 @@ async fn host_and_content_coding_are_checked_and_gzip_counts_decompressed_bytes(
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).unwrap();
         let key = gateway();
-        let statement = RequestToSign::new(f.state.chain_hash, f.state.records.me, "POST", "/v1/readings", uri.split_once('?').unwrap().1, signed_over, key.public().key_id(), crate::clock::now_ms(), nonce);
+        let statement = RequestToSign::new(
+            f.state.chain_hash,
+            f.state.records.me,
+            "POST",
+            "/v1/readings",
+            uri.split_once('?').unwrap().1,
+            signed_over,
+            key.public().key_id(),
+            crate::clock::now_ms(),
+            nonce,
+        );
         let mut req = Request::builder().method(Method::POST).uri(uri).header("content-type", "application/x-ndjson");
         for h in host {
             req = req.header("host", *h);
@@ -448,11 +517,20 @@ async fn host_and_content_coding_are_checked_and_gzip_counts_decompressed_bytes(
     let rid = serde_json::from_slice::<Value>(&answer).unwrap()["records"][0]["rid"].as_str().unwrap().to_string();
     let (_, _, read) = send(&f, Method::GET, &format!("/v1/records/{rid}?purpose=TREAT"), b"", true).await;
     assert_eq!(served_resource(&read), std::str::from_utf8(&body).unwrap().trim_end());
-    // Another coding: 415 naming it; nothing is read.
-    for coding in ["br", "gzip, br", "deflate", "zstd"] {
+    // gzip under its other names, or with `identity` beside it: decompressed too.
+    for coding in ["x-gzip", "GZIP", "identity, gzip"] {
+        let (status, _, answer) = exchange(&f, signed(&gzip(&body), &body, Some(coding), &["n"])).await;
+        assert_eq!(status, StatusCode::OK, "{coding}: {}", String::from_utf8_lossy(&answer));
+    }
+    // Another coding, or gzip twice: 415 naming it; nothing is read.
+    for coding in ["br", "gzip, br", "deflate", "zstd", "gzip, gzip"] {
         let (status, _, answer) = exchange(&f, signed(&body, &body, Some(coding), &["n"])).await;
-        assert_eq!((status, code(&answer)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding".into()), "{coding}");
-        let named = coding.rsplit(", ").next().unwrap();
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding".into()),
+            "{coding}"
+        );
+        let named = if coding == "gzip, gzip" { "more than once" } else { coding.rsplit(", ").next().unwrap() };
         assert!(String::from_utf8_lossy(&answer).contains(named), "{coding}");
     }
     // Not gzip at all, and a small body that inflates past the limit.
@@ -467,20 +545,38 @@ async fn host_and_content_coding_are_checked_and_gzip_counts_decompressed_bytes(
         let (status, _, answer) = exchange(&f, signed(&body, &body, None, hosts)).await;
         assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, "bad_host".into()), "{hosts:?}");
     }
-    assert_eq!(f.state.metrics.readings.load(std::sync::atomic::Ordering::Relaxed), 1, "only the gzip request stored");
+    assert_eq!(f.state.metrics.readings.load(std::sync::atomic::Ordering::Relaxed), 4, "only the gzip requests stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_twice_is_refused_with_its_path_and_nothing_is_stored() {
     let f = fixture().await;
     let uri = "/v1/readings?purpose=TREAT&retention_days=30";
-    let body = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/field-cases/duplicate-subject-key.jsonl")).unwrap();
-    let (status, _, answer) = exchange(&f, request(&f, Method::POST, uri, &body, Some("application/x-ndjson"), Some(([6; 16], crate::clock::now_ms())))).await;
+    let body = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/field-cases/duplicate-subject-key.jsonl"),
+    )
+    .unwrap();
+    let (status, _, answer) = exchange(
+        &f,
+        request(&f, Method::POST, uri, &body, Some("application/x-ndjson"), Some(([6; 16], crate::clock::now_ms()))),
+    )
+    .await;
     let answer: Value = serde_json::from_slice(&answer).unwrap();
-    assert_eq!((status, answer["items"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("subject")), "{answer}");
+    assert_eq!(
+        (status, answer["items"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("subject")),
+        "{answer}"
+    );
     let bundle = br#"{"resourceType":"Bundle","entry":[],"entry":[]}"#;
-    let (status, _, answer) = exchange(&f, request(&f, Method::POST, uri, bundle, Some("application/fhir+json"), Some(([7; 16], crate::clock::now_ms())))).await;
+    let (status, _, answer) = exchange(
+        &f,
+        request(&f, Method::POST, uri, bundle, Some("application/fhir+json"), Some(([7; 16], crate::clock::now_ms()))),
+    )
+    .await;
     let answer: Value = serde_json::from_slice(&answer).unwrap();
-    assert_eq!((status, answer["code"].as_str(), answer["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("duplicate_key"), Some("entry")));
+    assert_eq!(
+        (status, answer["code"].as_str(), answer["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("duplicate_key"), Some("entry"))
+    );
     assert_eq!(f.state.metrics.readings.load(std::sync::atomic::Ordering::Relaxed), 0);
 }

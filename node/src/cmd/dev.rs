@@ -72,9 +72,7 @@ const TLS_KEY: &str = "tls/node.key";
 /// and, for each validator, an API certificate for its host and `localhost` signed by it
 /// (ECDSA P-256, rcgen).
 fn make_tls(dir: &Path, n: usize, hosts: &Hosts) -> anyhow::Result<()> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-    };
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let ca_key = KeyPair::generate().context("making the dev CA key")?;

@@ -8,9 +8,11 @@
 //! keyed batch at once. When the batch is stored the answer is **settled** at every
 //! validator that answers; a later claim anywhere is answered with it (a replay). When
 //! the batch fails the claim is released. A validator answering a claim reports what it
-//! knows: another request body under the key (refused, 422), an answer (replayed), or a
-//! claim still in progress (409, the client retries). An in-progress claim older than
-//! [`CLAIM_TTL`] is abandoned (its holder stopped) and may be taken over.
+//! knows: another request body under the key (refused, 422), an answer (replayed) — each
+//! believed only when f+1 validators report the same, so one faulty validator cannot
+//! fake either — or a claim still in progress (409, the client retries). An in-progress
+//! claim older than [`CLAIM_TTL`] is abandoned (its holder stopped) and may be taken
+//! over.
 //!
 //! A claim is identified by `blake3("cairn/idempotency/v1" ‖ gateway ‖ key)` and bound
 //! to the hash of the request (query and body): no subject and no content travel. Claims
@@ -92,6 +94,13 @@ impl Claims {
         ClaimAnswer::Granted
     }
 
+    /// Forgets every claim, as a restart does (tests).
+    #[cfg(test)]
+    pub fn forget_all(&self) {
+        let mut guard = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = Default::default();
+    }
+
     /// Settles `holder`'s claim of `id` with its answer, or releases it (`None`).
     pub fn settle(&self, id: Hash32, request: Hash32, holder: KeyId, answer: Option<Vec<u8>>) {
         let mut guard = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -153,32 +162,40 @@ impl Records {
             }
         }
         let granted = answers.iter().filter(|a| **a == ClaimAnswer::Granted).count();
-        let mut outcome = None;
+        // A replay or a reuse is believed from f+1 validators (one of them honest, with
+        // f = ⌊(n−1)/3⌋ faulty tolerated, as for consensus): one faulty validator can
+        // neither make a batch look stored nor block its key. Fewer: in progress, retry.
+        let trusted = (self.validators.len().saturating_sub(1)) / 3 + 1;
+        let mut replays: Vec<(&Vec<u8>, usize)> = Vec::new();
+        let (mut reused, mut taken) = (0, 0);
         for a in &answers {
             if let ClaimAnswer::Taken { request: r, answer, .. } = a {
-                let this = match answer {
-                    _ if *r != request => Claimed::Reused,
-                    Some(answer) => Claimed::Replay(answer.clone()),
-                    None => Claimed::InProgress,
-                };
-                // A stored answer outranks a claim in progress; a reuse outranks both.
-                let rank = |c: &Claimed| match c {
-                    Claimed::Reused => 3,
-                    Claimed::Replay(_) => 2,
-                    _ => 1,
-                };
-                if outcome.as_ref().is_none_or(|o| rank(&this) > rank(o)) {
-                    outcome = Some(this);
+                taken += 1;
+                match answer {
+                    _ if *r != request => reused += 1,
+                    Some(answer) => match replays.iter_mut().find(|(a, _)| *a == answer) {
+                        Some((_, n)) => *n += 1,
+                        None => replays.push((answer, 1)),
+                    },
+                    None => {}
                 }
             }
         }
         let quorum = self.validators.len() / 2 + 1;
-        let outcome = match outcome {
-            Some(o) => o,
-            None if granted >= quorum => return Claimed::Fresh,
-            None => Claimed::Unavailable(format!(
+        // With a majority granted no other claim can hold one: a minority reporting a
+        // claim in progress is stale or faulty, and does not hold this one up.
+        let outcome = if reused >= trusted {
+            Claimed::Reused
+        } else if let Some((answer, _)) = replays.iter().find(|(_, n)| *n >= trusted) {
+            Claimed::Replay((*answer).clone())
+        } else if granted >= quorum {
+            return Claimed::Fresh;
+        } else if taken > 0 {
+            Claimed::InProgress
+        } else {
+            Claimed::Unavailable(format!(
                 "{granted} of the {quorum} validators an idempotency key needs answered; nothing was stored"
-            )),
+            ))
         };
         if granted > 0 {
             self.settle(id, request, None).await;
@@ -191,9 +208,9 @@ impl Records {
     pub async fn settle(&self, id: Hash32, request: Hash32, answer: Option<Vec<u8>>) {
         self.claims.settle(id, request, self.me, answer.clone());
         let others: Vec<KeyId> = self.validators.iter().filter(|k| **k != self.me).copied().collect();
-        let asks = others.iter().map(|peer| {
-            self.ask(*peer, Request::Settle { id, request, holder: self.me, answer: answer.clone() })
-        });
+        let asks = others
+            .iter()
+            .map(|peer| self.ask(*peer, Request::Settle { id, request, holder: self.me, answer: answer.clone() }));
         futures::future::join_all(asks).await;
     }
 }

@@ -163,6 +163,10 @@ pub fn split(body: &[u8], format: Format) -> Result<Split, BodyError> {
                 let kind = serde_json::from_str::<Kind>(raw.get()).ok().and_then(|k| k.resource_type);
                 match kind {
                     Some(t) if t != "Observation" => match e.full_url {
+                        Some(url) if out.context.contains_key(&url) => {
+                            let why = format!("fullUrl {url:?} names two entries; each names one (FHIR)");
+                            out.items.push((i, Err(item_error(i, "entry.fullUrl", why))));
+                        }
                         Some(url) => {
                             let value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
                             out.context.insert(url, (i, t, value));
@@ -281,6 +285,37 @@ fn without_version(reference: &str) -> &str {
     }
 }
 
+/// A literal subject reference as it is filed: `Type/id` or an absolute URL ending in
+/// `Type/id` (without `/_history/N`), whose type may be an Observation's subject; or a
+/// conditional reference by identifier, `Type?identifier=system|value`.
+fn literal(reference: &str) -> Result<String, String> {
+    let reference = without_version(reference);
+    let kind = match reference.split_once('?') {
+        Some((kind, query)) => {
+            let by_identifier = query.strip_prefix("identifier=").is_some_and(|t| !t.is_empty() && !t.contains('&'));
+            if !by_identifier {
+                return Err(format!(
+                    "{reference:?}: a conditional reference names one subject only by identifier \
+                     (Type?identifier=system|value)"
+                ));
+            }
+            kind
+        }
+        None => {
+            let mut segments = reference.rsplit('/');
+            let (id, kind) = (segments.next().unwrap_or(""), segments.next().unwrap_or(""));
+            if id.is_empty() || kind.is_empty() {
+                return Err(format!("{reference:?} is not a reference (Type/id, or a URL ending in Type/id)"));
+            }
+            kind
+        }
+    };
+    if !SUBJECT_TYPES.contains(&kind) {
+        return Err(format!("{reference:?}: an Observation's subject is a Patient, Group, Device or Location"));
+    }
+    Ok(reference.to_owned())
+}
+
 /// The identity a resource states: `Type?identifier=system|value` from its first
 /// identifier with both a system and a value (FHIR keeps list order); `at` is the resource's path for errors.
 fn stated_identity(resource: &Value, at: &str, what: &str) -> Result<String, (String, String)> {
@@ -336,11 +371,14 @@ pub fn subject_key(
         Some(Value::String(r)) if r.starts_with('#') => {
             let id = r.get(1..).unwrap_or("");
             let contained = obj.get("contained").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
-            let Some((i, resource)) =
-                contained.iter().enumerate().find(|(_, c)| c.get("id").and_then(Value::as_str) == Some(id))
-            else {
+            let mut named =
+                contained.iter().enumerate().filter(|(_, c)| c.get("id").and_then(Value::as_str) == Some(id));
+            let Some((i, resource)) = named.next() else {
                 return err("subject.reference", format!("{r:?} names no contained resource"));
             };
+            if named.next().is_some() {
+                return err("contained", format!("two contained resources have the id {id:?}; ids are unique (FHIR)"));
+            }
             let what = format!("the contained resource {id:?} the subject refers to");
             stated_identity(resource, &format!("contained[{i}]"), &what)?
         }
@@ -359,13 +397,16 @@ pub fn subject_key(
                 );
             }
         },
-        Some(Value::String(r)) if !r.is_empty() => without_version(r).to_owned(),
+        Some(Value::String(r)) if !r.is_empty() => literal(r).map_err(|m| ("subject.reference".to_owned(), m))?,
         Some(_) => return err("subject.reference", "must be a non-empty string".into()),
         None => match subject.get("identifier") {
             Some(id) => {
                 let kind = subject.get("type").and_then(Value::as_str).unwrap_or("Patient");
                 if !SUBJECT_TYPES.contains(&kind) {
-                    return err("subject.type", format!("{kind:?}: the subject is a Patient, Group, Device or Location"));
+                    return err(
+                        "subject.type",
+                        format!("{kind:?}: the subject is a Patient, Group, Device or Location"),
+                    );
                 }
                 identity(kind, std::slice::from_ref(id), "subject", "the subject")?
             }
@@ -388,11 +429,11 @@ pub fn requested_subject(subject: &str) -> Result<String, String> {
              under (the record's \"subject\", e.g. Patient?identifier=system|value)"
         ));
     }
-    let key = without_version(subject);
-    if key.is_empty() || key.len() > MAX_SUBJECT {
+    let key = literal(subject)?;
+    if key.len() > MAX_SUBJECT {
         return Err(format!("1 to {MAX_SUBJECT} bytes"));
     }
-    Ok(key.to_owned())
+    Ok(key)
 }
 
 /// Checks one resource: an Observation with unique keys, a status FHIR allows, a code,
@@ -572,7 +613,10 @@ mod tests {
                     .iter()
                     .filter_map(|e| e.resource)
                     .map(RawValue::get)
-                    .filter(|t| t.contains("\"resourceType\": \"Observation\"") || t.contains("\"resourceType\":\"Observation\""))
+                    .filter(|t| {
+                        t.contains("\"resourceType\": \"Observation\"")
+                            || t.contains("\"resourceType\":\"Observation\"")
+                    })
                     .collect();
                 match parse(&body, Format::Bundle, 64 * 1024).unwrap() {
                     Ok(readings) => {
@@ -607,7 +651,8 @@ mod tests {
 
     #[test]
     fn a_key_twice_anywhere_is_refused_with_its_path() {
-        let errors = parse(&field_case("duplicate-subject-key.jsonl"), Format::JsonLines, 64 * 1024).unwrap().unwrap_err();
+        let errors =
+            parse(&field_case("duplicate-subject-key.jsonl"), Format::JsonLines, 64 * 1024).unwrap().unwrap_err();
         assert_eq!((errors[0].index, errors[0].field.as_str()), (0, "subject"));
         let nested = r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/1"},"component":[{"code":{"text":"a"}},{"valueQuantity":{"value":1,"value":2}}]}"#;
         let errors = parse(nested.as_bytes(), Format::JsonLines, 64 * 1024).unwrap().unwrap_err();
@@ -639,21 +684,44 @@ mod tests {
         let cases = [
             (obs(r#"{"resourceType":"Patient","id":"p1"}"#, r##"{"reference":"#p1"}"##), "contained[0].identifier"),
             (
-                obs(r#"{"resourceType":"Patient","id":"p1","identifier":[{"value":"W-1"}]}"#, r##"{"reference":"#p1"}"##),
+                obs(
+                    r#"{"resourceType":"Patient","id":"p1","identifier":[{"value":"W-1"}]}"#,
+                    r##"{"reference":"#p1"}"##,
+                ),
                 "contained[0].identifier",
             ),
             (
-                obs(r#"{"resourceType":"Patient","id":"p1","identifier":[{"system":"s","value":"1"}]}"#, r##"{"reference":"#p2"}"##),
+                obs(
+                    r#"{"resourceType":"Patient","id":"p1","identifier":[{"system":"s","value":"1"}]}"#,
+                    r##"{"reference":"#p2"}"##,
+                ),
                 "subject.reference",
             ),
             (
-                obs(r#"{"resourceType":"Practitioner","id":"p1","identifier":[{"system":"s","value":"1"}]}"#, r##"{"reference":"#p1"}"##),
+                obs(
+                    r#"{"resourceType":"Practitioner","id":"p1","identifier":[{"system":"s","value":"1"}]}"#,
+                    r##"{"reference":"#p1"}"##,
+                ),
                 "contained[0].resourceType",
             ),
             (obs("", r#"{"reference":"urn:uuid:5b7842fe-978d-4182-a41f-0d07a8617bc2"}"#), "subject.reference"),
             (obs("", r#"{"reference":"urn:oid:1.2.3"}"#), "subject.reference"),
             (obs("", r#"{"display":"someone"}"#), "subject.reference"),
             (obs("", r#"{"identifier":{"value":"1"}}"#), "subject.identifier"),
+            // Literal references name a type an Observation's subject may have.
+            (obs("", r#"{"reference":"Practitioner/1"}"#), "subject.reference"),
+            (obs("", r#"{"reference":"https://h/fhir/Practitioner/1"}"#), "subject.reference"),
+            (obs("", r#"{"reference":"12345"}"#), "subject.reference"),
+            (obs("", r#"{"reference":"Patient?name=Smith"}"#), "subject.reference"),
+            (obs("", r#"{"reference":"Patient?identifier=s|1&name=x"}"#), "subject.reference"),
+            // Two contained resources under one id.
+            (
+                obs(
+                    r#"{"resourceType":"Patient","id":"p1","identifier":[{"system":"s","value":"1"}]},{"resourceType":"Patient","id":"p1","identifier":[{"system":"s","value":"2"}]}"#,
+                    r##"{"reference":"#p1"}"##,
+                ),
+                "contained",
+            ),
         ];
         for (line, field) in cases {
             let errors = parse(line.as_bytes(), Format::JsonLines, 64 * 1024).unwrap().unwrap_err();
@@ -668,8 +736,14 @@ mod tests {
         let logical = obs("", r#"{"identifier":{"system":"http://example.org/ids","value":"1234567"}}"#);
         let r = parse(logical.as_bytes(), Format::JsonLines, 64 * 1024).unwrap().unwrap();
         assert_eq!(r[0].subject, "Patient?identifier=http://example.org/ids|1234567");
+        let conditional = obs("", r#"{"reference":"Patient?identifier=urn:s|W-1"}"#);
+        let r = parse(conditional.as_bytes(), Format::JsonLines, 64 * 1024).unwrap().unwrap();
+        assert_eq!(r[0].subject, "Patient?identifier=urn:s|W-1", "the same key as a contained W-1");
         let versioned = obs("", r#"{"reference":"Patient/45/_history/2"}"#);
-        assert_eq!(parse(versioned.as_bytes(), Format::JsonLines, 64 * 1024).unwrap().unwrap()[0].subject, "Patient/45");
+        assert_eq!(
+            parse(versioned.as_bytes(), Format::JsonLines, 64 * 1024).unwrap().unwrap()[0].subject,
+            "Patient/45"
+        );
     }
 
     #[test]
@@ -688,6 +762,13 @@ mod tests {
         let errors = parse(body.as_bytes(), Format::Bundle, 64 * 1024).unwrap().unwrap_err();
         let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.index, e.field.as_str())).collect();
         assert_eq!(got, [(0, "resourceType"), (1, "subject.reference")]);
+        // Two entries under one fullUrl: which wearer is meant is not said.
+        let other = r#"{"resourceType":"Patient","identifier":[{"system":"urn:s","value":"W-2"}]}"#;
+        let body = format!(
+            r#"{{"resourceType":"Bundle","type":"transaction","entry":[{{"fullUrl":"urn:uuid:1","resource":{patient}}},{{"fullUrl":"urn:uuid:1","resource":{other}}},{{"resource":{obs}}}]}}"#
+        );
+        let errors = parse(body.as_bytes(), Format::Bundle, 64 * 1024).unwrap().unwrap_err();
+        assert_eq!((errors[0].index, errors[0].field.as_str()), (1, "entry.fullUrl"));
     }
 
     #[test]
@@ -713,6 +794,7 @@ mod tests {
         assert_eq!(requested_subject("Patient/45/_history/2").unwrap(), "Patient/45");
         assert_eq!(requested_subject("Patient?identifier=urn:s|W-1").unwrap(), "Patient?identifier=urn:s|W-1");
         assert!(requested_subject("").is_err());
+        assert!(requested_subject("Practitioner/1").is_err());
     }
 
     #[test]

@@ -309,13 +309,12 @@ impl Sim {
             let (batches, batcher) = anchor::channel(1024, BatchKind::ErasureReceipts);
             let erasures =
                 Erasures::new(ErasureStore::open(&home.join("erasures.redb")).unwrap(), batches, key.clone());
-            let settings =
-                Settings {
-                    replication,
-                    max_batch_readings: 10_000,
-                    retention_sweep: Duration::from_secs(3600),
-                    idempotency_keys: 1000,
-                };
+            let settings = Settings {
+                replication,
+                max_batch_readings: 10_000,
+                retention_sweep: Duration::from_secs(3600),
+                idempotency_keys: 1000,
+            };
             let parts = Parts {
                 me: key.public().key_id(),
                 settings,

@@ -399,9 +399,14 @@ async fn an_idempotency_key_is_stored_once_whichever_node_receives_it() {
     // The same key with another body is refused anywhere.
     assert_eq!(sim.nodes[3].claim(id, other_body).await, Claimed::Reused);
     // The node that stored it restarts and forgets: the others still answer.
-    let restarted = &sim.nodes[0];
-    restarted.claims.settle(id, body, restarted.me, None);
+    sim.nodes[0].claims.forget_all();
     assert_eq!(sim.nodes[0].claim(id, body).await, Claimed::Replay(b"{\"count\":1}".to_vec()));
+    // One faulty validator alone can neither fake a stored answer nor block a key.
+    let id4 = claim_id(g, "batch-4");
+    sim.nodes[3].claims.take(id4, other_body, sim.id(3), crate::clock::now_ms());
+    sim.nodes[3].claims.settle(id4, other_body, sim.id(3), Some(b"{\"forged\":true}".to_vec()));
+    assert_eq!(sim.nodes[1].claim(id4, body).await, Claimed::Fresh, "one report is not believed");
+    sim.nodes[1].settle(id4, body, None).await;
 
     // A released claim (the batch failed) may be claimed again elsewhere.
     let id2 = claim_id(g, "batch-2");
@@ -447,9 +452,10 @@ async fn a_legal_hold_blocks_every_erasure_trigger_and_pauses_one_accepted_befor
     }
     // Nothing was erased; the record not held can be erased by id.
     assert!(sim.nodes[0].read_here(stored[0].rid, g).await.is_ok());
-    let rest = accept::accept(&sim.nodes[0], g, ErasureScope::Records(vec![stored[1].rid]), ErasureTrigger::SubjectRequest, 4)
-        .await
-        .unwrap();
+    let rest =
+        accept::accept(&sim.nodes[0], g, ErasureScope::Records(vec![stored[1].rid]), ErasureTrigger::SubjectRequest, 4)
+            .await
+            .unwrap();
     let mut pacing = Pacing::default();
     rounds_until(&sim, 0, &mut pacing, rest.id, "the rest certified", |j| j.complete()).await;
 

@@ -295,13 +295,20 @@ fn parse_certificate(text: &str) -> anyhow::Result<cairn_proto::erasure::Erasure
         .map_err(|e| anyhow::anyhow!("not a bcs erasure certificate: {e}"))
 }
 
-/// Prints the verdict of a verify command: its output (standard output).
-fn report(checks: &[String], limits: &str) {
+/// Writes the verdict of a verify command: its output (standard output).
+fn report(checks: &[String], limits: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
     for c in checks {
-        println!("ok: {c}");
+        writeln!(out, "ok: {c}")?;
     }
-    println!("not established: {limits}");
+    writeln!(out, "not established: {limits}")
 }
+
+/// A command line that is wrong in a way clap cannot see (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 /// Exit codes (docs/gateway.md): 0 done (also when standard output was closed early,
 /// e.g. by `head`), 1 refused or failed (a node's refusal, a check that failed, a bad
@@ -311,6 +318,10 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Usage>().is_some() => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -430,7 +441,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let key = match (key_file, public_key) {
                 (Some(f), None) => cairn_client::keys::load(&f)?.public(),
                 (None, Some(hex)) => hex.parse().map_err(|e| anyhow::anyhow!("--public-key: {e}"))?,
-                _ => anyhow::bail!("give --key-file or --public-key"),
+                _ => return Err(Usage("give --key-file or --public-key".into()).into()),
             };
             cairn_client::admin::register(&node, &genesis, &admin, role, key)?;
             eprintln!("registered {key} (key id {}) as {role:?}", key.key_id());
@@ -451,16 +462,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let limits = "that the content matches C (that needs the commitment secret, held by the custodians), or that the record still exists";
             if let [one] = parsed.as_slice() {
-                report(&verify_receipt(&genesis, one)?, limits);
+                report(&verify_receipt(&genesis, one)?, limits)?;
             } else {
                 for (i, r) in parsed.iter().enumerate() {
                     verify_receipt(&genesis, r).with_context(|| format!("receipt {} (record {})", i + 1, r.rid))?;
                 }
-                println!(
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
                     "ok: {} receipts verified: each leaf is in its custodian's signed batch, each batch in a certified log",
                     parsed.len()
-                );
-                println!("not established: {limits}");
+                )?;
+                writeln!(out, "not established: {limits}")?;
             }
         }
         Command::Hold { gateway, subject, release, rids } => {
@@ -504,7 +517,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("live challenge failed: {e}"))?,
                 );
             }
-            report(&checks, cairn_proto::erasure::CANNOT_PROVE);
+            report(&checks, cairn_proto::erasure::CANNOT_PROVE)?;
         }
         Command::Keygen { out } => {
             let public = cairn_client::keys::generate(&out)?;
@@ -534,7 +547,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report(
                 &checks,
                 "that the node showed you its newest block: a checkpoint proves what was decided, not that nothing was decided since",
-            );
+            )?;
             if let Some(out) = out {
                 std::fs::write(&out, serde_json::to_string_pretty(&new)?)
                     .with_context(|| format!("writing {}", out.display()))?;
@@ -547,7 +560,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report(
                 &verify_block(&genesis, &block)?,
                 "anything about individual records: a block holds batch roots only, and a record needs its receipt",
-            );
+            )?;
         }
         Command::VerifyConsistency { genesis, old, new, proof } => {
             let genesis = read_genesis(&genesis)?;
@@ -556,7 +569,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report(
                 &verify_log_consistency(&genesis, &old, &new, &proof)?,
                 "anything about blocks after the newer checkpoint",
-            );
+            )?;
         }
     }
     Ok(())
@@ -576,7 +589,7 @@ fn output(path: Option<&Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
 fn scope(subject: Option<String>, rids: &[String]) -> anyhow::Result<Erase> {
     Ok(match subject {
         Some(s) => Erase::Subject(s),
-        None if rids.is_empty() => anyhow::bail!("name record ids or --subject"),
+        None if rids.is_empty() => return Err(Usage("name record ids or --subject".into()).into()),
         None => Erase::Records(
             rids.iter()
                 .map(|r| r.parse().map_err(|e| anyhow::anyhow!("record id {r:?}: {e}")))
@@ -585,15 +598,16 @@ fn scope(subject: Option<String>, rids: &[String]) -> anyhow::Result<Erase> {
     })
 }
 
-/// Runs `call` again while it fails with a retryable error (busy, unavailable, network),
-/// waiting 0.2 s, 0.4 s, ... up to 5 s between tries, 10 tries in all.
+/// Runs `call` again while it fails with a retryable error (busy, unavailable, network,
+/// a batch with the same idempotency key still being stored), waiting 0.2 s, 0.4 s, ...
+/// up to 5 s between tries, for up to 150 s in all: longer than a node may hold an
+/// abandoned idempotency claim (`records::claims::CLAIM_TTL`, 120 s).
 fn with_retries<T>(mut call: impl FnMut() -> Result<T, GatewayError>) -> Result<T, GatewayError> {
+    let started = std::time::Instant::now();
     let mut wait = std::time::Duration::from_millis(200);
-    let mut tries = 0;
     loop {
         match call() {
-            Err(e) if e.retryable() && tries < 9 => {
-                tries += 1;
+            Err(e) if e.retryable() && started.elapsed() + wait < std::time::Duration::from_secs(150) => {
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(std::time::Duration::from_secs(5));
             }

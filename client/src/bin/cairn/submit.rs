@@ -24,11 +24,12 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The body of the batch holding items `range`.
-    fn body(&self, range: std::ops::Range<usize>) -> String {
+    /// The body of the batch holding items `range`, and how many referenced entries come
+    /// before its Observations (the node's item indexes count them).
+    fn body(&self, range: std::ops::Range<usize>) -> (String, usize) {
         let items = self.items.get(range.clone()).unwrap_or_default();
         match self.format {
-            BodyFormat::JsonLines => items.join("\n"),
+            BodyFormat::JsonLines => (items.join("\n"), 0),
             BodyFormat::Bundle => {
                 let mut needed: Vec<usize> =
                     self.refers_to.get(range).unwrap_or_default().iter().flatten().copied().collect();
@@ -40,7 +41,11 @@ impl Loaded {
                     .map(String::as_str)
                     .chain(items.iter().map(String::as_str))
                     .collect();
-                format!("{{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":[{}]}}", entries.join(","))
+                let body = format!(
+                    "{{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":[{}]}}",
+                    entries.join(",")
+                );
+                (body, needed.len())
             }
         }
     }
@@ -93,8 +98,7 @@ fn split_bundle(text: &str, name: &str) -> anyhow::Result<Loaded> {
     let mut others = Vec::new();
     for (i, e) in b.entry.iter().enumerate() {
         let raw = e.resource.ok_or_else(|| anyhow::anyhow!("{name}: entry {i} has no resource"))?;
-        let value: serde_json::Value =
-            serde_json::from_str(raw.get()).with_context(|| format!("{name}: entry {i}"))?;
+        let value: serde_json::Value = serde_json::from_str(raw.get()).with_context(|| format!("{name}: entry {i}"))?;
         if value.get("resourceType").and_then(|t| t.as_str()) == Some("Observation") {
             let mut refs = Vec::new();
             references(&value, &mut refs);
@@ -194,7 +198,7 @@ pub fn submit(
 ) -> anyhow::Result<Summary> {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     if o.batch == 0 || o.parallel == 0 {
-        anyhow::bail!("--batch and --parallel must be at least 1");
+        return Err(super::Usage("--batch and --parallel must be at least 1".into()).into());
     }
     let started = std::time::Instant::now();
     let mut run_id = [0u8; 8];
@@ -215,7 +219,7 @@ pub fn submit(
                 loop {
                     let i = next.fetch_add(1, Relaxed);
                     let Some(chunk) = chunks.get(i) else { return };
-                    let body = readings.body(chunk.clone());
+                    let (body, _) = readings.body(chunk.clone());
                     let key = format!("{run_id}-{i}");
                     let r = with_retries(|| {
                         gateway.submit(body.as_bytes(), readings.format, &o.purpose, o.retention_days, Some(&key))
@@ -260,13 +264,14 @@ pub fn submit(
                 if let GatewayError::Refused { body, .. } = &e
                     && let Some(items) = body.get("items").and_then(|v| v.as_array())
                 {
+                    let (_, referenced) = readings.body(chunks.get(i).cloned().unwrap_or_default());
                     for item in items.iter().take(20) {
-                        eprintln!(
-                            "  reading {}: {} {}",
-                            base + item["index"].as_u64().unwrap_or(0) as usize,
-                            item["field"],
-                            item["message"]
-                        );
+                        let index = item["index"].as_u64().unwrap_or(0) as usize;
+                        let which = match index.checked_sub(referenced) {
+                            Some(j) => format!("reading {}", base + j),
+                            None => format!("an entry reading {base}.. refer to"),
+                        };
+                        eprintln!("  {which}: {} {}", item["field"], item["message"]);
                     }
                 }
                 summary.failed += n;

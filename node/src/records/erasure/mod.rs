@@ -121,6 +121,12 @@ impl Erasures {
         Self { store: Arc::new(store), batches, key, wake: Notify::new(), creating: std::sync::Mutex::new(()) }
     }
 
+    /// Signs the identity statement of `GET /v1/identity` (`request::identity_statement`)
+    /// with this node's validator key; returns the public key and the signature.
+    pub fn sign_identity(&self, statement: &[u8]) -> (cairn_proto::PublicKey, cairn_proto::identity::Signature) {
+        (self.key.public(), self.key.sign(cairn_proto::hash::domain::SIG_IDENTITY, statement))
+    }
+
     /// This node's key id (the custodian named in its receipts).
     pub fn custodian(&self) -> KeyId {
         self.key.public().key_id()
