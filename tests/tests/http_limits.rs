@@ -1,8 +1,9 @@
 //! The HTTP server against strangers (issue 14): stalled connections — no bytes, a
 //! partial TLS handshake, partial headers, a partial body, idle after a request — are
 //! closed within the documented times (`api::HEADER_READ_TIMEOUT` 10 s,
-//! `api::BODY_READ_TIMEOUT` 10 s), and fifty unsigned 8 MiB bodies at once are refused
-//! from their headers without the node's memory following them.
+//! `api::BODY_READ_TIMEOUT` 10 s), a body trickled a byte at a time within the request
+//! timeout (`api::error::REQUEST_TIMEOUT` 60 s), and fifty unsigned 8 MiB bodies at once
+//! are refused from their headers without the node's memory following them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -113,6 +114,25 @@ fn stalled_connections_close_in_time_and_unsigned_floods_are_refused_before_thei
             std::thread::spawn(move || (how, stall(&addr, config, how)))
         })
         .collect();
+    // A body trickled a byte every 4 s (each piece within the body timeout): cut off by
+    // the request timeout.
+    let trickle = {
+        let (addr, config) = (addr.clone(), config.clone());
+        std::thread::spawn(move || {
+            let tcp = TcpStream::connect(&addr).unwrap();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).unwrap(), tcp);
+            let head = "POST /v1/challenges HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+            tls.write_all(head.as_bytes()).unwrap();
+            let started = Instant::now();
+            // Writing fails once the node has answered and closed.
+            while tls.write_all(b" ").and_then(|()| tls.flush()).is_ok() && started.elapsed() < Duration::from_secs(120)
+            {
+                std::thread::sleep(Duration::from_secs(4));
+            }
+            started.elapsed()
+        })
+    };
     // Meanwhile the node serves others.
     let (status, _) = cairn_client::http::request("GET", &format!("{}/healthz", c.urls[0]), "text/plain", b"").unwrap();
     assert_eq!(status, 200);
@@ -123,6 +143,9 @@ fn stalled_connections_close_in_time_and_unsigned_floods_are_refused_before_thei
         longest = longest.max(open);
     }
     println!("60 stalled connections: the longest was closed after {longest:?}");
+    let trickled = trickle.join().unwrap();
+    println!("a body trickled a byte every 4 s was cut off after {trickled:?}");
+    assert!(trickled < Duration::from_secs(60 + 15), "a trickled body held its connection {trickled:?}");
 
     // Fifty unsigned 8 MiB bodies at once: each refused with 401 from its headers.
     let pid = c.pid(0).unwrap();
