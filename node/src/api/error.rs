@@ -117,10 +117,14 @@ impl From<ErasureError> for ApiError {
             )
             .detail("request", json!(id)),
             ErasureError::Held(rids) => {
+                let named: Vec<String> = rids.iter().take(5).map(ToString::to_string).collect();
+                let more = if rids.len() > 5 { format!(" and {} more (see \"held\")", rids.len() - 5) } else { String::new() };
                 let message = format!(
-                    "{} record(s) are under legal hold and nothing was erased: the holder lifts the hold \
-                     (POST /v1/holds/release), then ask again — or name only the records in no hold",
-                    rids.len()
+                    "{} record(s) are under legal hold and nothing was erased: {}{more}. The gateway that placed \
+                     the hold lifts it (POST /v1/holds/release, `cairn hold --release`), then ask again — or name \
+                     only the records in no hold",
+                    rids.len(),
+                    named.join(", ")
                 );
                 ApiError::new(StatusCode::CONFLICT, "held", message).detail("held", json!(rids))
             }

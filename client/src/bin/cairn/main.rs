@@ -120,8 +120,8 @@ enum Command {
         /// result goes to standard error).
         #[arg(long)]
         genesis: Option<PathBuf>,
-        /// Write only the FHIR resource, byte for byte as it was sent, instead of the
-        /// node's whole answer.
+        /// Write only the FHIR resource, byte for byte as it was sent (no line end
+        /// added), instead of the node's whole answer.
         #[arg(long)]
         resource: bool,
         /// Record id.
@@ -367,11 +367,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     resource: &'a serde_json::value::RawValue,
                 }
                 let a: Answer<'_> = serde_json::from_slice(&raw).context("the node's answer")?;
+                // Exactly the submitted bytes: no line end added.
                 stdout.write_all(a.record.resource.get().as_bytes())?;
             } else {
                 stdout.write_all(&raw)?;
+                stdout.write_all(b"\n")?;
             }
-            stdout.write_all(b"\n")?;
             stdout.flush()?;
             let answer: serde_json::Value = serde_json::from_slice(&raw).context("the node's answer")?;
             if let Some(g) = genesis {
