@@ -10,13 +10,115 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cairn_client::gateway::{BodyFormat, Gateway};
+use cairn_proto::encoding::encode;
 use cairn_proto::genesis::Genesis;
 use cairn_proto::membership::Role;
+use cairn_proto::receipt::AnchorReceipt;
+use cairn_proto::request::RequestToSign;
+use cairn_proto::signed::SignedBody as _;
+use cairn_proto::transaction::{MembershipChange, MembershipChangeBody, Transaction};
 use cairn_proto::{Keypair, SecretSeed, keyfile};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::dev::Layout;
 use cairn_proto::time::now_ms;
+
+/// The dev consortium's CA (`ca.pem`), which the demo trusts for the nodes' HTTPS.
+static TLS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
+fn trust(ca: &Path) -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).with_context(|| ca.display().to_string())? {
+        roots.add(cert.with_context(|| ca.display().to_string())?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let _ = TLS.set(std::sync::Arc::new(config));
+    Ok(())
+}
+
+/// One HTTP/1.1 exchange over TLS (`Connection: close`); returns status and body.
+async fn exchange(
+    base: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let authority = base.trim_start_matches("https://").trim_end_matches('/');
+    let tcp = tokio::net::TcpStream::connect(authority).await.with_context(|| format!("connecting to {base}"))?;
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_string();
+    let name = rustls::pki_types::ServerName::try_from(host).context("the node's host name")?;
+    let config = TLS.get().cloned().context("the dev CA is not loaded")?;
+    let mut stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS with {base}"))?;
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").context("malformed HTTP answer")?;
+    let status = std::str::from_utf8(raw.get(..end).unwrap_or_default())?
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("malformed HTTP status")?;
+    Ok((status, raw.get(end + 4..).unwrap_or_default().to_vec()))
+}
+
+/// A request signed by the demo gateway.
+async fn signed(
+    base: &str,
+    key: &Keypair,
+    method: &str,
+    target: &str,
+    content_type: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    // What the request is bound to: this chain and this node, proven by the node's
+    // validator key (ADR 015).
+    #[derive(serde::Deserialize)]
+    struct Identity {
+        chain: cairn_proto::Hash32,
+        node: cairn_proto::KeyId,
+        public_key: cairn_proto::PublicKey,
+        signature: cairn_proto::identity::Signature,
+    }
+    let (status, answer) =
+        exchange(base, "GET", &format!("/v1/identity?nonce={}", hex::encode(nonce)), &[], b"").await?;
+    anyhow::ensure!(status == 200, "{base}/v1/identity answered {status}");
+    let to: Identity = serde_json::from_slice(&answer).context("the node's identity")?;
+    let proof = cairn_proto::request::identity_statement(&to.chain, &to.node, &nonce);
+    anyhow::ensure!(
+        to.public_key.key_id() == to.node
+            && to.public_key.verify(cairn_proto::hash::domain::SIG_IDENTITY, &proof, &to.signature).is_ok(),
+        "{base} did not prove it is validator {}",
+        to.node
+    );
+    getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let statement =
+        RequestToSign::new(to.chain, to.node, method, path, query, body, key.public().key_id(), now_ms(), nonce);
+    let signature = statement.sign(key)?;
+    let mut headers: Vec<(&str, String)> = statement.headers(&signature).into_iter().collect();
+    headers.push(("content-type", content_type.to_string()));
+    exchange(base, method, target, &headers, body).await
+}
 
 fn load_or_create_key(path: &Path) -> anyhow::Result<Keypair> {
     if path.exists() {
@@ -35,17 +137,42 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<Keypair> {
     Ok(Keypair::from_seed(&seed))
 }
 
-/// Registers the gateway key unless it already is (a second run finds it registered).
-fn register(base: &str, genesis: &Genesis, admin: &Keypair, gateway: &Keypair) -> anyhow::Result<()> {
+async fn admin_nonce(base: &str, admin: &Keypair) -> anyhow::Result<u64> {
+    let (status, body) = exchange(base, "GET", &format!("/v1/admins/{}", admin.public().key_id()), &[], b"").await?;
+    anyhow::ensure!(status == 200, "admin lookup answered {status}");
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    v.get("next_nonce").and_then(serde_json::Value::as_u64).context("no next_nonce")
+}
+
+/// Registers the gateway key unless it already is.
+async fn register(base: &str, genesis: &Genesis, admin: &Keypair, gateway: &Keypair) -> anyhow::Result<()> {
     let id = gateway.public().key_id();
     if genesis.membership.members.iter().any(|m| m.public_key.key_id() == id) {
         return Ok(());
     }
-    match cairn_client::admin::register(base, genesis, admin, Role::Gateway, gateway.public()) {
-        Ok(()) => Ok(()),
-        Err(cairn_client::admin::AdminError::Refused { body, .. }) if body.contains("already in use") => Ok(()),
-        Err(e) => Err(e).context("registering the demo gateway"),
+    let nonce = admin_nonce(base, admin).await?;
+    let body = MembershipChangeBody {
+        version: 1,
+        chain: genesis.hash()?,
+        admin: admin.public().key_id(),
+        nonce,
+        change: MembershipChange::Register { role: Role::Gateway, public_key: gateway.public() },
+    };
+    let tx = encode(&Transaction::Membership(body.sign(admin)?))?;
+    let (status, answer) = exchange(base, "POST", "/v1/transactions", &[], &tx).await?;
+    let text = String::from_utf8_lossy(&answer);
+    if status != 202 {
+        // A second run finds the key registered already.
+        anyhow::ensure!(text.contains("already in use"), "registering the demo gateway: {status} {text}");
+        return Ok(());
     }
+    for _ in 0..300 {
+        if admin_nonce(base, admin).await? > nonce {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the demo gateway's registration was not committed within 30 s")
 }
 
 /// Unix seconds as an RFC 3339 UTC time.
@@ -72,35 +199,25 @@ fn reading(wearer: usize, tick: u64) -> String {
     .to_string()
 }
 
-/// Feeds the consortium until the process stops, on a thread of its own (the client is
-/// `cairn-client`, the one every gateway uses, and blocking). The thread is detached, so
-/// that Ctrl-C or SIGTERM ends the process without waiting for it.
+/// Feeds the consortium until the process stops.
 pub async fn run(layout: Layout) -> anyhow::Result<()> {
-    let (done, result) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("demo".into())
-        .spawn(move || {
-            let _ = done.send(feed(&layout));
-        })
-        .context("starting the demo thread")?;
-    result.await.context("the demo thread ended")?
-}
-
-fn feed(layout: &Layout) -> anyhow::Result<()> {
     let genesis_path = layout.dir.join("genesis.toml");
     let genesis = Genesis::from_toml(&std::fs::read_to_string(&genesis_path)?)?;
-    cairn_client::http::trust_ca_file(&layout.dir.join(super::dev::CA_FILE))?;
     let base = layout.http.first().cloned().context("no validator")?;
+    trust(&layout.dir.join(super::dev::CA_FILE))?;
     println!("demo: waiting for the consortium to be ready ...");
-    while !matches!(cairn_client::http::request("GET", &format!("{base}/readyz"), "text/plain", b""), Ok((200, _))) {
-        std::thread::sleep(Duration::from_millis(250));
+    loop {
+        if let Ok((200, _)) = exchange(&base, "GET", "/readyz", &[], b"").await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let admin_text = std::fs::read_to_string(layout.dir.join("admins/org0/node.key"))?;
     let admin = Keypair::from_seed(&keyfile::parse(&admin_text)?);
     let key_path = layout.dir.join("demo/gateway.key");
-    let key = load_or_create_key(&key_path)?;
-    register(&base, &genesis, &admin, &key)?;
-    println!("demo: smart-shoe gateway {} registered (key {})", key.public().key_id(), key_path.display());
+    let gateway = load_or_create_key(&key_path)?;
+    register(&base, &genesis, &admin, &gateway).await?;
+    println!("demo: smart-shoe gateway {} registered (key {})", gateway.public().key_id(), key_path.display());
     let receipts_path = layout.dir.join("demo/receipts.jsonl");
     let mut receipts_file = std::fs::OpenOptions::new().create(true).append(true).open(&receipts_path)?;
     println!(
@@ -109,18 +226,34 @@ fn feed(layout: &Layout) -> anyhow::Result<()> {
         genesis_path.display(),
         receipts_path.display()
     );
-    let gateways: Vec<Gateway> = layout.http.iter().map(|url| Gateway::new(url, key.clone())).collect();
-    for tick in 0u64.. {
-        let Some(gateway) = gateways.get(tick as usize % gateways.len()) else { break };
-        let node = &gateway.node;
+    let mut tick = 0u64;
+    loop {
+        let node = layout.http.get(tick as usize % layout.http.len()).cloned().unwrap_or_else(|| base.clone());
         let body: Vec<String> = (0..20).map(|i| reading(i % 5, tick)).collect();
-        match gateway.submit(body.join("\n").as_bytes(), BodyFormat::JsonLines, "TREAT", 30, None) {
-            Ok(stored) => {
-                let custodians: Vec<String> = stored.custodians.iter().map(ToString::to_string).collect();
-                println!("demo: {} readings stored by {node} at custodians {custodians:?}", stored.count);
-                let rids: Vec<_> = stored.records.iter().map(|r| r.rid).collect();
-                let (mut ok, mut pending, mut last) = (0, 0, None);
-                for r in gateway.receipts(&rids, 10_000)? {
+        let target = "/v1/readings?purpose=TREAT&retention_days=30";
+        match signed(&node, &gateway, "POST", target, "application/x-ndjson", body.join("\n").as_bytes()).await {
+            Ok((200, answer)) => {
+                let v: serde_json::Value = serde_json::from_slice(&answer)?;
+                let rids: Vec<serde_json::Value> = v
+                    .get("records")
+                    .and_then(|r| r.as_array())
+                    .map(|r| r.iter().filter_map(|x| x.get("rid").cloned()).collect())
+                    .unwrap_or_default();
+                println!(
+                    "demo: {} readings stored by {node} at custodians {}",
+                    rids.len(),
+                    v.get("custodians").unwrap_or(&serde_json::Value::Null)
+                );
+                let ask = serde_json::to_vec(&serde_json::json!({"rids": rids, "wait_ms": 10_000}))?;
+                let (status, answer) =
+                    signed(&node, &gateway, "POST", "/v1/receipts", "application/json", &ask).await?;
+                anyhow::ensure!(status == 200, "receipts: {status} {}", String::from_utf8_lossy(&answer));
+                let v: serde_json::Value = serde_json::from_slice(&answer)?;
+                let list: Vec<Option<AnchorReceipt>> =
+                    serde_json::from_value(v.get("receipts").cloned().unwrap_or_default())?;
+                let (mut ok, mut pending) = (0, 0);
+                let mut last = None;
+                for r in list {
                     match r {
                         Some(r) => {
                             r.verify(&genesis)
@@ -147,11 +280,12 @@ fn feed(layout: &Layout) -> anyhow::Result<()> {
                     );
                 }
             }
-            Err(e) => println!("demo: {node}: {e}"),
+            Ok((status, answer)) => println!("demo: {node} answered {status}: {}", String::from_utf8_lossy(&answer)),
+            Err(e) => println!("demo: {node}: {e:#}"),
         }
-        std::thread::sleep(Duration::from_secs(2));
+        tick += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    Ok(())
 }
 
 #[cfg(test)]
