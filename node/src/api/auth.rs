@@ -42,7 +42,7 @@ fn hex_array<const N: usize>(s: &str, name: &'static str) -> Result<[u8; N], Api
 
 /// What the headers of a signed request say, checked before its body is read.
 #[derive(Debug)]
-pub struct Claimed {
+pub struct SigningHeaders {
     member: MemberKey,
     key: KeyId,
     timestamp_ms: u64,
@@ -52,7 +52,12 @@ pub struct Claimed {
 
 /// Checks the signing headers: format, registered key with `role`, fresh timestamp,
 /// unseen nonce. Nothing of the body is needed.
-pub fn check_headers(state: &ApiState, headers: &HeaderMap, role: Role, now_ms: u64) -> Result<Claimed, ApiError> {
+pub fn check_headers(
+    state: &ApiState,
+    headers: &HeaderMap,
+    role: Role,
+    now_ms: u64,
+) -> Result<SigningHeaders, ApiError> {
     let key: KeyId = header(headers, HEADER_KEY)?
         .parse()
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_header", "must be 32 hex digits").field(HEADER_KEY))?;
@@ -113,12 +118,18 @@ pub fn check_headers(state: &ApiState, headers: &HeaderMap, role: Role, now_ms: 
             format!("key {key} is registered as {:?}; this route needs {role:?}", member.role),
         ));
     }
-    Ok(Claimed { member, key, timestamp_ms, nonce, signature })
+    Ok(SigningHeaders { member, key, timestamp_ms, nonce, signature })
 }
 
 /// Checks the signature of a request whose headers passed [`check_headers`]: it must
 /// cover this chain, this node, the method, path, query and body.
-pub fn verify(state: &ApiState, claimed: &Claimed, method: &Method, uri: &Uri, body: &[u8]) -> Result<(), ApiError> {
+pub fn verify(
+    state: &ApiState,
+    signing: &SigningHeaders,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<(), ApiError> {
     let statement = RequestToSign::new(
         state.chain_hash,
         state.records.me,
@@ -126,11 +137,11 @@ pub fn verify(state: &ApiState, claimed: &Claimed, method: &Method, uri: &Uri, b
         uri.path(),
         uri.query().unwrap_or(""),
         body,
-        claimed.key,
-        claimed.timestamp_ms,
-        claimed.nonce,
+        signing.key,
+        signing.timestamp_ms,
+        signing.nonce,
     );
-    statement.verify(&claimed.member.public_key, &claimed.signature).map_err(|_| {
+    statement.verify(&signing.member.public_key, &signing.signature).map_err(|_| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_signature",
@@ -142,9 +153,9 @@ pub fn verify(state: &ApiState, claimed: &Claimed, method: &Method, uri: &Uri, b
 }
 
 /// Stores the nonce durably (off the async workers); 401 if it was used meanwhile.
-pub async fn remember(state: &Arc<ApiState>, claimed: &Claimed, now_ms: u64) -> Result<(), ApiError> {
-    let expires = claimed.timestamp_ms.saturating_add(state.limits.request_skew_ms);
-    let (store, key, nonce) = (state.nonces.clone(), claimed.key, claimed.nonce);
+pub async fn remember(state: &Arc<ApiState>, signing: &SigningHeaders, now_ms: u64) -> Result<(), ApiError> {
+    let expires = signing.timestamp_ms.saturating_add(state.limits.request_skew_ms);
+    let (store, key, nonce) = (state.nonces.clone(), signing.key, signing.nonce);
     let fresh = tokio::task::spawn_blocking(move || store.insert(now_ms, expires, key, nonce))
         .await
         .map_err(ApiError::internal)??;
@@ -211,8 +222,8 @@ impl FromRequest<Arc<ApiState>> for SignedGateway {
     async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let now_ms = crate::clock::now_ms();
-        let claimed = match check_headers(state, &parts.headers, Role::Gateway, now_ms) {
-            Ok(claimed) => claimed,
+        let signing = match check_headers(state, &parts.headers, Role::Gateway, now_ms) {
+            Ok(signing) => signing,
             Err(e) => {
                 drain(state, body).await;
                 return Err(e);
@@ -221,8 +232,8 @@ impl FromRequest<Arc<ApiState>> for SignedGateway {
         // A GET is signed over an empty body; whatever it carries is not read.
         let body =
             if parts.method == Method::GET { axum::body::Bytes::new() } else { read_limited(state, body).await? };
-        verify(state, &claimed, &parts.method, &parts.uri, &body)?;
-        remember(state, &claimed, now_ms).await?;
-        Ok(SignedGateway { gateway: claimed.key, body, now_ms })
+        verify(state, &signing, &parts.method, &parts.uri, &body)?;
+        remember(state, &signing, now_ms).await?;
+        Ok(SignedGateway { gateway: signing.key, body, now_ms })
     }
 }

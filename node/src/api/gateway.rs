@@ -140,9 +140,8 @@ pub(super) async fn readings(
     let format = body_format(&headers)?;
     let readings = match fhir::parse(&body, format, crate::vault::VaultConfig::default().max_payload) {
         Err(BodyError::Malformed(m)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", m)),
-        Err(e @ BodyError::DuplicateKey(_)) => {
-            let message = e.to_string();
-            let BodyError::DuplicateKey(path) = e else { return Err(ApiError::internal("unreachable")) };
+        Err(BodyError::DuplicateKey(path)) => {
+            let message = BodyError::DuplicateKey(path.clone()).to_string();
             return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "duplicate_key", message).field(path));
         }
         Err(BodyError::NotABundle(m)) => {

@@ -15,14 +15,17 @@
 //!   A reference that cannot be resolved to one stated identity is refused.
 //! - **A UTF-8 byte-order mark** at the start of a body is ignored.
 
-use std::cell::RefCell;
+mod keys;
+mod subject;
+
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
 use serde::Serialize;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
+
+use keys::{KeyError, unique_keys};
+pub use subject::{requested_subject, subject_key};
 
 /// Statuses FHIR R4 allows for an Observation.
 const STATUSES: [&str; 8] =
@@ -31,8 +34,6 @@ const STATUSES: [&str; 8] =
 pub const MAX_SUBJECT: usize = 256;
 /// The UTF-8 byte-order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
-/// Resource types an Observation's subject may name (FHIR R4 `Observation.subject`).
-const SUBJECT_TYPES: [&str; 4] = ["Patient", "Group", "Device", "Location"];
 
 /// One accepted reading.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,261 +180,6 @@ pub fn split(body: &[u8], format: Format) -> Result<Split, BodyError> {
         }
     }
     Ok(out)
-}
-
-/// Why a JSON text fails the unique-key rule.
-#[derive(Debug)]
-enum KeyError {
-    /// The path of a key seen twice in one object.
-    Duplicate(String),
-    /// Not JSON at all.
-    Malformed(String),
-}
-
-/// Checks that no object of a JSON text has the same key twice (FHIR R4 JSON: "property
-/// names SHALL be unique"); a duplicate is named by its FHIRPath-like path.
-fn unique_keys(text: &[u8]) -> Result<(), KeyError> {
-    let found = RefCell::new(None);
-    let mut de = serde_json::Deserializer::from_slice(text);
-    let result = Unique { path: String::new(), found: &found }.deserialize(&mut de).and_then(|()| de.end());
-    match (result, found.into_inner()) {
-        (_, Some(path)) => Err(KeyError::Duplicate(path)),
-        (Err(e), None) => Err(KeyError::Malformed(e.to_string())),
-        (Ok(()), None) => Ok(()),
-    }
-}
-
-/// A serde visitor that walks a JSON value, remembering keys per object.
-struct Unique<'a> {
-    path: String,
-    found: &'a RefCell<Option<String>>,
-}
-
-impl<'de> DeserializeSeed<'de> for Unique<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Unique<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut i = 0usize;
-        while seq.next_element_seed(Unique { path: format!("{}[{i}]", self.path), found: self.found })?.is_some() {
-            i += 1;
-        }
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let path = if self.path.is_empty() { key.clone() } else { format!("{}.{key}", self.path) };
-            if !seen.insert(key) {
-                *self.found.borrow_mut() = Some(path);
-                return Err(de::Error::custom("duplicate key"));
-            }
-            map.next_value_seed(Unique { path, found: self.found })?;
-        }
-        Ok(())
-    }
-}
-
-/// Escapes a token part the way FHIR search does (`\`, `|`, `,` and `$` get a `\`).
-fn escape_token(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '\\' | '|' | ',' | '$') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A reference that only means something inside the message that carries it.
-fn is_message_local(reference: &str) -> bool {
-    reference.starts_with('#') || reference.starts_with("urn:uuid:") || reference.starts_with("urn:oid:")
-}
-
-/// `Type/id/_history/v` → `Type/id`: a versioned reference names the same subject.
-fn without_version(reference: &str) -> &str {
-    match reference.find("/_history/") {
-        Some(i) => reference.get(..i).unwrap_or(reference),
-        None => reference,
-    }
-}
-
-/// A literal subject reference as it is filed: `Type/id` or an absolute URL ending in
-/// `Type/id` (without `/_history/N`), whose type may be an Observation's subject; or a
-/// conditional reference by identifier, `Type?identifier=system|value`.
-fn literal(reference: &str) -> Result<String, String> {
-    let reference = without_version(reference);
-    let kind = match reference.split_once('?') {
-        Some((kind, query)) => {
-            let by_identifier = query.strip_prefix("identifier=").is_some_and(|t| !t.is_empty() && !t.contains('&'));
-            if !by_identifier {
-                return Err(format!(
-                    "{reference:?}: a conditional reference names one subject only by identifier \
-                     (Type?identifier=system|value)"
-                ));
-            }
-            kind
-        }
-        None => {
-            let mut segments = reference.rsplit('/');
-            let (id, kind) = (segments.next().unwrap_or(""), segments.next().unwrap_or(""));
-            if id.is_empty() || kind.is_empty() {
-                return Err(format!("{reference:?} is not a reference (Type/id, or a URL ending in Type/id)"));
-            }
-            kind
-        }
-    };
-    if !SUBJECT_TYPES.contains(&kind) {
-        return Err(format!("{reference:?}: an Observation's subject is a Patient, Group, Device or Location"));
-    }
-    Ok(reference.to_owned())
-}
-
-/// The identity a resource states: `Type?identifier=system|value` from its first
-/// identifier with both a system and a value (FHIR keeps list order); `at` is the resource's path for errors.
-fn stated_identity(resource: &Value, at: &str, what: &str) -> Result<String, (String, String)> {
-    let kind = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
-    if !SUBJECT_TYPES.contains(&kind) {
-        return Err((
-            format!("{at}.resourceType"),
-            format!("{what} is a {kind:?}; an Observation's subject is a Patient, Group, Device or Location"),
-        ));
-    }
-    identity(kind, resource.get("identifier").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]), at, what)
-}
-
-fn identity(kind: &str, identifiers: &[Value], at: &str, what: &str) -> Result<String, (String, String)> {
-    let first = identifiers.iter().find_map(|id| {
-        let system = id.get("system").and_then(Value::as_str).filter(|s| !s.is_empty())?;
-        let value = id.get("value").and_then(Value::as_str).filter(|s| !s.is_empty())?;
-        Some((system, value))
-    });
-    match first {
-        Some((system, value)) => Ok(format!("{kind}?identifier={}|{}", escape_token(system), escape_token(value))),
-        None => Err((
-            format!("{at}.identifier"),
-            format!(
-                "{what} states no identifier with a system and a value, so nothing says whose reading this is; \
-                 give it one, or use a literal reference (Patient/…)"
-            ),
-        )),
-    }
-}
-
-/// The subject key a reading is filed under (ADR 015), or the field and reason it is
-/// refused. `context` holds a Bundle's other entries by `fullUrl`.
-///
-/// - `subject.reference` literal (`Patient/123`, `https://…/Patient/123`): as given,
-///   without `/_history/N`;
-/// - `subject.reference` `#id`: the contained resource with that id, by its first
-///   identifier: `Patient?identifier=system|value`;
-/// - `subject.reference` `urn:uuid:…`/`urn:oid:…`: the Bundle entry with that `fullUrl`,
-///   by its first identifier (refused in JSON lines: it names no one there);
-/// - only `subject.identifier`: `{subject.type or Patient}?identifier=system|value`.
-///
-/// At most [`MAX_SUBJECT`] bytes.
-pub fn subject_key(
-    obj: &serde_json::Map<String, Value>,
-    context: &HashMap<String, (usize, String, Value)>,
-) -> Result<String, (String, String)> {
-    let err = |f: &str, m: String| Err((f.to_owned(), m));
-    let Some(subject) = obj.get("subject") else {
-        return err("subject", "missing: cairn files each reading under its subject".into());
-    };
-    let key = match subject.get("reference") {
-        Some(Value::String(r)) if r.starts_with('#') => {
-            let id = r.get(1..).unwrap_or("");
-            let contained = obj.get("contained").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
-            let mut named =
-                contained.iter().enumerate().filter(|(_, c)| c.get("id").and_then(Value::as_str) == Some(id));
-            let Some((i, resource)) = named.next() else {
-                return err("subject.reference", format!("{r:?} names no contained resource"));
-            };
-            if named.next().is_some() {
-                return err("contained", format!("two contained resources have the id {id:?}; ids are unique (FHIR)"));
-            }
-            let what = format!("the contained resource {id:?} the subject refers to");
-            stated_identity(resource, &format!("contained[{i}]"), &what)?
-        }
-        Some(Value::String(r)) if is_message_local(r) => match context.get(r) {
-            Some((i, _, resource)) => {
-                let what = format!("the entry {r} the subject refers to");
-                stated_identity(resource, &format!("entry[{i}].resource"), &what)?
-            }
-            None => {
-                return err(
-                    "subject.reference",
-                    format!(
-                        "{r:?} refers to a Bundle entry, and no entry of this body has that fullUrl: it names no one \
-                         here; send the Patient in the same Bundle, or a literal reference (Patient/…)"
-                    ),
-                );
-            }
-        },
-        Some(Value::String(r)) if !r.is_empty() => literal(r).map_err(|m| ("subject.reference".to_owned(), m))?,
-        Some(_) => return err("subject.reference", "must be a non-empty string".into()),
-        None => match subject.get("identifier") {
-            Some(id) => {
-                let kind = subject.get("type").and_then(Value::as_str).unwrap_or("Patient");
-                if !SUBJECT_TYPES.contains(&kind) {
-                    return err(
-                        "subject.type",
-                        format!("{kind:?}: the subject is a Patient, Group, Device or Location"),
-                    );
-                }
-                identity(kind, std::slice::from_ref(id), "subject", "the subject")?
-            }
-            None => return err("subject.reference", "missing: cairn files each reading under its subject".into()),
-        },
-    };
-    if key.len() > MAX_SUBJECT {
-        return err("subject", format!("the subject key is {} bytes; at most {MAX_SUBJECT}", key.len()));
-    }
-    Ok(key)
-}
-
-/// Checks the subject a caller names in an erasure or a hold: the key readings are filed
-/// under ([`subject_key`]). A reference local to one message (`#p1`, `urn:uuid:…`) names
-/// no one and is refused; a versioned literal reference is taken without its version.
-pub fn requested_subject(subject: &str) -> Result<String, String> {
-    if is_message_local(subject) {
-        return Err(format!(
-            "{subject:?} is local to the message it was sent in and names no one; use the key the readings are filed \
-             under (the record's \"subject\", e.g. Patient?identifier=system|value)"
-        ));
-    }
-    let key = literal(subject)?;
-    if key.len() > MAX_SUBJECT {
-        return Err(format!("1 to {MAX_SUBJECT} bytes"));
-    }
-    Ok(key)
 }
 
 /// Checks one resource: an Observation with unique keys, a status FHIR allows, a code,
