@@ -52,6 +52,14 @@ enum Command {
         /// A regulator key: ORG=KEY.
         #[arg(long = "regulator", value_name = "ORG=KEY", value_parser = parse_member_arg)]
         regulators: Vec<MemberArg>,
+        /// A purpose of use reads may name (v3 PurposeOfUse code, e.g. TREAT); repeat
+        /// for each. Default: CAREMGT, ETREAT, FAMRQT, PATRQT, PUBHLTH, TREAT.
+        #[arg(long = "purpose", value_name = "CODE")]
+        purposes: Vec<String>,
+        /// Organisations whose admins must sign a change of the purposes (default: a
+        /// majority).
+        #[arg(long)]
+        change_quorum: Option<u32>,
         /// File to write (must not exist).
         #[arg(long)]
         out: PathBuf,
@@ -111,7 +119,18 @@ fn main() -> anyhow::Result<()> {
     cairn_node::harden::refuse_core_dumps().context("refusing core dumps")?;
     match Cli::parse().command {
         Command::Init { data_dir } => init(data_dir),
-        Command::Genesis { chain_id, time, organisations, validators, gateways, accessors, regulators, out } => {
+        Command::Genesis {
+            chain_id,
+            time,
+            organisations,
+            validators,
+            gateways,
+            accessors,
+            regulators,
+            purposes,
+            change_quorum,
+            out,
+        } => {
             let genesis_time_ms = match time {
                 Some(t) => parse_time(&t)?,
                 None => cairn_proto::time::now_ms(),
@@ -120,7 +139,9 @@ fn main() -> anyhow::Result<()> {
                 .into_iter()
                 .flat_map(|(role, args)| args.into_iter().map(move |a| (role, a)))
                 .collect();
-            let spec = GenesisSpec { chain_id, genesis_time_ms, organisations, validators, members };
+            let purposes = (!purposes.is_empty()).then_some(purposes);
+            let spec =
+                GenesisSpec { chain_id, genesis_time_ms, organisations, validators, members, purposes, change_quorum };
             genesis(&spec, out)
         }
         Command::Run { config } => {

@@ -3,6 +3,7 @@
 use cairn_proto::PublicKey;
 use cairn_proto::genesis::Genesis;
 use cairn_proto::membership::{FieldError, MemberKey, Membership, Organisation, Role, Validator};
+use cairn_proto::policy::PurposePolicy;
 
 /// One `ORG=PUBLIC_KEY[:POWER]` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,11 @@ pub struct GenesisSpec {
     pub validators: Vec<MemberArg>,
     /// Gateway, accessor and regulator keys.
     pub members: Vec<(Role, MemberArg)>,
+    /// Permitted purposes (v3 PurposeOfUse codes); `None` for
+    /// [`PurposePolicy::public_service`].
+    pub purposes: Option<Vec<String>>,
+    /// Organisations whose admins must sign a policy change; `None` for a majority.
+    pub change_quorum: Option<u32>,
 }
 
 /// Builds and validates a genesis; the error names the offending field.
@@ -67,11 +73,25 @@ pub fn build_genesis(spec: &GenesisSpec) -> Result<Genesis, FieldError> {
         .iter()
         .map(|(role, m)| MemberKey { organisation: m.organisation.clone(), role: *role, public_key: m.key })
         .collect();
+    let policy = match &spec.purposes {
+        Some(purposes) => PurposePolicy::new(
+            purposes.iter().cloned(),
+            spec.change_quorum.unwrap_or(organisations.len() as u32 / 2 + 1),
+        ),
+        None => {
+            let mut p = PurposePolicy::public_service(organisations.len());
+            if let Some(q) = spec.change_quorum {
+                p.change_quorum = q;
+            }
+            p
+        }
+    };
     let genesis = Genesis {
-        version: 1,
+        version: 2,
         chain_id: spec.chain_id.clone(),
         genesis_time_ms: spec.genesis_time_ms,
         membership: Membership { organisations, validators, members },
+        policy,
     };
     genesis.validate()?;
     Ok(genesis)
@@ -104,9 +124,15 @@ mod tests {
             organisations: vec![arg(format!("city={}", key(1))), arg(format!("city={}", key(2)))],
             validators: vec![arg(format!("city={}", key(3)))],
             members: vec![(Role::Gateway, arg(format!("city={}", key(4))))],
+            purposes: None,
+            change_quorum: None,
         };
         let g = build_genesis(&spec).unwrap();
         assert_eq!(g.membership.organisations[0].admin_keys.len(), 2);
+        assert!(g.policy.permits("TREAT") && !g.policy.permits("HMARKT"));
+        spec.purposes = Some(vec!["TREAT".into(), "HMARKT".into()]);
+        assert_eq!(build_genesis(&spec).unwrap_err().field, "policy.purposes[0]");
+        spec.purposes = None;
         spec.members.push((Role::Regulator, arg(format!("nobody={}", key(5)))));
         assert_eq!(build_genesis(&spec).unwrap_err().field, "members[1].organisation");
     }

@@ -33,7 +33,7 @@ pub const ADMIN_SEED: [u8; 32] = [9; 32];
 pub fn genesis(chain_id: &str, n: usize, members: Vec<MemberKey>) -> Genesis {
     let admin = Keypair::from_seed(&SecretSeed::from_bytes(ADMIN_SEED)).public();
     let g = Genesis {
-        version: 1,
+        version: 2,
         chain_id: chain_id.into(),
         genesis_time_ms: 1_000,
         membership: Membership {
@@ -43,6 +43,7 @@ pub fn genesis(chain_id: &str, n: usize, members: Vec<MemberKey>) -> Genesis {
                 .collect(),
             members,
         },
+        policy: cairn_proto::policy::PurposePolicy::public_service(1),
     };
     g.validate().unwrap();
     g

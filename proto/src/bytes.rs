@@ -64,7 +64,7 @@ macro_rules! fixed_bytes {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 if d.is_human_readable() {
                     let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                    s.parse().map_err(serde::de::Error::custom)
+                    $crate::bytes::decode_hex_strict::<$len>(&s).map(Self).map_err(serde::de::Error::custom)
                 } else {
                     let v = d.deserialize_bytes($crate::bytes::BytesVisitor)?;
                     Self::from_slice(&v).map_err(serde::de::Error::custom)
@@ -96,6 +96,16 @@ pub(crate) fn decode_hex<const N: usize>(s: &str) -> Result<[u8; N], BytesError>
     let v = hex::decode(s.trim()).map_err(|e| BytesError::Hex(e.to_string()))?;
     let found = v.len();
     <[u8; N]>::try_from(v).map_err(|_| BytesError::Length { expected: N, found })
+}
+
+/// Decodes exactly `N` bytes of hex in the one form cairn writes: lower case, no spaces.
+/// Used for JSON and TOML, so a document is read exactly as strictly as its bytes
+/// (`docs/formats/`); [`decode_hex`] (command lines, headers) is lenient.
+pub(crate) fn decode_hex_strict<const N: usize>(s: &str) -> Result<[u8; N], BytesError> {
+    if !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(BytesError::Hex(format!("{s:?} must be lower-case hex digits only")));
+    }
+    decode_hex(s)
 }
 
 /// Reads a byte string from a binary format.

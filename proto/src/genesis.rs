@@ -8,12 +8,13 @@ use toml::value::{Date, Datetime, Offset, Time};
 use crate::encoding::{EncodeError, encode};
 use crate::hash::{Hash32, domain, hash_parts};
 use crate::membership::{FieldError, MemberKey, Membership, Organisation, Validator, check_name};
+use crate::policy::PurposePolicy;
 use crate::version::versioned;
 
 /// A validated genesis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Genesis {
-    /// Format version (1).
+    /// Format version (2: with the purpose policy).
     pub version: u8,
     /// Name of the chain: 1..=64 of `a-z`, `0-9`, `-`.
     pub chain_id: String,
@@ -21,9 +22,11 @@ pub struct Genesis {
     pub genesis_time_ms: u64,
     /// Founding membership.
     pub membership: Membership,
+    /// The purpose policy (sandbox condition ⑥; [`crate::policy`]).
+    pub policy: PurposePolicy,
 }
 
-versioned!(Genesis = 1);
+versioned!(Genesis = 2);
 
 /// Why a genesis file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +50,7 @@ struct GenesisFile {
     validators: Vec<Validator>,
     #[serde(default)]
     members: Vec<MemberKey>,
+    policy: PurposePolicy,
 }
 
 impl Genesis {
@@ -62,6 +66,7 @@ impl Genesis {
                 validators: file.validators,
                 members: file.members,
             },
+            policy: PurposePolicy::new(file.policy.purposes, file.policy.change_quorum),
         };
         genesis.validate()?;
         Ok(genesis)
@@ -69,11 +74,16 @@ impl Genesis {
 
     /// Checks every rule; the error names the offending field.
     pub fn validate(&self) -> Result<(), FieldError> {
-        if self.version != 1 {
-            return Err(FieldError::new("version", format!("unknown version {} (this build reads 1)", self.version)));
+        if self.version != 2 {
+            let hint = if self.version == 1 { ": version 1 has no purpose policy; add a [policy] table" } else { "" };
+            return Err(FieldError::new(
+                "version",
+                format!("unknown version {} (this build reads 2){hint}", self.version),
+            ));
         }
         check_name("chain_id", &self.chain_id)?;
-        self.membership.validate()
+        self.membership.validate()?;
+        self.policy.validate(&self.membership)
     }
 
     /// Writes the genesis as TOML.
@@ -85,6 +95,7 @@ impl Genesis {
             organisations: self.membership.organisations.clone(),
             validators: self.membership.validators.clone(),
             members: self.membership.members.clone(),
+            policy: self.policy.clone(),
         };
         toml::to_string_pretty(&file).map_err(|e| GenesisError::Syntax(e.to_string()))
     }
@@ -174,7 +185,7 @@ mod tests {
     fn sample() -> String {
         format!(
             r#"
-version = 1
+version = 2
 chain_id = "busan-health"
 genesis_time = 2026-11-22T09:30:00+09:00
 
@@ -200,6 +211,10 @@ voting_power = 1
 organisation = "busan-city"
 role = "gateway"
 public_key = "{g}"
+
+[policy]
+purposes = ["TREAT", "PUBHLTH", "FAMRQT"]
+change_quorum = 2
 "#,
             a = key(1),
             b = key(2),
@@ -214,6 +229,7 @@ public_key = "{g}"
         let g = Genesis::from_toml(&sample()).unwrap();
         assert_eq!(g.genesis_time_ms, 1_795_307_400_000, "09:30+09:00 is 00:30Z");
         assert_eq!(g.membership.validators.len(), 2);
+        assert_eq!(g.policy.purposes, ["FAMRQT", "PUBHLTH", "TREAT"], "sorted on reading");
         let again = Genesis::from_toml(&g.to_toml().unwrap()).unwrap();
         assert_eq!(again, g);
         assert_eq!(again.hash().unwrap(), g.hash().unwrap());
@@ -235,7 +251,10 @@ public_key = "{g}"
                 "validators[0].voting_power",
             ),
             (sample().replace("busan-health", "Busan Health"), "chain_id"),
-            (sample().replace("version = 1", "version = 2"), "version"),
+            (sample().replace("version = 2", "version = 3"), "version"),
+            (sample().replace("version = 2", "version = 1"), "version"),
+            (sample().replace("\"FAMRQT\"", "\"HMARKT\""), "policy.purposes[0]"),
+            (sample().replace("change_quorum = 2", "change_quorum = 3"), "policy.change_quorum"),
             (sample().replace("2026-11-22T09:30:00+09:00", "2026-11-22"), "genesis_time"),
         ];
         for (text, field) in cases {

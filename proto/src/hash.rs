@@ -56,6 +56,15 @@ pub mod domain {
     pub const SIG_IDENTITY: &str = "cairn/sig/identity/v1";
     /// A custodian's handle of a record under legal hold (kept outside the vault).
     pub const HOLD: &str = "cairn/hold/v1";
+    /// Signed: a change of the purpose policy by organisation admins.
+    pub const SIG_POLICY: &str = "cairn/sig/policy-change/v1";
+    /// Signed: a consent-layer document (binding, consent, family grant, agreement,
+    /// revocation) by one of its parties.
+    pub const SIG_DOCUMENT: &str = "cairn/sig/document/v1";
+    /// Hash of a consent-layer document's exact JSON bytes.
+    pub const DOCUMENT: &str = "cairn/document/v1";
+    /// Keyed commitment to a consent event (document, kind and signatures).
+    pub const DOCUMENT_EVENT: &str = "cairn/document-event/v1";
     /// Signed (ZIP-215): a consensus vote.
     pub const SIG_VOTE: &str = "cairn/sig/vote/v1";
     /// Signed (ZIP-215): a consensus proposal.
@@ -86,6 +95,10 @@ pub mod domain {
         SIG_CHALLENGE,
         SIG_IDENTITY,
         HOLD,
+        SIG_POLICY,
+        SIG_DOCUMENT,
+        DOCUMENT,
+        DOCUMENT_EVENT,
         SIG_VOTE,
         SIG_PROPOSAL,
         SIG_VALIDATOR_PROOF,

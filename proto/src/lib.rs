@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod bytes;
 pub mod consensus;
+pub mod consent;
 pub mod encoding;
 pub mod erasure;
 pub mod genesis;
@@ -18,6 +19,7 @@ pub mod keyfile;
 pub mod ledger;
 pub mod membership;
 pub mod merkle;
+pub mod policy;
 pub mod receipt;
 pub mod record;
 pub mod request;

@@ -81,9 +81,14 @@ impl FieldError {
 }
 
 /// Checks a short name: 1..=64 of `a-z`, `0-9`, `-`.
-pub(crate) fn check_name(field: &str, name: &str) -> Result<(), FieldError> {
+/// Whether `name` is a valid organisation or chain name: 1 to 64 of `a-z`, `0-9`, `-`.
+pub fn is_name(name: &str) -> bool {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-    if name.is_empty() || name.len() > 64 || !name.chars().all(ok_char) {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(ok_char)
+}
+
+pub(crate) fn check_name(field: &str, name: &str) -> Result<(), FieldError> {
+    if !is_name(name) {
         return Err(FieldError::new(field, format!("{name:?} must be 1 to 64 of a-z, 0-9 and '-'")));
     }
     Ok(())

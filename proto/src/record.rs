@@ -43,6 +43,9 @@ impl core::fmt::Debug for CommitmentSecret {
 pub enum ContentType {
     /// One FHIR R4 `Observation`, JSON.
     FhirObservationJson,
+    /// A consent-layer document (`crate::consent`), bcs of the node's stored form:
+    /// never served through the record routes.
+    ConsentDocument,
 }
 
 /// Metadata of a record. Stored only encrypted; bound into the ciphertext as associated

@@ -63,6 +63,8 @@ pub enum Transaction {
     BatchCommit(SignedBatchCommit),
     /// An admin's membership change.
     Membership(SignedMembershipChange),
+    /// A change of the purpose policy signed by a quorum of organisation admins.
+    PolicyChange(crate::policy::PolicyChange),
 }
 
 impl Transaction {

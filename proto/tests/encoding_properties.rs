@@ -143,8 +143,10 @@ prop_compose! {
     }
 }
 prop_compose! {
-    fn genesis()(chain_id in name(), time in any::<u64>(), membership in membership()) -> Genesis {
-        Genesis { version: 1, chain_id, genesis_time_ms: time, membership }
+    fn genesis()(chain_id in name(), time in any::<u64>(), membership in membership(),
+                 purposes in prop::collection::vec("[A-Z]{2,16}", 1..5), change_quorum in 1u32..4) -> Genesis {
+        let policy = cairn_proto::policy::PurposePolicy::new(purposes, change_quorum);
+        Genesis { version: 2, chain_id, genesis_time_ms: time, membership, policy }
     }
 }
 

@@ -40,6 +40,7 @@ fn order_key(tx: &Transaction) -> u64 {
     match tx {
         Transaction::BatchCommit(c) => c.body.seq,
         Transaction::Membership(m) => m.body.nonce,
+        Transaction::PolicyChange(p) => p.body.policy_version,
     }
 }
 

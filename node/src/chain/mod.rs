@@ -154,6 +154,14 @@ impl LedgerView for Chain {
     fn decided(&self) -> watch::Receiver<u64> {
         self.subscribe_decided()
     }
+    fn membership(&self) -> cairn_proto::membership::Membership {
+        self.ledger().membership().clone()
+    }
+    fn policy(&self) -> (cairn_proto::policy::PurposePolicy, u64) {
+        let state = self.ledger();
+        let (p, v) = state.policy();
+        (p.clone(), v)
+    }
 }
 
 impl TxSink for Chain {

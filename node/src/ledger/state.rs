@@ -9,6 +9,7 @@ use cairn_proto::genesis::Genesis;
 use cairn_proto::ledger::{BatchCommit, BatchKind, BlockHeader};
 use cairn_proto::membership::{MemberKey, Membership};
 use cairn_proto::merkle::{Blake3Merkle, MerkleHasher as _, ProofError, Tree};
+use cairn_proto::policy::PurposePolicy;
 use cairn_proto::transaction::{Block, MembershipChange, SignedMembershipChange, Transaction};
 use cairn_proto::{Hash32, KeyId, PublicKey};
 
@@ -72,6 +73,9 @@ pub enum TxError {
     /// The transaction cannot be encoded.
     #[error("cannot encode: {0}")]
     Encoding(String),
+    /// A purpose-policy change that is malformed, badly signed or short of the quorum.
+    #[error("{0}")]
+    Policy(#[from] cairn_proto::policy::PolicyError),
 }
 
 /// Why a block is refused.
@@ -128,6 +132,9 @@ struct Book {
     membership: Membership,
     batch_seq: HashMap<(KeyId, BatchKind), u64>,
     admin_nonce: HashMap<KeyId, u64>,
+    /// The purpose policy in force and its version (0 = the genesis policy).
+    policy: PurposePolicy,
+    policy_version: u64,
 }
 
 /// The ledger state after some number of blocks.
@@ -171,6 +178,12 @@ impl Book {
             }
             Transaction::Membership(signed) => {
                 self.apply_membership(chain, signed)?;
+                Ok(None)
+            }
+            Transaction::PolicyChange(change) => {
+                change.verify(chain, self.policy_version, self.policy.change_quorum, &self.membership)?;
+                self.policy.purposes = change.body.purposes.clone();
+                self.policy_version = change.body.policy_version;
                 Ok(None)
             }
         }
@@ -236,6 +249,8 @@ impl LedgerState {
                 membership: genesis.membership.clone(),
                 batch_seq: HashMap::new(),
                 admin_nonce: HashMap::new(),
+                policy: genesis.policy.clone(),
+                policy_version: 0,
             },
             log: Tree::new(&LOG_HASHER),
             leaf_index: HashMap::new(),
@@ -258,6 +273,11 @@ impl LedgerState {
     /// Current membership.
     pub fn membership(&self) -> &Membership {
         &self.book.membership
+    }
+
+    /// The purpose policy in force and its version (0 = the genesis policy).
+    pub fn policy(&self) -> (&PurposePolicy, u64) {
+        (&self.book.policy, self.book.policy_version)
     }
     /// Size of the global log.
     pub fn log_size(&self) -> u64 {

@@ -29,7 +29,8 @@ fn net() -> Net {
     let validators: Vec<_> = (1..=4).map(key).collect();
     let admin = key(10);
     let genesis = Genesis {
-        version: 1,
+        version: 2,
+        policy: cairn_proto::policy::PurposePolicy::public_service(2),
         chain_id: "test".into(),
         genesis_time_ms: 1_000,
         membership: Membership {
@@ -187,6 +188,35 @@ fn membership_changes_need_the_right_admin_nonce_and_chain() {
     assert!(rejected.is_empty());
     s.apply(&block).unwrap();
     assert!(s.membership().members.is_empty());
+}
+
+#[test]
+fn the_purpose_policy_changes_only_with_a_quorum_of_organisations_committed_in_order() {
+    use cairn_proto::policy::{PolicyChange, PolicyChangeBody, PolicyError};
+    let net = net();
+    let mut s = state(&net);
+    let proposer = net.validators[0].public().key_id();
+    let body = |v: u64, purposes: &[&str]| PolicyChangeBody {
+        version: 1,
+        chain: net.genesis.hash().unwrap(),
+        policy_version: v,
+        purposes: purposes.iter().map(|p| p.to_string()).collect(),
+    };
+    // One organisation of two: short of the quorum (a majority of 2 is 2).
+    let one = PolicyChange::sign(body(1, &["PUBHLTH", "TREAT"]), &[&net.admin]).unwrap();
+    assert_eq!(
+        s.check_tx(&Transaction::PolicyChange(one)),
+        Err(TxError::Policy(PolicyError::Quorum { signed: 1, needed: 2 }))
+    );
+    let both = PolicyChange::sign(body(1, &["PUBHLTH", "TREAT"]), &[&net.admin, &key(11)]).unwrap();
+    let (block, rejected) = s.propose(vec![Transaction::PolicyChange(both.clone())], 2_000, proposer).unwrap();
+    assert!(rejected.is_empty());
+    s.apply(&block).unwrap();
+    let (policy, version) = s.policy();
+    assert_eq!((policy.purposes.clone(), version), (vec!["PUBHLTH".to_string(), "TREAT".to_string()], 1));
+    assert!(!policy.permits("CAREMGT"), "the new list replaces the old one");
+    // The same change again is a replay of version 1.
+    assert!(matches!(s.check_tx(&Transaction::PolicyChange(both)), Err(TxError::Policy(PolicyError::Invalid(_)))));
 }
 
 #[test]

@@ -25,6 +25,7 @@ enum Command {
     Expired(u64, Vec<RecordId>, Reply<Vec<StoredRecord>>),
     Subject(SubjectRef, Reply<Vec<StoredRecord>>),
     Leaves(Reply<Vec<Hash32>>),
+    Documents(Reply<Vec<StoredRecord>>),
 }
 
 /// The vault's mailbox.
@@ -106,6 +107,10 @@ impl VaultHandle {
     pub async fn leaves(&self) -> Result<Vec<Hash32>, VaultError> {
         self.ask(Command::Leaves).await
     }
+    /// Every live consent-layer document record (`ContentType::ConsentDocument`).
+    pub async fn documents(&self) -> Result<Vec<StoredRecord>, VaultError> {
+        self.ask(Command::Documents).await
+    }
 }
 
 fn run(mut vault: Vault<SledStore, FileRootSlot>, mut rx: mpsc::Receiver<Command>) {
@@ -164,6 +169,19 @@ fn run(mut vault: Vault<SledStore, FileRootSlot>, mut rx: mpsc::Receiver<Command
             Command::Leaves(reply) => {
                 let leaves = vault.record_ids().iter().map(|rid| vault.get(rid).map(|r| r.leaf)).collect();
                 fatal = answer(reply, leaves);
+            }
+            Command::Documents(reply) => {
+                let docs: Result<Vec<StoredRecord>, VaultError> = vault
+                    .record_ids()
+                    .iter()
+                    .map(|rid| vault.get(rid))
+                    .filter(|r| {
+                        r.as_ref().map_or(true, |r| {
+                            r.header.content_type == cairn_proto::record::ContentType::ConsentDocument
+                        })
+                    })
+                    .collect();
+                fatal = answer(reply, docs);
             }
         }
     }

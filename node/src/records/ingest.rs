@@ -172,6 +172,20 @@ impl Records {
                 })
             })
             .collect();
+        let stored = self.seal_and_replicate(&custodians, records).await?;
+        let mut stored = stored.into_iter().map(|r| Ingested { rid: r.rid, leaf: r.leaf });
+        let split = sizes.into_iter().map(|n| stored.by_ref().take(n).collect()).collect();
+        Ok((manifest, split))
+    }
+
+    /// Seals `records` here, stores them at every custodian (this node and the others,
+    /// at once) and queues their leaves for anchoring; all or nothing: if any custodian
+    /// fails, what this node stored is removed again.
+    pub(crate) async fn seal_and_replicate(
+        &self,
+        custodians: &[KeyId],
+        records: Vec<NewRecord>,
+    ) -> Result<Vec<crate::vault::PutReceipt>, RecordsError> {
         let replicas = self.vault.seal(records).await?;
         let rids: Vec<RecordId> = replicas.iter().map(|r| r.header.rid).collect();
         let remote = custodians.iter().filter(|k| **k != self.me).map(|peer| {
@@ -205,8 +219,6 @@ impl Records {
             }
         };
         self.anchors.add(stored.iter().map(|r| r.leaf).collect()).await;
-        let mut stored = stored.into_iter().map(|r| Ingested { rid: r.rid, leaf: r.leaf });
-        let split = sizes.into_iter().map(|n| stored.by_ref().take(n).collect()).collect();
-        Ok((manifest, split))
+        Ok(stored)
     }
 }

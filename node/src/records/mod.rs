@@ -10,6 +10,7 @@
 
 pub mod anchor;
 pub mod claims;
+pub mod consent;
 pub mod custody;
 pub mod erasure;
 pub mod fhir;
@@ -121,6 +122,12 @@ pub struct Counters {
     pub records_erased: AtomicU64,
     /// Erasure certificates assembled (and verified) by this node as coordinator.
     pub erasure_certificates: AtomicU64,
+    /// Consent-layer documents this node took.
+    pub documents: AtomicU64,
+    /// Read decisions: permitted, refused.
+    pub access_permitted: AtomicU64,
+    /// Read decisions refused.
+    pub access_refused: AtomicU64,
 }
 
 /// Settings of this layer (from `node.toml`'s `[custody]`).
@@ -149,6 +156,10 @@ pub struct Records {
     pub vault: VaultHandle,
     /// The batcher of record leaves (`BatchKind::Anchors`).
     pub anchors: AnchorHandle,
+    /// The batcher of consent-event leaves (`BatchKind::ConsentEvents`).
+    pub consents: AnchorHandle,
+    /// The consent-layer documents held here ([`consent`]).
+    pub documents: consent::Documents,
     /// Erasure: receipts, jobs, holds, the receipt batcher.
     pub erasures: Erasures,
     /// The decided chain.
@@ -184,6 +195,8 @@ pub struct Parts {
     pub vault: VaultHandle,
     /// Record leaf batcher.
     pub anchors: AnchorHandle,
+    /// Consent-event leaf batcher.
+    pub consents: AnchorHandle,
     /// Erasure state.
     pub erasures: Erasures,
 }
@@ -205,6 +218,8 @@ impl Records {
             settings: parts.settings,
             vault: parts.vault,
             anchors: parts.anchors,
+            consents: parts.consents,
+            documents: consent::Documents::default(),
             erasures: parts.erasures,
             ledger,
             txs,
@@ -294,6 +309,10 @@ impl Records {
                 }
                 Response::Settled
             }
+            Request::Documents(query) => match self.documents_here(&query).await {
+                Ok(list) => Response::Documents(list),
+                Err(e) => Response::Error(self.note(e).to_string()),
+            },
         }
     }
 }

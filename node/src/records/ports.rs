@@ -42,6 +42,10 @@ pub trait LedgerView: Send + Sync + 'static {
     fn next_batch_seq(&self, node: &KeyId, kind: BatchKind) -> u64;
     /// Changes to the height of every decided block, once stored.
     fn decided(&self) -> watch::Receiver<u64>;
+    /// The membership after the last decided block.
+    fn membership(&self) -> cairn_proto::membership::Membership;
+    /// The purpose policy after the last decided block, with its version (0 = genesis).
+    fn policy(&self) -> (cairn_proto::policy::PurposePolicy, u64);
 }
 
 /// Where this layer's transactions (batch commitments) go: the node's mempool, which

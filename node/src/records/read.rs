@@ -1,7 +1,7 @@
 //! Reading records back: the view a gateway gets of a stored record, from this node's
 //! vault or from a custodian that holds it.
 
-use cairn_proto::record::{Manifest, RecordId};
+use cairn_proto::record::{ContentType, Manifest, RecordId};
 use cairn_proto::{Hash32, KeyId};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,8 @@ pub struct RecordView {
     pub rid: RecordId,
     /// Submitting gateway.
     pub gateway: KeyId,
+    /// A reading, or a consent-layer document (never served by the record routes).
+    pub kind: ContentType,
     /// Declared purpose.
     pub purpose: String,
     /// Received, Unix milliseconds.
@@ -45,6 +47,7 @@ impl RecordView {
         Self {
             rid: r.header.rid,
             gateway: r.header.gateway,
+            kind: r.header.content_type,
             purpose: r.header.purpose.clone(),
             received_at_ms: r.header.received_at_ms,
             retain_until_ms: r.header.retain_until_ms,
@@ -77,10 +80,20 @@ impl Records {
                 return Response::Error("a record does not name both nodes as custodians".into());
             }
         }
+        let documents: Vec<_> = replicas
+            .iter()
+            .filter_map(|r| {
+                let payload = r.open_payload().ok()?;
+                Some((r.header.rid, super::consent::stored_document(r.header.content_type, &payload)?))
+            })
+            .collect();
         match self.vault.store(replicas).await {
             Ok(stored) => {
                 let count = stored.len() as u64;
                 self.anchors.add(stored.into_iter().map(|r| r.leaf).collect()).await;
+                if let Err(e) = self.documents_stored(documents).await {
+                    return Response::Error(self.note(e).to_string());
+                }
                 Response::Stored { count }
             }
             Err(e) => Response::Error(self.note(e.into()).to_string()),

@@ -141,6 +141,14 @@ impl LedgerView for SimLedger {
     fn decided(&self) -> watch::Receiver<u64> {
         self.decided.subscribe()
     }
+    fn membership(&self) -> cairn_proto::membership::Membership {
+        self.state.lock().unwrap().membership().clone()
+    }
+    fn policy(&self) -> (cairn_proto::policy::PurposePolicy, u64) {
+        let state = self.state.lock().unwrap();
+        let (p, v) = state.policy();
+        (p.clone(), v)
+    }
 }
 
 impl TxSink for SimLedger {
@@ -192,6 +200,7 @@ fn kind(r: &Request) -> &'static str {
         Request::Hold { .. } => "hold",
         Request::Claim { .. } => "claim",
         Request::Settle { .. } => "settle",
+        Request::Documents(_) => "documents",
     }
 }
 
@@ -307,6 +316,7 @@ impl Sim {
             let vault = Vault::open_dir(&home.join("vault"), VaultConfig::default()).unwrap();
             let (anchors, anchorer) = anchor::channel(1024, BatchKind::Anchors);
             let (batches, batcher) = anchor::channel(1024, BatchKind::ErasureReceipts);
+            let (consents, consent_batcher) = anchor::channel(1024, BatchKind::ConsentEvents);
             let erasures =
                 Erasures::new(ErasureStore::open(&home.join("erasures.redb")).unwrap(), batches, key.clone());
             let settings = Settings {
@@ -320,6 +330,7 @@ impl Sim {
                 settings,
                 vault: VaultHandle::spawn(vault, 64).unwrap(),
                 anchors,
+                consents,
                 erasures,
             };
             let peers = Arc::new(SimPeers { me: key.public().key_id(), net: net.clone() });
@@ -327,7 +338,12 @@ impl Sim {
             net.nodes.lock().unwrap().insert(key.public().key_id(), Arc::downgrade(&records));
             tasks.push(tokio::spawn(super::ingest::run_batcher(records.clone(), jobs, 2)));
             let interval = Duration::from_millis(5);
-            for (run, store) in [(anchorer, "anchors.redb"), (batcher, "erasure-batches.redb")] {
+            let batchers = [
+                (anchorer, "anchors.redb"),
+                (batcher, "erasure-batches.redb"),
+                (consent_batcher, "consent-batches.redb"),
+            ];
+            for (run, store) in batchers {
                 let store = AnchorStore::open(&home.join(store)).unwrap();
                 let r = records.clone();
                 let key = key.clone();

@@ -11,9 +11,11 @@ use cairn_proto::{Hash32, KeyId};
 use serde::{Deserialize, Serialize};
 
 use super::claims::ClaimAnswer;
+use super::consent::DocumentQuery;
 use super::erasure::{EraseAnswer, EraseOrder};
 use super::read::ReadAnswer;
 use crate::vault::{Replica, SubjectRef};
+use cairn_proto::consent::Document;
 
 /// The protocol id (version 1).
 pub const REQUEST_PROTOCOL: &str = "/cairn/req/1";
@@ -64,6 +66,8 @@ pub enum Request {
         /// The answer (JSON).
         answer: Option<Vec<u8>>,
     },
+    /// The consent-layer documents held here about a subject (ADR 017).
+    Documents(DocumentQuery),
 }
 
 impl Request {
@@ -80,7 +84,8 @@ impl Request {
             | Request::Erase(_)
             | Request::Hold { .. }
             | Request::Claim { .. }
-            | Request::Settle { .. } => SHORT_ASK,
+            | Request::Settle { .. }
+            | Request::Documents(_) => SHORT_ASK,
         }
     }
 }
@@ -124,4 +129,6 @@ pub enum Response {
     /// The request could not be answered (the peer's reason; it never names a record
     /// or a subject in clear beyond what the request itself named).
     Error(String),
+    /// Consent-layer documents held here, by id.
+    Documents(Vec<(RecordId, Document)>),
 }

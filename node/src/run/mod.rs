@@ -49,6 +49,8 @@ pub const WAL_FILE: &str = "consensus.wal";
 pub const VAULT_DIR: &str = "vault";
 /// File of this node's anchor batches inside the data directory.
 pub const ANCHORS_FILE: &str = "anchors.redb";
+/// File of this node's consent-event batches (leaves only: hashes that name no one).
+pub const CONSENT_BATCHES_FILE: &str = "consent-batches.redb";
 /// File of this node's batches of erasure receipts inside the data directory.
 pub const ERASURE_BATCHES_FILE: &str = "erasure-batches.redb";
 /// File of this node's erasure receipts and erasure jobs inside the data directory.
@@ -160,7 +162,9 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
     let vault_watch = vault.clone();
     let open = |name: &str| AnchorStore::open(&file.data_dir.join(name)).map_err(|e| refused("opening a store", e));
     let (anchor_store, erasure_batch_store) = (open(ANCHORS_FILE)?, open(ERASURE_BATCHES_FILE)?);
+    let consent_batch_store = open(CONSENT_BATCHES_FILE)?;
     let (anchors, anchorer) = anchor::channel(4096, BatchKind::Anchors);
+    let (consents, consent_batcher) = anchor::channel(4096, BatchKind::ConsentEvents);
     let (erasure_batches, erasure_batcher) = anchor::channel(4096, BatchKind::ErasureReceipts);
     let erasure_store =
         ErasureStore::open(&file.data_dir.join(ERASURES_FILE)).map_err(|e| refused("opening a store", e))?;
@@ -186,7 +190,7 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
         retention_sweep: std::time::Duration::from_millis(custody.retention_sweep_ms),
         idempotency_keys: custody.idempotency_keys,
     };
-    let parts = Parts { me: me.0, settings, vault, anchors, erasures };
+    let parts = Parts { me: me.0, settings, vault, anchors, consents, erasures };
     let (records, jobs) = Records::new(parts, chain.clone(), chain.clone(), Arc::new(peers));
 
     let p2p = tokio::spawn(event_loop.run(chain.clone(), records.clone(), gossip_rx));
@@ -195,6 +199,7 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
     let key = || cairn_proto::Keypair::from_seed(&identity.seed);
     let anchoring = tokio::spawn(anchorer.run(records.clone(), key(), anchor_store, interval));
     let erasure_batching = tokio::spawn(erasure_batcher.run(records.clone(), key(), erasure_batch_store, interval));
+    let consent_batching = tokio::spawn(consent_batcher.run(records.clone(), key(), consent_batch_store, interval));
     let coordinating = tokio::spawn(crate::records::erasure::coordinator::run_coordinator(records.clone()));
 
     // HTTP.
@@ -259,6 +264,7 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
         e = part("HTTP", http) => Err(e),
         e = part("anchoring", anchoring) => Err(e),
         e = part("erasure receipt batching", erasure_batching) => Err(e),
+        e = part("consent event batching", consent_batching) => Err(e),
         e = part("erasure coordination", coordinating) => Err(e),
         _ = vault_watch.closed() => Err(NodeError::Fatal("the vault stopped after a fatal storage failure; see the log".into())),
         what = records.failed() => Err(NodeError::Fatal(format!("the record layer failed: {what}"))),

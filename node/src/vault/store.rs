@@ -549,6 +549,15 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     }
 }
 
+impl Replica {
+    /// The payload of a replica, opened with its own data key (a custodian reads what it
+    /// was sent; the replica is checked to open before it is stored).
+    pub fn open_payload(&self) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        open(&self.dk, &payload_aad(&self.header.rid, &self.header)?, &self.ciphertext)
+            .ok_or_else(|| VaultError::Invalid("a replica's payload does not open under its key".into()))
+    }
+}
+
 pub(crate) fn payload_aad(rid: &RecordId, header: &RecordHeader) -> Result<Vec<u8>, VaultError> {
     Ok([label::PAYLOAD.as_bytes(), &rid.0, &encode(header)?].concat())
 }

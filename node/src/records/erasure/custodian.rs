@@ -110,8 +110,9 @@ async fn try_erase_here(records: &Records, orders: &[EraseOrder]) -> Result<Vec<
         let keys: Vec<[u8; 64]> = to_erase.iter().filter_map(|&i| orders.get(i)).map(EraseOrder::key).collect();
         let epoch = records.vault.epoch().await?;
         er.store.put_intents(&keys, epoch)?;
-        let rids = to_erase.iter().filter_map(|&i| orders.get(i)).map(|o| o.rid).collect();
-        let evidence = records.vault.erase(rids).await?;
+        let rids: Vec<_> = to_erase.iter().filter_map(|&i| orders.get(i)).map(|o| o.rid).collect();
+        let evidence = records.vault.erase(rids.clone()).await?;
+        records.documents_erased(&rids).await;
         let erased_at_ms = now_ms();
         for (&i, ev) in to_erase.iter().zip(&evidence) {
             let Some(o) = orders.get(i) else { continue };

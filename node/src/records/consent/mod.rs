@@ -1,0 +1,677 @@
+//! Consent, purpose and access (DESIGN.md §7, sandbox conditions ⑥ ⑦ ⑧; ADR 017;
+//! docs/consent.md).
+//!
+//! Consent-layer documents (`cairn_proto::consent`) are vault records of kind
+//! `ContentType::ConsentDocument`, filed under the subject they are about, so that they
+//! are encrypted like readings, anchored like readings (their record leaves) and erased
+//! with the subject. They are stored at **every reachable validator — at least n − f**
+//! (all but the faults the consortium tolerates), and each read decision gathers the
+//! subject's documents from this node and **at least f other validators**: any n − f
+//! validators and any f + 1 share one, so a revocation stored anywhere is seen by every
+//! decision taken after its 201, at every node. The node that took a document also
+//! commits its event leaf in a `ConsentEvents` batch; the party gets a
+//! [`DocumentReceipt`] (and, for an agreement, an [`AgreementCertificate`]).
+//!
+//! Each node keeps an index of the documents it holds (in memory, built from the vault
+//! at first use and kept up to date as documents are stored or erased).
+
+pub mod decide;
+pub mod fhir;
+
+use std::collections::{BTreeMap, HashMap};
+
+use cairn_proto::consent::{
+    AgreementCertificate, Document, DocumentKind, DocumentReceipt, PersonRole, Subject, event_commitment, event_leaf,
+};
+use cairn_proto::membership::Role;
+use cairn_proto::record::{ContentType, Manifest, RecordId};
+use cairn_proto::version::{Versioned, decode_versioned};
+use cairn_proto::{Hash32, KeyId, PublicKey};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use self::decide::{Doc, DocSet, Permit, Reader, Refusal, Terms};
+use super::read::{ReadAnswer, RecordView};
+use super::wire::{Request, Response};
+use super::{Records, RecordsError};
+use crate::vault::{NewRecord, StoredRecord, SubjectRef};
+
+/// A document as a vault keeps it (the payload of its record, bcs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredDocument {
+    version: u8,
+    /// The document as signed.
+    pub document: Document,
+    /// The salt of its event commitment.
+    pub salt: Hash32,
+    /// When the taking node received it, Unix milliseconds.
+    pub received_ms: u64,
+    /// The node that took it (and commits its event leaf).
+    pub home: KeyId,
+}
+
+impl Versioned for StoredDocument {
+    const VERSION: u8 = 1;
+    fn version(&self) -> u8 {
+        self.version
+    }
+}
+
+/// How far in the future a revocation's `at_ms` may be (clock skew), milliseconds.
+const REVOCATION_SKEW_MS: u64 = 5 * 60_000;
+
+/// Largest stored document, bytes.
+const STORED_LIMIT: usize = 256 * 1024;
+
+/// Where a subject's documents are filed in the vault.
+pub fn subject_ref(s: &Subject) -> SubjectRef {
+    SubjectRef { gateway: s.gateway, local: s.reference.clone() }
+}
+
+fn subject_of(s: &SubjectRef) -> Subject {
+    Subject { gateway: s.gateway, reference: s.local.clone() }
+}
+
+/// A refusal as the API answers it: HTTP status class, reason code, message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    /// The document is malformed (422): field and problem.
+    #[error("`{field}`: {problem}")]
+    Invalid {
+        /// The field at fault.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Refused by a rule (403): reason code and message.
+    #[error("{message}")]
+    Refused {
+        /// Reason code.
+        code: &'static str,
+        /// In words.
+        message: String,
+        /// Documents and rules used.
+        trace: Vec<String>,
+    },
+    /// No such document, or not one this caller may see (404).
+    #[error("no document {0} that this key may see")]
+    NotFound(RecordId),
+    /// Not enough validators answered to decide safely (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A store failed.
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+}
+
+impl From<Refusal> for ConsentError {
+    fn from(r: Refusal) -> Self {
+        ConsentError::Refused { code: r.code, message: r.message, trace: r.trace }
+    }
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConsentError {
+    ConsentError::Invalid { field: field.into(), problem: problem.into() }
+}
+
+fn refused(code: &'static str, message: impl Into<String>) -> ConsentError {
+    ConsentError::Refused { code, message: message.into(), trace: Vec::new() }
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    loaded: bool,
+    by_subject: HashMap<Subject, BTreeMap<RecordId, StoredDocument>>,
+    subject_of: HashMap<RecordId, Subject>,
+}
+
+impl Index {
+    fn insert(&mut self, id: RecordId, d: StoredDocument) {
+        let subject = d.document.subject.clone();
+        self.subject_of.insert(id, subject.clone());
+        self.by_subject.entry(subject).or_default().insert(id, d);
+    }
+    fn remove(&mut self, id: &RecordId) {
+        if let Some(s) = self.subject_of.remove(id)
+            && let Some(m) = self.by_subject.get_mut(&s)
+        {
+            m.remove(id);
+            if m.is_empty() {
+                self.by_subject.remove(&s);
+            }
+        }
+    }
+}
+
+/// The documents this node holds, indexed by subject (in memory only).
+#[derive(Debug, Default)]
+pub struct Documents {
+    index: Mutex<Index>,
+}
+
+/// Reads a stored document from a record's payload; `None` for other records.
+pub fn stored_document(kind: ContentType, payload: &[u8]) -> Option<StoredDocument> {
+    (kind == ContentType::ConsentDocument).then(|| decode_versioned(payload, STORED_LIMIT).ok()).flatten()
+}
+
+impl Records {
+    async fn index(&self) -> Result<tokio::sync::MutexGuard<'_, Index>, RecordsError> {
+        let mut index = self.documents.index.lock().await;
+        if !index.loaded {
+            for r in self.vault.documents().await? {
+                if let Some(d) = stored_document(r.header.content_type, &r.payload) {
+                    index.insert(r.header.rid, d);
+                }
+            }
+            index.loaded = true;
+        }
+        Ok(index)
+    }
+
+    /// Notes documents among records just stored here.
+    pub(crate) async fn documents_stored(&self, stored: Vec<(RecordId, StoredDocument)>) -> Result<(), RecordsError> {
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let mut index = self.index().await?;
+        for (id, d) in stored {
+            index.insert(id, d);
+        }
+        Ok(())
+    }
+
+    /// Forgets documents among records just erased here.
+    pub(crate) async fn documents_erased(&self, rids: &[RecordId]) {
+        let mut index = self.documents.index.lock().await;
+        for rid in rids {
+            index.remove(rid);
+        }
+    }
+
+    /// The documents held here about `subject`, or about the subject of document `id`.
+    pub async fn documents_here(&self, query: &DocumentQuery) -> Result<Vec<(RecordId, Document)>, RecordsError> {
+        let index = self.index().await?;
+        let subject = match query {
+            DocumentQuery::Subject(s) => Some(s.clone()),
+            DocumentQuery::Containing(id) => index.subject_of.get(id).cloned(),
+        };
+        Ok(subject
+            .and_then(|s| index.by_subject.get(&s))
+            .map(|m| m.iter().map(|(id, d)| (*id, d.document.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    /// Event leaves of the documents this node took (to commit those in no batch after
+    /// a restart).
+    pub async fn document_event_leaves(&self) -> Result<Vec<Hash32>, RecordsError> {
+        let index = self.index().await?;
+        let chain = self.ledger.chain();
+        let mut out = Vec::new();
+        for docs in index.by_subject.values() {
+            for (id, d) in docs.iter().filter(|(_, d)| d.home == self.me) {
+                let c = event_commitment(&d.salt.0, &chain, id, &d.document)
+                    .map_err(|e| RecordsError::Fatal(e.to_string()))?;
+                out.push(event_leaf(id, &c));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Validators a decision must hear from besides this one: f = ⌊(n − 1) / 3⌋.
+    fn faults(&self) -> usize {
+        (self.validators.len().saturating_sub(1)) / 3
+    }
+
+    /// The subject's documents from this node and at least f other validators
+    /// (signatures checked, terms read; documents that fail either are left out).
+    pub async fn gather(&self, query: DocumentQuery) -> Result<DocSet, ConsentError> {
+        let mut all: BTreeMap<RecordId, Document> = self.documents_here(&query).await?.into_iter().collect();
+        let peers: Vec<KeyId> = self.validators.iter().filter(|k| **k != self.me).copied().collect();
+        let asks = peers.iter().map(|p| self.ask(*p, Request::Documents(query.clone())));
+        let mut answered = 0;
+        for answer in futures::future::join_all(asks).await {
+            if let Ok(Response::Documents(list)) = answer {
+                answered += 1;
+                all.extend(list);
+            }
+        }
+        let f = self.faults();
+        if answered < f {
+            return Err(ConsentError::Unavailable(format!(
+                "{answered} other validators answered; a consent decision needs {f} (a revocation stored at n − f \
+                 validators must be seen)"
+            )));
+        }
+        let chain = self.ledger.chain();
+        let subject = match &query {
+            DocumentQuery::Subject(s) => Some(s.clone()),
+            DocumentQuery::Containing(id) => all.get(id).map(|d| d.subject.clone()),
+        };
+        // Documents about another subject than the one asked for (from a faulty peer) are
+        // left out, and so are those whose signatures or terms do not hold.
+        let docs = all
+            .into_iter()
+            .filter(|(_, d)| subject.as_ref() == Some(&d.subject))
+            .filter(|(_, d)| d.verify_signatures(&chain).is_ok())
+            .filter_map(|(id, document)| Terms::read(&document).ok().map(|terms| Doc { id, document, terms }))
+            .collect();
+        Ok(DocSet { docs })
+    }
+
+    /// Takes a document: checks its signatures and terms against the subject's documents,
+    /// the ledger's membership and policy; stores it at every reachable validator (at
+    /// least n − f) and queues its event leaf. Returns its id; a document already held
+    /// (same JSON and signatures) returns the id it has.
+    pub async fn submit_document(
+        &self,
+        caller: &PublicKey,
+        doc: Document,
+        now_ms: u64,
+    ) -> Result<RecordId, ConsentError> {
+        let chain = self.ledger.chain();
+        let signers = doc.verify_signatures(&chain).map_err(|e| invalid("signatures", e.to_string()))?;
+        if !signers.contains(caller) {
+            return Err(refused("not_a_signer", "the request must be signed by one of the document's signers"));
+        }
+        let terms = Terms::read(&doc).map_err(|(field, problem)| invalid(field, problem))?;
+        let set = self.gather(DocumentQuery::Subject(doc.subject.clone())).await?;
+        if let Some(same) = set.docs.iter().find(|d| d.document == doc) {
+            return Ok(same.id);
+        }
+        self.check_new(&set, &doc, &terms, now_ms)?;
+        let custodians = self.document_custodians()?;
+        let manifest = Manifest::new(custodians.clone()).map_err(|e| RecordsError::Unavailable(e.to_string()))?;
+        let mut salt = [0u8; 32];
+        getrandom::fill(&mut salt).map_err(|e| RecordsError::Fatal(format!("no randomness: {e}")))?;
+        let stored = StoredDocument {
+            version: 1,
+            document: doc.clone(),
+            salt: Hash32(salt),
+            received_ms: now_ms,
+            home: self.me,
+        };
+        let payload = cairn_proto::encoding::encode(&stored).map_err(|e| invalid("document", e.to_string()))?;
+        let record = NewRecord {
+            gateway: doc.subject.gateway,
+            content_type: ContentType::ConsentDocument,
+            purpose: "CONSENT".into(),
+            received_at_ms: now_ms,
+            retain_until_ms: u64::MAX,
+            subject: Some(subject_ref(&doc.subject)),
+            manifest,
+            payload,
+        };
+        let put = self.seal_and_replicate(&custodians, vec![record]).await?;
+        let id = put[0].rid;
+        let c = event_commitment(&salt, &chain, &id, &doc).map_err(|e| RecordsError::Fatal(e.to_string()))?;
+        self.consents.add(vec![event_leaf(&id, &c)]).await;
+        self.documents_stored(vec![(id, stored)]).await?;
+        self.counters.documents.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Every reachable validator, at least n − f of them.
+    fn document_custodians(&self) -> Result<Vec<KeyId>, RecordsError> {
+        let connected = self.peers.connected();
+        let mut chosen = vec![self.me];
+        chosen.extend(self.validators.iter().filter(|k| **k != self.me && connected.contains(k)));
+        let need = self.validators.len() - self.faults();
+        if chosen.len() < need {
+            return Err(RecordsError::Unavailable(format!(
+                "{} of the {need} validators a consent document must reach are reachable",
+                chosen.len()
+            )));
+        }
+        Ok(chosen)
+    }
+
+    /// The rules a new document must meet (docs/consent.md "What is accepted").
+    fn check_new(&self, set: &DocSet, doc: &Document, terms: &Terms, now_ms: u64) -> Result<(), ConsentError> {
+        let membership = self.ledger.membership();
+        let (policy, _) = self.ledger.policy();
+        let chain = self.ledger.chain();
+        let only_signer = |what: &str| -> Result<PublicKey, ConsentError> {
+            match doc.signatures.as_slice() {
+                [one] => Ok(one.key),
+                _ => Err(invalid("signatures", format!("{what} carries exactly one signature"))),
+            }
+        };
+        let future = |field: &str, end: u64| {
+            if end <= now_ms {
+                Err(refused("expired", format!("`{field}` ends before now: nothing would be granted")))
+            } else {
+                Ok(())
+            }
+        };
+        match terms {
+            Terms::Binding(b) => {
+                let signer = only_signer("a binding")?;
+                if signer.key_id() != doc.subject.gateway {
+                    return Err(refused(
+                        "not_the_gateway",
+                        "a binding is signed by the gateway that files the subject",
+                    ));
+                }
+                let gateway = membership.member(&signer.key_id());
+                if gateway.is_none_or(|m| m.role != Role::Gateway) {
+                    return Err(refused("not_the_gateway", "the signer is not a registered gateway key"));
+                }
+                if membership.members.iter().any(|m| m.public_key == b.key)
+                    || membership.validators.iter().any(|v| v.public_key == b.key)
+                {
+                    return Err(invalid("key", "a person's key must not be a consortium key"));
+                }
+                if set.role_of(&b.key).is_some() {
+                    return Err(refused("already_bound", "this key is already bound to the subject"));
+                }
+            }
+            Terms::Consent(c) => {
+                let signer = only_signer("a consent")?;
+                if set.role_of(&signer).is_none() {
+                    return Err(refused(
+                        "not_bound",
+                        "the consent is not signed by a key the gateway bound to this subject",
+                    ));
+                }
+                let accessor =
+                    membership.members.iter().any(|m| m.organisation == c.grantee && m.role == Role::Accessor);
+                if !accessor {
+                    return Err(refused(
+                        "not_an_accessor",
+                        format!("{} has no key registered with the accessor role", c.grantee),
+                    ));
+                }
+                for p in &c.scope.purposes {
+                    if !policy.permits(p) && c.kind == fhir::ProvisionType::Permit {
+                        return Err(refused(
+                            "purpose_not_in_policy",
+                            format!("{p} is not a purpose the consortium permits"),
+                        ));
+                    }
+                }
+                future("provision.period.end", c.period.end_ms)?;
+            }
+            Terms::Grant(g) => {
+                if set.role_of(&g.patient) != Some(PersonRole::Patient) {
+                    return Err(refused(
+                        "not_bound",
+                        "the grant's patient key is not bound to this subject as the patient",
+                    ));
+                }
+                let signer = g.patient_signer();
+                if set.role_of(&signer) != Some(g.signed_as) {
+                    return Err(refused(
+                        "not_bound",
+                        format!("the key signing for the patient is not bound as {:?}", g.signed_as),
+                    ));
+                }
+                let v = &g.verification;
+                let verifier_ok = membership
+                    .organisations
+                    .iter()
+                    .any(|o| o.name == v.verified_by && o.admin_keys.contains(&v.verifier))
+                    || membership.members.iter().any(|m| m.organisation == v.verified_by && m.public_key == v.verifier);
+                if !verifier_ok {
+                    return Err(refused("not_a_verifier", format!("the verifier is not a key of {}", v.verified_by)));
+                }
+                let expected = [signer, v.verifier];
+                if doc.signatures.len() != 2 || !expected.iter().all(|k| doc.signed_by(k)) {
+                    return Err(invalid(
+                        "signatures",
+                        "a grant is signed by the patient (or representative) and the verifier, no one else",
+                    ));
+                }
+                let a = set.live_agreement(&g.agreement, now_ms, &chain)?;
+                if a.patient != g.patient || !a.family.iter().any(|f| f.key == g.family.key) {
+                    return Err(refused(
+                        "agreement_not_covering",
+                        "the agreement does not cover this patient and family member",
+                    ));
+                }
+                if let Some(p) = g.purposes.iter().find(|p| !a.purposes.contains(p)) {
+                    return Err(refused("agreement_not_covering", format!("the agreement does not cover {p}")));
+                }
+                if let Some(p) = g.purposes.iter().find(|p| !policy.permits(p)) {
+                    return Err(refused(
+                        "purpose_not_in_policy",
+                        format!("{p} is not a purpose the consortium permits"),
+                    ));
+                }
+                future("period.end_ms", g.period.end_ms)?;
+            }
+            Terms::Agreement(a) => {
+                a.check_institution(self.ledger.genesis())
+                    .map_err(|e| refused("not_the_institution", e.to_string()))?;
+                a.check_execution(doc, &chain).map_err(|e| refused("agreement_not_executed", e.to_string()))?;
+                if set.role_of(&a.patient) != Some(PersonRole::Patient) {
+                    return Err(refused(
+                        "not_bound",
+                        "the agreement's patient key is not bound to this subject as the patient",
+                    ));
+                }
+                if let Some(old) = a.replaces {
+                    match set.get(&old).map(|d| &d.terms) {
+                        Some(Terms::Agreement(_)) if set.amendment_of(&old).is_none() => {}
+                        Some(Terms::Agreement(_)) => {
+                            return Err(refused("agreement_superseded", format!("{old} was already amended")));
+                        }
+                        _ => {
+                            return Err(refused(
+                                "no_agreement",
+                                format!("no agreement {old} to amend for this patient"),
+                            ));
+                        }
+                    }
+                }
+                if let Some(p) = a.purposes.iter().find(|p| !policy.permits(p)) {
+                    return Err(refused(
+                        "purpose_not_in_policy",
+                        format!("{p} is not a purpose the consortium permits"),
+                    ));
+                }
+                future("period.end_ms", a.period.end_ms)?;
+            }
+            Terms::Revocation(r) => {
+                let signer = only_signer("a revocation")?;
+                let Some(target) = set.get(&r.revokes) else {
+                    return Err(refused("no_document", format!("no document {} for this subject", r.revokes)));
+                };
+                if matches!(target.terms, Terms::Revocation(_)) {
+                    return Err(invalid("revokes", "a revocation cannot be revoked"));
+                }
+                if set.revocation(&r.revokes).is_some() {
+                    return Err(refused("already_revoked", format!("{} is already revoked", r.revokes)));
+                }
+                let mut probe = set.clone();
+                probe.docs.push(Doc { id: RecordId([0; 16]), document: doc.clone(), terms: terms.clone() });
+                if probe.revocation(&r.revokes).is_none() {
+                    return Err(refused("not_a_party", format!("{} may not revoke {}", signer.key_id(), r.revokes)));
+                }
+                if r.at_ms > now_ms.saturating_add(REVOCATION_SKEW_MS) {
+                    return Err(invalid("at_ms", "in the future"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides a read by `reader` for `purpose` relying on document `basis`.
+    pub async fn decide(
+        &self,
+        reader: &Reader,
+        purpose: &str,
+        basis: RecordId,
+        now_ms: u64,
+    ) -> Result<(Subject, Permit), ConsentError> {
+        let (policy, _) = self.ledger.policy();
+        if !policy.permits(purpose) {
+            return Err(refused(
+                "purpose_not_in_policy",
+                format!("{purpose} is not a purpose the consortium policy permits"),
+            ));
+        }
+        let set = self.gather(DocumentQuery::Containing(basis)).await?;
+        let permit = decide::decide(&set, &policy, &self.ledger.chain(), reader, purpose, &basis, now_ms)?;
+        let subject = set.get(&basis).map(|d| d.document.subject.clone()).ok_or(ConsentError::NotFound(basis))?;
+        Ok((subject, permit))
+    }
+
+    /// One record of `subject` under `permit`: 404 if it is not the subject's reading,
+    /// 403 if the permit does not cover it.
+    pub async fn access_record(
+        &self,
+        subject: &Subject,
+        permit: &Permit,
+        rid: RecordId,
+    ) -> Result<ReadAnswer, ConsentError> {
+        let (answer, _) = self.read_anywhere(rid, subject.gateway).await.map_err(|e| match e {
+            RecordsError::NotFound(rid) => ConsentError::NotFound(rid),
+            e => ConsentError::Records(e),
+        })?;
+        let r = &answer.record;
+        if r.kind != ContentType::FhirObservationJson || r.subject.as_deref() != Some(subject.reference.as_str()) {
+            return Err(ConsentError::NotFound(rid));
+        }
+        let (codes, time) = observation_terms(r);
+        permit.record(&codes, time)?;
+        Ok(answer)
+    }
+
+    /// Every reading of `subject` (at this node and every validator) that `permit`
+    /// covers, with content; and how many were withheld.
+    pub async fn access_records(
+        &self,
+        subject: &Subject,
+        permit: &Permit,
+    ) -> Result<(Vec<ReadAnswer>, usize), ConsentError> {
+        let sref = subject_ref(subject);
+        let mut rids: BTreeMap<RecordId, ()> = BTreeMap::new();
+        for a in self.subject_here(sref.clone()).await? {
+            if a.record.kind == ContentType::FhirObservationJson {
+                rids.insert(a.record.rid, ());
+            }
+        }
+        let peers: Vec<KeyId> = self.validators.iter().filter(|k| **k != self.me).copied().collect();
+        for answer in
+            futures::future::join_all(peers.iter().map(|p| self.ask(*p, Request::Subject(sref.clone())))).await
+        {
+            if let Ok(Response::Records(list)) = answer {
+                rids.extend(
+                    list.into_iter()
+                        .filter(|a| a.record.kind == ContentType::FhirObservationJson)
+                        .map(|a| (a.record.rid, ())),
+                );
+            }
+        }
+        let (mut out, mut withheld) = (Vec::new(), 0);
+        for rid in rids.into_keys() {
+            match self.access_record(subject, permit, rid).await {
+                Ok(a) => out.push(a),
+                Err(ConsentError::Refused { .. }) => withheld += 1,
+                Err(ConsentError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((out, withheld))
+    }
+
+    /// The receipt of document `id`'s event, if this node took it and it is committed;
+    /// `caller` must be a signer of the document or its gateway.
+    pub async fn document_receipt(
+        &self,
+        caller: &KeyId,
+        id: RecordId,
+    ) -> Result<Option<(DocumentReceipt, StoredDocument)>, ConsentError> {
+        let stored = {
+            let index = self.index().await?;
+            let s = index.subject_of.get(&id).and_then(|s| index.by_subject.get(s)).and_then(|m| m.get(&id)).cloned();
+            s.filter(|d| {
+                d.document.subject.gateway == *caller || d.document.signatures.iter().any(|s| s.key.key_id() == *caller)
+            })
+            .ok_or(ConsentError::NotFound(id))?
+        };
+        if stored.home != self.me {
+            return Err(ConsentError::Unavailable(format!("document {id} was taken by node {}: ask it", stored.home)));
+        }
+        let c = event_commitment(&stored.salt.0, &self.ledger.chain(), &id, &stored.document)
+            .map_err(|e| RecordsError::Fatal(e.to_string()))?;
+        let leaf = event_leaf(&id, &c);
+        let Some(loc) = self.consents.locate(vec![leaf]).await.pop().flatten() else { return Ok(None) };
+        let Some(in_log) = self.in_log(&loc)? else { return Ok(None) };
+        Ok(Some((
+            DocumentReceipt {
+                version: 1,
+                id,
+                commitment: c,
+                leaf,
+                batch: loc.commit,
+                leaf_index: loc.index,
+                batch_proof: loc.proof,
+                log_index: in_log.log_index,
+                log_proof: in_log.log_proof,
+                block: in_log.block,
+            },
+            stored,
+        )))
+    }
+
+    /// The certificate of an executed agreement (for its parties).
+    pub async fn agreement_certificate(
+        &self,
+        caller: &KeyId,
+        id: RecordId,
+    ) -> Result<Option<AgreementCertificate>, ConsentError> {
+        let Some((receipt, stored)) = self.document_receipt(caller, id).await? else { return Ok(None) };
+        if stored.document.kind != DocumentKind::Agreement {
+            return Err(ConsentError::NotFound(id));
+        }
+        Ok(Some(AgreementCertificate { version: 1, document: stored.document, salt: stored.salt, receipt }))
+    }
+}
+
+/// How a document query names the subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DocumentQuery {
+    /// By subject.
+    Subject(Subject),
+    /// The subject of the document with this id.
+    Containing(RecordId),
+}
+
+/// The categories (`Observation.code` codings as `system|code`) and time (the
+/// `effectiveDateTime` or `effectiveInstant` with a time; else when received) of a reading.
+pub fn observation_terms(r: &RecordView) -> (Vec<String>, u64) {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Obs {
+        code: Option<Concept>,
+        effective_date_time: Option<String>,
+        effective_instant: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Concept {
+        #[serde(default)]
+        coding: Vec<Coding>,
+    }
+    #[derive(Deserialize)]
+    struct Coding {
+        system: Option<String>,
+        code: Option<String>,
+    }
+    let Ok(o) = serde_json::from_str::<Obs>(&r.resource) else { return (Vec::new(), r.received_at_ms) };
+    let codes = o
+        .code
+        .map(|c| c.coding.into_iter().filter_map(|c| Some(format!("{}|{}", c.system?, c.code?))).collect())
+        .unwrap_or_default();
+    let time = o
+        .effective_date_time
+        .or(o.effective_instant)
+        .and_then(|t| fhir::instant_ms("effective", &t).ok())
+        .unwrap_or(r.received_at_ms);
+    (codes, time)
+}
+
+/// The subject of a stored record, if it is a document.
+pub fn document_subject(r: &StoredRecord) -> Option<Subject> {
+    r.subject.as_ref().filter(|_| r.header.content_type == ContentType::ConsentDocument).map(subject_of)
+}

@@ -1,0 +1,671 @@
+//! Consent-layer documents (DESIGN.md §7, sandbox conditions ⑥ ⑦ ⑧; ADR 017): the
+//! statements by which a gateway binds a person's key to the subject it files readings
+//! under, a patient consents to an organisation reading them, a patient grants a family
+//! member access, and institution, patient and family execute a three-party agreement.
+//!
+//! A [`Document`] is the exact JSON its author wrote (kept and served byte for byte) plus
+//! the signatures of its parties, each over `"cairn/sig/document/v1" || bcs(`[`DocumentToSign`]`)`:
+//! the chain, the kind, the subject and `blake3("cairn/document/v1" || json)`. Documents
+//! live off chain, encrypted in the vaults with the subject's records; the chain sees only
+//! one leaf per event in a `ConsentEvents` batch:
+//!
+//! - `C = blake3_keyed(salt, "cairn/document-event/v1" || blake3(bcs(`[`DocumentEvent`]`)))`
+//!   with a random 32-byte `salt` kept with the document;
+//! - `leaf = blake3("cairn/leaf/consent/v1" || id || C)`.
+//!
+//! Without the salt the leaf says nothing about the document; a party holding an
+//! [`AgreementCertificate`] (which carries the salt) can prove the agreement was committed.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::CertifiedHeader;
+use crate::encoding::encode;
+use crate::genesis::Genesis;
+use crate::hash::{Hash32, blake3, domain, hash_parts};
+use crate::identity::{KeyId, Keypair, PublicKey, Signature};
+use crate::ledger::BatchKind;
+use crate::ledger::SignedBatchCommit;
+use crate::membership::Role;
+use crate::receipt::{BatchInclusion, ReceiptError};
+use crate::record::RecordId;
+use crate::version::versioned;
+
+/// What a document states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    /// A gateway binds a person's key to one of its subjects ([`SubjectBinding`]).
+    SubjectBinding,
+    /// A FHIR R4 `Consent`: the patient permits an organisation to read.
+    Consent,
+    /// A family member's access to one patient's records ([`FamilyGrant`], ⑦).
+    FamilyGrant,
+    /// A three-party agreement ([`Agreement`], ⑧).
+    Agreement,
+    /// Ends a consent, a grant or an agreement ([`Revocation`]).
+    Revocation,
+}
+
+/// A subject as a gateway files readings under it: the gateway's key id and the
+/// subject key of ADR 015 (e.g. `Patient/123`, `Device?identifier=urn:x|W-1`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    /// The gateway's key id.
+    pub gateway: KeyId,
+    /// The subject key, 1 to 256 bytes.
+    pub reference: String,
+}
+
+/// What each party of a document signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentToSign {
+    /// Format version (1).
+    pub version: u8,
+    /// The chain (genesis hash).
+    pub chain: Hash32,
+    /// The document's kind.
+    pub kind: DocumentKind,
+    /// Whose records the document is about.
+    pub subject: Subject,
+    /// `blake3("cairn/document/v1" || json)`.
+    pub content: Hash32,
+}
+
+versioned!(DocumentToSign = 1);
+
+/// One party's signature of a document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartySignature {
+    /// The party's public key.
+    pub key: PublicKey,
+    /// Ed25519 (strict rules) over `"cairn/sig/document/v1" || bcs(DocumentToSign)`.
+    pub signature: Signature,
+}
+
+/// A consent-layer document: its kind, subject, exact JSON and signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    /// What it states.
+    pub kind: DocumentKind,
+    /// Whose records it is about.
+    pub subject: Subject,
+    /// The JSON as its author wrote it (a FHIR `Consent` for [`DocumentKind::Consent`]).
+    pub json: String,
+    /// The parties' signatures, at most one per key.
+    pub signatures: Vec<PartySignature>,
+}
+
+/// Largest document JSON, bytes.
+pub const MAX_DOCUMENT_JSON: usize = 64 * 1024;
+
+/// Why a document or certificate is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    /// Malformed: the field and the problem.
+    #[error("`{field}`: {problem}")]
+    Invalid {
+        /// The field (JSON path) at fault.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A signature does not verify or is by a key that has no part in the document.
+    #[error("signature {index} (key {key}): {reason}")]
+    Signature {
+        /// Position in `signatures`.
+        index: usize,
+        /// The key id.
+        key: KeyId,
+        /// Why.
+        reason: String,
+    },
+    /// A party has not signed.
+    #[error("not executed: {0} has not signed")]
+    Unsigned(String),
+    /// The proof of commitment does not verify.
+    #[error("commitment: {0}")]
+    Receipt(#[from] ReceiptError),
+}
+
+pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> DocumentError {
+    DocumentError::Invalid { field: field.into(), problem: problem.into() }
+}
+
+impl Document {
+    /// `blake3("cairn/document/v1" || json)`.
+    pub fn content(&self) -> Hash32 {
+        hash_parts(domain::DOCUMENT, &[self.json.as_bytes()])
+    }
+
+    /// The statement the parties sign on `chain`.
+    pub fn to_sign(&self, chain: &Hash32) -> DocumentToSign {
+        DocumentToSign {
+            version: 1,
+            chain: *chain,
+            kind: self.kind,
+            subject: self.subject.clone(),
+            content: self.content(),
+        }
+    }
+
+    /// Adds (or replaces) `key`'s signature.
+    pub fn sign(&mut self, chain: &Hash32, key: &Keypair) -> Result<(), crate::encoding::EncodeError> {
+        let bytes = encode(&self.to_sign(chain))?;
+        let signature = key.sign(domain::SIG_DOCUMENT, &bytes);
+        self.signatures.retain(|s| s.key != key.public());
+        self.signatures.push(PartySignature { key: key.public(), signature });
+        Ok(())
+    }
+
+    /// Checks the shape (JSON size, subject) and every signature; returns the keys that
+    /// signed, in order. Does not check who the signers are: see each kind's rules.
+    pub fn verify_signatures(&self, chain: &Hash32) -> Result<Vec<PublicKey>, DocumentError> {
+        if self.json.is_empty() || self.json.len() > MAX_DOCUMENT_JSON {
+            return Err(invalid("json", format!("1 to {MAX_DOCUMENT_JSON} bytes")));
+        }
+        if self.subject.reference.is_empty() || self.subject.reference.len() > 256 {
+            return Err(invalid("subject.reference", "1 to 256 bytes"));
+        }
+        if self.signatures.is_empty() || self.signatures.len() > 16 {
+            return Err(invalid("signatures", "1 to 16 signatures"));
+        }
+        let bytes = encode(&self.to_sign(chain)).map_err(|e| invalid("document", e.to_string()))?;
+        let mut seen = BTreeSet::new();
+        let mut keys = Vec::new();
+        for (index, s) in self.signatures.iter().enumerate() {
+            let bad = |reason: String| DocumentError::Signature { index, key: s.key.key_id(), reason };
+            if !seen.insert(s.key) {
+                return Err(bad("the same key signed twice".into()));
+            }
+            s.key.verify(domain::SIG_DOCUMENT, &bytes, &s.signature).map_err(|e| bad(e.to_string()))?;
+            keys.push(s.key);
+        }
+        Ok(keys)
+    }
+
+    /// Whether `key` signed (the signature itself is checked by
+    /// [`Document::verify_signatures`]).
+    pub fn signed_by(&self, key: &PublicKey) -> bool {
+        self.signatures.iter().any(|s| s.key == *key)
+    }
+}
+
+/// What an event commitment covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentEvent {
+    /// Format version (1).
+    pub version: u8,
+    /// The document id (the vault record that keeps it).
+    pub id: RecordId,
+    /// The signed statement.
+    pub statement: DocumentToSign,
+    /// The signatures, as stored.
+    pub signatures: Vec<PartySignature>,
+}
+
+versioned!(DocumentEvent = 1);
+
+/// The event commitment `C` of document `id` under `salt`.
+pub fn event_commitment(
+    salt: &[u8; 32],
+    chain: &Hash32,
+    id: &RecordId,
+    doc: &Document,
+) -> Result<Hash32, crate::encoding::EncodeError> {
+    let event =
+        DocumentEvent { version: 1, id: *id, statement: doc.to_sign(chain), signatures: doc.signatures.clone() };
+    let mut input = domain::DOCUMENT_EVENT.as_bytes().to_vec();
+    input.extend_from_slice(blake3(&encode(&event)?).as_bytes());
+    Ok(Hash32(*::blake3::keyed_hash(salt, &input).as_bytes()))
+}
+
+/// `leaf = blake3("cairn/leaf/consent/v1" || id || C)`.
+pub fn event_leaf(id: &RecordId, commitment: &Hash32) -> Hash32 {
+    hash_parts(domain::CONSENT_LEAF, &[id.as_bytes(), commitment.as_bytes()])
+}
+
+/// A period in Unix milliseconds, `start_ms` inclusive, `end_ms` exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Period {
+    /// First millisecond covered.
+    pub start_ms: u64,
+    /// First millisecond no longer covered.
+    pub end_ms: u64,
+}
+
+impl Period {
+    /// Whether `t` is inside.
+    pub fn covers(&self, t: u64) -> bool {
+        self.start_ms <= t && t < self.end_ms
+    }
+    fn check(&self, field: &str) -> Result<(), DocumentError> {
+        if self.start_ms >= self.end_ms {
+            return Err(invalid(field, "start_ms must be before end_ms"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a key acts as the patient or as a legal representative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersonRole {
+    /// The data subject.
+    Patient,
+    /// A legal representative (guardian, parent of a minor), recorded as such.
+    Representative,
+}
+
+/// The JSON of a [`DocumentKind::SubjectBinding`], signed by the gateway
+/// (`subject.gateway`): `key` acts for the subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectBinding {
+    /// The person's key (held by their app).
+    pub key: PublicKey,
+    /// As whom it acts.
+    pub role: PersonRole,
+    /// When the gateway made the binding, Unix milliseconds.
+    pub issued_ms: u64,
+}
+
+/// A family member named in a grant or an agreement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyMember {
+    /// Their key.
+    pub key: PublicKey,
+    /// HL7 v3 RoleCode of the relationship to the patient (e.g. `MTH`, `SPS`, `CHILD`,
+    /// `FAMMEMB`): 2 to 16 of `A-Z`.
+    pub relationship: String,
+}
+
+/// How the institution verified a family relationship.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelationshipVerification {
+    /// `blake3` of the evidence document (e.g. a family register extract), never the
+    /// document itself.
+    pub evidence_hash: Hash32,
+    /// The verifying organisation (a genesis organisation name).
+    pub verified_by: String,
+    /// The key of the person who verified it for that organisation; it signs the grant.
+    pub verifier: PublicKey,
+}
+
+/// The JSON of a [`DocumentKind::FamilyGrant`] (⑦): one patient, one family member.
+/// Signed by the patient or a bound representative (as `signed_as` says) and by the
+/// verifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyGrant {
+    /// The patient's key (bound to the document's subject).
+    pub patient: PublicKey,
+    /// The one family member granted access.
+    pub family: FamilyMember,
+    /// Who signs for the patient.
+    pub signed_as: PersonRole,
+    /// The signer when `signed_as` is `representative` (else absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub representative: Option<PublicKey>,
+    /// The institution's verification of the relationship.
+    pub verification: RelationshipVerification,
+    /// The executed agreement that covers this grant (its document id).
+    pub agreement: RecordId,
+    /// v3 PurposeOfUse codes: `FAMRQT` plus care purposes.
+    pub purposes: Vec<String>,
+    /// Record categories (`system|code` of `Observation.code`), or `["*"]` for all.
+    pub categories: Vec<String>,
+    /// When the grant holds.
+    pub period: Period,
+}
+
+/// The institution that is party to an agreement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Institution {
+    /// Its genesis organisation name.
+    pub organisation: String,
+    /// The key that signs for it: an admin key, or an accessor member key, of that
+    /// organisation in the genesis file.
+    pub key: PublicKey,
+}
+
+/// Breach-notice duties of the institution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreachNotice {
+    /// Hours within which the patient and family are told of a leak.
+    pub within_hours: u32,
+    /// The duties, in words.
+    pub duties: String,
+}
+
+/// The JSON of a [`DocumentKind::Agreement`] (⑧; FHIR `Contract` terms in brackets):
+/// executed only when the institution, the patient and every family member have signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agreement {
+    /// `blake3` of the full human-readable contract text (`Contract.legal`).
+    pub text_hash: Hash32,
+    /// The institution (`Contract.signer`, type `INST`... here by organisation).
+    pub institution: Institution,
+    /// The patient's key (bound to the document's subject).
+    pub patient: PublicKey,
+    /// The family members covered, 1 to 8.
+    pub family: Vec<FamilyMember>,
+    /// v3 PurposeOfUse codes the agreement allows (`Contract.term.action.reason`).
+    pub purposes: Vec<String>,
+    /// Record categories, or `["*"]` (`Contract.term.asset`).
+    pub categories: Vec<String>,
+    /// Days the institution keeps what it released (`Contract.term`).
+    pub retention_days: u32,
+    /// The institution's liability for leaks or breach of contract.
+    pub liability: String,
+    /// Breach-notice duties.
+    pub breach_notice: BreachNotice,
+    /// When the agreement holds (`Contract.applies`).
+    pub period: Period,
+    /// The agreement this version amends, if any (its document id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<RecordId>,
+}
+
+/// The JSON of a [`DocumentKind::Revocation`]: ends document `revokes` (a consent or a
+/// grant, signed by the patient or their representative; an agreement, by any party).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    /// The document ended.
+    pub revokes: RecordId,
+    /// When, Unix milliseconds (the node refuses times in the future).
+    pub at_ms: u64,
+}
+
+fn check_codes(field: &str, codes: &[String], allow_all: bool) -> Result<(), DocumentError> {
+    if codes.is_empty() || codes.len() > 64 {
+        return Err(invalid(field, "1 to 64 entries"));
+    }
+    let unique: BTreeSet<&String> = codes.iter().collect();
+    if unique.len() != codes.len() {
+        return Err(invalid(field, "an entry is repeated"));
+    }
+    for (i, c) in codes.iter().enumerate() {
+        let ok = if allow_all {
+            c == "*" && codes.len() == 1 || c.contains('|') && c.len() <= 256
+        } else {
+            crate::policy::is_purpose_code(c)
+        };
+        if !ok {
+            let what = if allow_all { "`system|code` or a lone \"*\"" } else { "a v3 PurposeOfUse code" };
+            return Err(invalid(format!("{field}[{i}]"), format!("{c:?} is not {what}")));
+        }
+    }
+    Ok(())
+}
+
+/// Checks purposes (v3 codes) of a document.
+pub fn check_purposes(field: &str, purposes: &[String]) -> Result<(), DocumentError> {
+    check_codes(field, purposes, false)
+}
+
+/// Checks record categories (`system|code`, or `["*"]`).
+pub fn check_categories(field: &str, categories: &[String]) -> Result<(), DocumentError> {
+    check_codes(field, categories, true)
+}
+
+fn check_relationship(field: &str, code: &str) -> Result<(), DocumentError> {
+    if !(2..=16).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(field, format!("{code:?} is not a v3 RoleCode (2 to 16 of A-Z)")));
+    }
+    Ok(())
+}
+
+impl FamilyGrant {
+    /// Reads and checks the JSON of a grant (shape only; parties are checked by the node
+    /// against the bindings and the agreement).
+    pub fn parse(json: &str) -> Result<Self, DocumentError> {
+        let g: Self = serde_json::from_str(json).map_err(|e| invalid("json", e.to_string()))?;
+        check_relationship("family.relationship", &g.family.relationship)?;
+        check_purposes("purposes", &g.purposes)?;
+        if !g.purposes.iter().any(|p| p == "FAMRQT") {
+            return Err(invalid("purposes", "a family grant names FAMRQT (family requested) among its purposes"));
+        }
+        check_categories("categories", &g.categories)?;
+        g.period.check("period")?;
+        match (g.signed_as, g.representative) {
+            (PersonRole::Patient, None) | (PersonRole::Representative, Some(_)) => {}
+            _ => return Err(invalid("representative", "given exactly when signed_as is \"representative\"")),
+        }
+        if g.family.key == g.patient {
+            return Err(invalid("family.key", "the family member is the patient"));
+        }
+        crate::membership::check_name("verification.verified_by", &g.verification.verified_by)
+            .map_err(|e| invalid(e.field, e.problem))?;
+        Ok(g)
+    }
+
+    /// The key that signs for the patient.
+    pub fn patient_signer(&self) -> PublicKey {
+        self.representative.unwrap_or(self.patient)
+    }
+}
+
+impl Agreement {
+    /// Reads and checks the JSON of an agreement (shape only).
+    pub fn parse(json: &str) -> Result<Self, DocumentError> {
+        let a: Self = serde_json::from_str(json).map_err(|e| invalid("json", e.to_string()))?;
+        crate::membership::check_name("institution.organisation", &a.institution.organisation)
+            .map_err(|e| invalid(e.field, e.problem))?;
+        if a.family.is_empty() || a.family.len() > 8 {
+            return Err(invalid("family", "1 to 8 family members"));
+        }
+        let mut keys = BTreeSet::from([a.institution.key, a.patient]);
+        for (i, f) in a.family.iter().enumerate() {
+            check_relationship(&format!("family[{i}].relationship"), &f.relationship)?;
+            if !keys.insert(f.key) {
+                return Err(invalid(format!("family[{i}].key"), "a key is named twice among the parties"));
+            }
+        }
+        if a.institution.key == a.patient {
+            return Err(invalid("patient", "the patient and the institution are the same key"));
+        }
+        check_purposes("purposes", &a.purposes)?;
+        check_categories("categories", &a.categories)?;
+        if a.liability.trim().is_empty() || a.breach_notice.duties.trim().is_empty() {
+            return Err(invalid("liability", "the institution's liability and breach-notice duties must be stated"));
+        }
+        a.period.check("period")?;
+        Ok(a)
+    }
+
+    /// Every party: the institution, the patient, then the family, with names for
+    /// messages.
+    pub fn parties(&self) -> Vec<(String, PublicKey)> {
+        let mut p = vec![
+            (format!("the institution ({})", self.institution.organisation), self.institution.key),
+            ("the patient".to_string(), self.patient),
+        ];
+        p.extend(self.family.iter().enumerate().map(|(i, f)| (format!("family member {i}"), f.key)));
+        p
+    }
+
+    /// Checks that the signers of `doc` are exactly the parties (a signature by anyone
+    /// else is refused, naming the key) and that every party signed.
+    pub fn check_execution(&self, doc: &Document, chain: &Hash32) -> Result<(), DocumentError> {
+        let signers = doc.verify_signatures(chain)?;
+        let parties = self.parties();
+        for (index, key) in signers.iter().enumerate() {
+            if !parties.iter().any(|(_, k)| k == key) {
+                return Err(DocumentError::Signature {
+                    index,
+                    key: key.key_id(),
+                    reason: "signed by a key that is not a party to the agreement".into(),
+                });
+            }
+        }
+        for (name, key) in &parties {
+            if !signers.contains(key) {
+                return Err(DocumentError::Unsigned(name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the institution's key belongs to its organisation in `genesis`: one
+    /// of its admin keys or an accessor member key.
+    pub fn check_institution(&self, genesis: &Genesis) -> Result<(), DocumentError> {
+        let m = &genesis.membership;
+        let org =
+            m.organisations.iter().find(|o| o.name == self.institution.organisation).ok_or_else(|| {
+                invalid("institution.organisation", "no organisation of that name in the genesis file")
+            })?;
+        let admin = org.admin_keys.contains(&self.institution.key);
+        let accessor = m
+            .members
+            .iter()
+            .any(|k| k.public_key == self.institution.key && k.role == Role::Accessor && k.organisation == org.name);
+        if !admin && !accessor {
+            return Err(invalid(
+                "institution.key",
+                format!("not an admin or accessor key of {} in the genesis file", org.name),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Revocation {
+    /// Reads the JSON of a revocation.
+    pub fn parse(json: &str) -> Result<Self, DocumentError> {
+        serde_json::from_str(json).map_err(|e| invalid("json", e.to_string()))
+    }
+}
+
+impl SubjectBinding {
+    /// Reads the JSON of a binding.
+    pub fn parse(json: &str) -> Result<Self, DocumentError> {
+        let b: Self = serde_json::from_str(json).map_err(|e| invalid("json", e.to_string()))?;
+        b.key.validate().map_err(|e| invalid("key", e.to_string()))?;
+        Ok(b)
+    }
+}
+
+/// Proof that a consent event's leaf was committed on chain, verifiable offline from the
+/// genesis file (the same chain of evidence as an anchor receipt, `BatchKind::ConsentEvents`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentReceipt {
+    /// Format version (1).
+    pub version: u8,
+    /// The document id.
+    pub id: RecordId,
+    /// The event commitment `C`.
+    pub commitment: Hash32,
+    /// `blake3("cairn/leaf/consent/v1" || id || C)`.
+    pub leaf: Hash32,
+    /// The committing node's signed batch commitment (kind `ConsentEvents`).
+    pub batch: SignedBatchCommit,
+    /// Position of the leaf in the batch.
+    pub leaf_index: u64,
+    /// Inclusion proof of the leaf in the batch root.
+    pub batch_proof: Vec<Hash32>,
+    /// Position of the batch commitment in the global log.
+    pub log_index: u64,
+    /// Inclusion proof of the batch commitment in the log at the header's size.
+    pub log_proof: Vec<Hash32>,
+    /// The committing block's header with its commit certificate.
+    pub block: CertifiedHeader,
+}
+
+versioned!(DocumentReceipt = 1);
+
+impl DocumentReceipt {
+    /// Checks every link against the genesis file; returns what was established.
+    pub fn verify(&self, genesis: &Genesis) -> Result<Vec<String>, DocumentError> {
+        if self.version != 1 {
+            return Err(invalid("receipt.version", format!("unknown version {} (this build reads 1)", self.version)));
+        }
+        if event_leaf(&self.id, &self.commitment) != self.leaf {
+            return Err(invalid("receipt.leaf", "not blake3(\"cairn/leaf/consent/v1\" || id || C)"));
+        }
+        let mut checks =
+            vec![format!("leaf {} binds document {} and commitment {}", self.leaf, self.id, self.commitment)];
+        let inclusion = BatchInclusion {
+            batch: &self.batch,
+            leaf_index: self.leaf_index,
+            batch_proof: &self.batch_proof,
+            log_index: self.log_index,
+            log_proof: &self.log_proof,
+            block: &self.block,
+        };
+        checks.extend(inclusion.verify(&self.leaf, BatchKind::ConsentEvents, genesis)?);
+        Ok(checks)
+    }
+}
+
+/// An executed three-party agreement with the proof that it was committed on chain
+/// (`docs/formats/agreement-certificate.md`); verifies offline with `cairn verify-agreement`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgreementCertificate {
+    /// Format version (1).
+    pub version: u8,
+    /// The agreement document, its JSON byte for byte, with the three (or more) signatures.
+    pub document: Document,
+    /// The event commitment's salt.
+    pub salt: Hash32,
+    /// The commitment's inclusion in a certified block.
+    pub receipt: DocumentReceipt,
+}
+
+versioned!(AgreementCertificate = 1);
+
+impl AgreementCertificate {
+    /// Checks the certificate against the genesis file: the agreement's shape, that the
+    /// institution signs with a key of its organisation, that every party and nobody
+    /// else signed, that the salted commitment names this document and these signatures,
+    /// and that its leaf is in a certified block. Returns what was established.
+    pub fn verify(&self, genesis: &Genesis) -> Result<Vec<String>, DocumentError> {
+        if self.version != 1 {
+            return Err(invalid("version", format!("unknown version {} (this build reads 1)", self.version)));
+        }
+        if self.document.kind != DocumentKind::Agreement {
+            return Err(invalid("document.kind", "not an agreement"));
+        }
+        let chain = genesis.hash().map_err(|e| invalid("genesis", e.to_string()))?;
+        let terms = Agreement::parse(&self.document.json)?;
+        terms.check_institution(genesis)?;
+        terms.check_execution(&self.document, &chain)?;
+        let mut checks = vec![format!(
+            "agreement text {} signed by {} (institution {}), the patient and {} family member(s): all parties, no one else",
+            terms.text_hash,
+            terms.institution.key.key_id(),
+            terms.institution.organisation,
+            terms.family.len()
+        )];
+        let c = event_commitment(&self.salt.0, &chain, &self.receipt.id, &self.document)
+            .map_err(|e| invalid("document", e.to_string()))?;
+        if c != self.receipt.commitment {
+            return Err(invalid(
+                "receipt.commitment",
+                "the salted commitment does not name this document and these signatures",
+            ));
+        }
+        checks.push(format!("commitment {c} names document {} with these signatures", self.receipt.id));
+        checks.extend(self.receipt.verify(genesis)?);
+        Ok(checks)
+    }
+}
+
+/// What an agreement certificate cannot prove, printed by the verifier.
+pub const AGREEMENT_CANNOT_PROVE: &str = "This certificate cannot prove that the patient and family keys belong to the \
+persons the contract text names (the gateway's binding of the patient key is kept off chain and destroyed on erasure), \
+nor that the contract text whose hash it carries was the one shown to them, nor that the agreement was not later \
+terminated or amended (ask a node, or check the later documents' receipts).";
