@@ -88,6 +88,27 @@ impl Metrics {
         );
         line(
             &mut s,
+            "cairn_consent_documents_total",
+            "counter",
+            "Consent-layer documents (bindings, consents, grants, agreements, revocations) taken by this node.",
+            g(&records.documents),
+        );
+        line(
+            &mut s,
+            "cairn_access_permitted_total",
+            "counter",
+            "Reads through a consent or grant permitted by this node.",
+            g(&records.access_permitted),
+        );
+        line(
+            &mut s,
+            "cairn_access_refused_total",
+            "counter",
+            "Reads through a consent or grant refused by this node.",
+            g(&records.access_refused),
+        );
+        line(
+            &mut s,
             "cairn_busy_refusals_total",
             "counter",
             "Requests answered 429 (ingest queue full).",

@@ -40,10 +40,43 @@ fn hex_array<const N: usize>(s: &str, name: &'static str) -> Result<[u8; N], Api
     })
 }
 
+/// Header carrying the caller's public key (hex) when it is not a registered member key:
+/// a patient's or family member's key (ADR 017). Its key id must be the one in
+/// `x-cairn-key`.
+pub const HEADER_PUBLIC_KEY: &str = "x-cairn-public-key";
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// A registered member key of this role.
+    Role(Role),
+    /// Any registered member key, or a person's key given in [`HEADER_PUBLIC_KEY`].
+    Anyone,
+}
+
+/// Who signed a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A registered member key (gateway, accessor, regulator).
+    Member(MemberKey),
+    /// A person's key, not registered on chain (a patient, a family member).
+    Person(cairn_proto::PublicKey),
+}
+
+impl Caller {
+    /// The caller's public key.
+    pub fn public_key(&self) -> cairn_proto::PublicKey {
+        match self {
+            Caller::Member(m) => m.public_key,
+            Caller::Person(k) => *k,
+        }
+    }
+}
+
 /// What the headers of a signed request say, checked before its body is read.
 #[derive(Debug)]
 pub struct SigningHeaders {
-    member: MemberKey,
+    caller: Caller,
     key: KeyId,
     timestamp_ms: u64,
     nonce: [u8; 16],
@@ -55,7 +88,7 @@ pub struct SigningHeaders {
 pub fn check_headers(
     state: &ApiState,
     headers: &HeaderMap,
-    role: Role,
+    accept: Accept,
     now_ms: u64,
 ) -> Result<SigningHeaders, ApiError> {
     let key: KeyId = header(headers, HEADER_KEY)?
@@ -88,17 +121,32 @@ pub fn check_headers(
     })?;
     let nonce: [u8; 16] = hex_array(header(headers, HEADER_NONCE)?, HEADER_NONCE)?;
     let signature = Signature(hex_array(header(headers, HEADER_SIGNATURE)?, HEADER_SIGNATURE)?);
-    let member =
-        state.chain.ledger().membership().members.iter().find(|m| m.public_key.key_id() == key).cloned().ok_or_else(
-            || {
-                ApiError::new(
+    let member = state.chain.ledger().membership().members.iter().find(|m| m.public_key.key_id() == key).cloned();
+    let caller = match (member, accept) {
+        (Some(m), _) => Caller::Member(m),
+        (None, Accept::Anyone) if headers.contains_key(HEADER_PUBLIC_KEY) => {
+            let public: cairn_proto::PublicKey = header(headers, HEADER_PUBLIC_KEY)?.parse().map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_header", "must be 64 hex digits").field(HEADER_PUBLIC_KEY)
+            })?;
+            if public.key_id() != key || public.validate().is_err() {
+                return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
-                    "unknown_key",
-                    format!("key {key} is not a registered member key"),
+                    "bad_key",
+                    format!("the public key is unusable or its key id is not {key}"),
                 )
-                .field(HEADER_KEY)
-            },
-        )?;
+                .field(HEADER_PUBLIC_KEY));
+            }
+            Caller::Person(public)
+        }
+        (None, _) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown_key",
+                format!("key {key} is not a registered member key"),
+            )
+            .field(HEADER_KEY));
+        }
+    };
     let skew = state.limits.request_skew_ms;
     if timestamp_ms.abs_diff(now_ms) > skew {
         return Err(ApiError::new(
@@ -111,14 +159,16 @@ pub fn check_headers(
     if state.nonces.seen(key, nonce) {
         return Err(super::nonces::replayed());
     }
-    if member.role != role {
+    if let (Accept::Role(role), Caller::Member(member)) = (accept, &caller)
+        && member.role != role
+    {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong_role",
             format!("key {key} is registered as {:?}; this route needs {role:?}", member.role),
         ));
     }
-    Ok(SigningHeaders { member, key, timestamp_ms, nonce, signature })
+    Ok(SigningHeaders { caller, key, timestamp_ms, nonce, signature })
 }
 
 /// Checks the signature of a request whose headers passed [`check_headers`]: it must
@@ -141,7 +191,7 @@ pub fn verify(
         signing.timestamp_ms,
         signing.nonce,
     );
-    statement.verify(&signing.member.public_key, &signing.signature).map_err(|_| {
+    statement.verify(&signing.caller.public_key(), &signing.signature).map_err(|_| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_signature",
@@ -222,7 +272,7 @@ impl FromRequest<Arc<ApiState>> for SignedGateway {
     async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let now_ms = crate::clock::now_ms();
-        let signing = match check_headers(state, &parts.headers, Role::Gateway, now_ms) {
+        let signing = match check_headers(state, &parts.headers, Accept::Role(Role::Gateway), now_ms) {
             Ok(signing) => signing,
             Err(e) => {
                 drain(state, body).await;
@@ -235,5 +285,37 @@ impl FromRequest<Arc<ApiState>> for SignedGateway {
         verify(state, &signing, &parts.method, &parts.uri, &body)?;
         remember(state, &signing, now_ms).await?;
         Ok(SignedGateway { gateway: signing.key, body, now_ms })
+    }
+}
+
+/// A request signed by any registered member key or by a person's key (ADR 017): the
+/// extractor of the consent and access routes. The same checks as [`SignedGateway`].
+#[derive(Debug)]
+pub struct SignedCaller {
+    /// Who signed.
+    pub caller: Caller,
+    /// The body, as signed.
+    pub body: axum::body::Bytes,
+    /// When the request was checked (the node's clock), Unix milliseconds.
+    pub now_ms: u64,
+}
+
+impl FromRequest<Arc<ApiState>> for SignedCaller {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let now_ms = crate::clock::now_ms();
+        let signing = match check_headers(state, &parts.headers, Accept::Anyone, now_ms) {
+            Ok(signing) => signing,
+            Err(e) => {
+                drain(state, body).await;
+                return Err(e);
+            }
+        };
+        let body =
+            if parts.method == Method::GET { axum::body::Bytes::new() } else { read_limited(state, body).await? };
+        verify(state, &signing, &parts.method, &parts.uri, &body)?;
+        remember(state, &signing, now_ms).await?;
+        Ok(SignedCaller { caller: signing.caller, body, now_ms })
     }
 }

@@ -90,6 +90,22 @@ fn check_purpose(purpose: Option<&str>) -> Result<String, ApiError> {
     Ok(p.to_owned())
 }
 
+/// Refuses a purpose outside the consortium's policy (sandbox condition ⑥): 403
+/// `purpose_not_in_policy`, for collection and for every read.
+fn in_policy(s: &ApiState, purpose: &str) -> Result<(), ApiError> {
+    let ledger = s.chain.ledger();
+    let (policy, _) = ledger.policy();
+    if policy.permits(purpose) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "purpose_not_in_policy",
+        format!("{purpose} is not among the purposes the consortium permits ({})", policy.purposes.join(", ")),
+    )
+    .field("purpose"))
+}
+
 fn body_format(headers: &HeaderMap) -> Result<Format, ApiError> {
     let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     match content_type.split(';').next().unwrap_or("").trim() {
@@ -126,6 +142,7 @@ pub(super) async fn readings(
 ) -> Result<Response, ApiError> {
     let SignedGateway { gateway, body, now_ms } = signed;
     let purpose = check_purpose(q.purpose.as_deref())?;
+    in_policy(&s, &purpose)?;
     let days: u64 =
         q.retention_days.as_deref().and_then(|d| d.parse().ok()).filter(|d| (1..=36_500).contains(d)).ok_or_else(
             || {
@@ -336,8 +353,13 @@ pub(super) async fn record(
 ) -> Result<Json<RecordAnswer>, ApiError> {
     let rid = parse_rid(&rid)?;
     let purpose = check_purpose(q.purpose.as_deref())?;
+    in_policy(&s, &purpose)?;
     let (answer, here) = s.records.read_anywhere(rid, signed.gateway).await.map_err(|e| s.records.note(e))?;
     let r = answer.record;
+    if r.kind != cairn_proto::record::ContentType::FhirObservationJson {
+        // A consent-layer document is read through /v1/documents, by its parties.
+        return Err(crate::records::RecordsError::NotFound(rid).into());
+    }
     if r.purpose != purpose {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -12,6 +12,7 @@
 //! path does not serve gets 405 and an unknown path 404, with the same body.
 
 pub mod auth;
+pub mod consent;
 pub mod erasures;
 pub mod error;
 pub mod gateway;

@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ErrorBody, ItemError};
-use super::{ApiState, erasures, gateway, ledger};
+use super::{ApiState, consent, erasures, gateway, ledger};
 
 macro_rules! format_schema {
     ($doc:ident, $name:literal, $description:literal, [$($required:literal),*]) => {
@@ -85,6 +85,19 @@ format_schema!(
     ["header", "certificate"]
 );
 
+format_schema!(
+    DocumentReceiptDoc,
+    "DocumentReceipt",
+    "proof that a consent event's leaf is committed on chain, verifiable offline (cairn_proto::consent::DocumentReceipt; docs/formats/agreement-certificate.md)",
+    ["version", "id", "commitment", "leaf", "batch", "leaf_index", "batch_proof", "log_index", "log_proof", "block"]
+);
+format_schema!(
+    AgreementCertificateDoc,
+    "AgreementCertificate",
+    "an executed three-party agreement with the proof of its commitment, verifiable offline (docs/formats/agreement-certificate.md)",
+    ["version", "document", "salt", "receipt"]
+);
+
 /// The request signature (DESIGN.md §9, `cairn_proto::request`).
 struct Signature;
 
@@ -141,6 +154,14 @@ fn router_and_document() -> (Router<Arc<ApiState>>, Document) {
         .routes(routes!(erasures::place_holds))
         .routes(routes!(erasures::release_holds))
         .routes(routes!(erasures::challenge))
+        .routes(routes!(consent::policy))
+        .routes(routes!(consent::submit))
+        .routes(routes!(consent::search))
+        .routes(routes!(consent::document))
+        .routes(routes!(consent::receipt))
+        .routes(routes!(consent::certificate))
+        .routes(routes!(consent::access_list))
+        .routes(routes!(consent::access_record))
         .split_for_parts()
 }
 

@@ -565,3 +565,13 @@ mod tests {
         assert!(matches!(parse(ok.as_bytes(), Format::Bundle, 1000), Err(BodyError::NotABundle(_))));
     }
 }
+
+/// The unique-key rule for any JSON text (a consent-layer document): `Err` names the
+/// path of the first key seen twice, or why the text is not JSON.
+pub fn check_unique_keys(text: &[u8]) -> Result<(), String> {
+    match keys::unique_keys(text) {
+        Ok(()) => Ok(()),
+        Err(keys::KeyError::Duplicate(path)) => Err(format!("the key at {path} appears twice in one object")),
+        Err(keys::KeyError::Malformed(e)) => Err(format!("not JSON: {e}")),
+    }
+}
