@@ -73,3 +73,42 @@ pub fn change(
 pub fn register(node: &str, genesis: &Genesis, admin: &Keypair, role: Role, key: PublicKey) -> Result<(), AdminError> {
     change(node, genesis, admin, MembershipChange::Register { role, public_key: key }, Duration::from_secs(60))
 }
+
+/// The purpose policy's version at `node` (0 = the genesis policy).
+pub fn policy_version(node: &str) -> Result<u64, AdminError> {
+    let v: serde_json::Value = get_json(&format!("{}/v1/policy", node.trim_end_matches('/')))?;
+    v.get("version").and_then(serde_json::Value::as_u64).ok_or_else(|| AdminError::Local("no policy version".into()))
+}
+
+/// Replaces the purpose policy with `purposes`, signed by every key of `admins` (admins of
+/// at least the policy's `change_quorum` organisations), and waits until it is committed.
+/// Fewer organisations: the node refuses the transaction, naming the quorum.
+pub fn change_policy(
+    node: &str,
+    genesis: &Genesis,
+    admins: &[Keypair],
+    purposes: Vec<String>,
+    timeout: Duration,
+) -> Result<u64, AdminError> {
+    use cairn_proto::policy::{PolicyChange, PolicyChangeBody, PurposePolicy};
+    let node = node.trim_end_matches('/');
+    let current = policy_version(node)?;
+    let chain = genesis.hash().map_err(|e| AdminError::Local(e.to_string()))?;
+    let purposes = PurposePolicy::new(purposes, 1).purposes;
+    let body = PolicyChangeBody { version: 1, chain, policy_version: current + 1, purposes };
+    let signers: Vec<&Keypair> = admins.iter().collect();
+    let change = PolicyChange::sign(body, &signers).map_err(|e| AdminError::Local(e.to_string()))?;
+    let bytes = encode(&Transaction::PolicyChange(change)).map_err(|e| AdminError::Local(e.to_string()))?;
+    let (status, answer) = post(&format!("{node}/v1/transactions"), "application/octet-stream", &bytes)?;
+    if status != 202 {
+        return Err(AdminError::Refused { status, body: String::from_utf8_lossy(&answer).into_owned() });
+    }
+    let started = Instant::now();
+    while policy_version(node)? <= current {
+        if started.elapsed() > timeout {
+            return Err(AdminError::Timeout(timeout));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(current + 1)
+}

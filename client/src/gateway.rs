@@ -173,6 +173,11 @@ impl Gateway {
         Ok(*self.audience.get_or_init(|| identity))
     }
 
+    /// The public key requests are signed with.
+    pub fn public_key(&self) -> cairn_proto::PublicKey {
+        self.key.public()
+    }
+
     /// Sends a signed request; returns the status and body of a 2xx answer.
     pub fn call(
         &self,
@@ -200,6 +205,9 @@ impl Gateway {
         );
         let signature = statement.sign(&self.key).map_err(|e| GatewayError::Local(e.to_string()))?;
         let mut headers: Vec<(&str, String)> = statement.headers(&signature).into_iter().collect();
+        // A person's key (patient, family member) is not registered on chain: the node
+        // learns it from this header (ADR 017); for a member key it is ignored.
+        headers.push(("x-cairn-public-key", self.key.public().to_string()));
         headers.extend(extra.iter().cloned());
         let (status, answer) = self.pool.request_with(method, &url, content_type, &headers, body)?;
         if (200..300).contains(&status) {

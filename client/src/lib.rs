@@ -2,6 +2,7 @@
 //! `cairn` command.
 
 pub mod admin;
+pub mod consent;
 pub mod csv;
 pub mod gateway;
 pub mod http;

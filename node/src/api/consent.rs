@@ -45,7 +45,9 @@ impl From<ConsentError> for ApiError {
             ConsentError::Refused { code, message, trace } => {
                 ApiError::new(StatusCode::FORBIDDEN, code, message).detail("trace", serde_json::json!(trace))
             }
-            ConsentError::NotFound(id) => ApiError::not_found(format!("no document or record {id} that this key may see")),
+            ConsentError::NotFound(id) => {
+                ApiError::not_found(format!("no document or record {id} that this key may see"))
+            }
             ConsentError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "validators_unavailable", m),
             ConsentError::Records(e) => e.into(),
         }
@@ -147,7 +149,11 @@ pub(super) async fn submit(State(s): State<Arc<ApiState>>, signed: SignedCaller)
         kind: body.kind,
         subject: Subject { gateway: body.subject.gateway, reference: body.subject.reference },
         json,
-        signatures: body.signatures.into_iter().map(|s| PartySignature { key: s.key, signature: s.signature }).collect(),
+        signatures: body
+            .signatures
+            .into_iter()
+            .map(|s| PartySignature { key: s.key, signature: s.signature })
+            .collect(),
     };
     let kind = doc.kind;
     let id = s.records.submit_document(&signed.caller.public_key(), doc, signed.now_ms).await?;
@@ -204,7 +210,10 @@ pub struct DocumentList {
 #[utoipa::path(post, path = "/v1/documents/search", tag = "consent", security(("cairnSignature" = [])),
     request_body(content = SubjectBody, content_type = "application/json"),
     responses((status = 200, body = DocumentList), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub(super) async fn search(State(s): State<Arc<ApiState>>, signed: SignedCaller) -> Result<Json<DocumentList>, ApiError> {
+pub(super) async fn search(
+    State(s): State<Arc<ApiState>>,
+    signed: SignedCaller,
+) -> Result<Json<DocumentList>, ApiError> {
     let body: SubjectBody = serde_json::from_slice(&signed.body).map_err(body_error)?;
     let subject = Subject { gateway: body.gateway, reference: body.reference };
     let set = s.records.gather(DocumentQuery::Subject(subject.clone())).await?;
@@ -216,7 +225,8 @@ pub(super) async fn search(State(s): State<Arc<ApiState>>, signed: SignedCaller)
 }
 
 fn parse_id(id: &str) -> Result<RecordId, ApiError> {
-    id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "a document id is 32 hex digits").field("id"))
+    id.parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "a document id is 32 hex digits").field("id"))
 }
 
 /// One document (for a signer of it, or the subject's gateway).
@@ -382,8 +392,7 @@ async fn decide(
         ApiError::new(StatusCode::FORBIDDEN, "no_purpose", "every read names its purpose of use (e.g. purpose=TREAT)")
             .field("purpose")
     })?;
-    let basis = parse_id(q.basis.as_deref().unwrap_or(""))
-        .map_err(|e| e.field("basis"))?;
+    let basis = parse_id(q.basis.as_deref().unwrap_or("")).map_err(|e| e.field("basis"))?;
     let reader = match &signed.caller {
         Caller::Member(m) if m.role == Role::Accessor => Reader::Organisation(m.organisation.clone()),
         Caller::Member(m) => {

@@ -13,6 +13,7 @@ use cairn_proto::receipt::AnchorReceipt;
 use cairn_proto::record::RecordId;
 use clap::{Parser, Subcommand};
 
+mod consent;
 mod erase;
 mod submit;
 
@@ -247,6 +248,47 @@ enum Command {
         /// Write the verified checkpoint here (JSON).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// As a gateway, bind a person's key (the patient's, or a legal representative's) to
+    /// a subject you file readings under: that key may then consent for the subject.
+    Bind(consent::BindArgs),
+    /// Consents (FHIR Consent): grant, revoke, list, show, receipt.
+    #[command(subcommand)]
+    Consent(consent::ConsentCommand),
+    /// Family grants (one patient, one family member): grant, sign, revoke.
+    #[command(subcommand)]
+    Family(consent::FamilyCommand),
+    /// Three-party agreements: propose, sign, status, certificate, terminate, verify.
+    #[command(subcommand)]
+    Agreement(consent::AgreementCommand),
+    /// Read a patient's records as an accessor (through a consent) or a family member
+    /// (through a grant), for a purpose; prints the node's answer (JSON).
+    Access {
+        #[command(flatten)]
+        signer: consent::Signer,
+        /// The purpose of this read (v3 PurposeOfUse code, e.g. TREAT).
+        #[arg(long)]
+        purpose: String,
+        /// The consent or grant the read relies on (its id).
+        #[arg(long)]
+        basis: String,
+        /// Write only the FHIR resource of the record, byte for byte.
+        #[arg(long, requires = "rid")]
+        resource: bool,
+        /// One record (default: every record the basis covers).
+        rid: Option<String>,
+    },
+    /// The consortium's purpose policy: show, change.
+    #[command(subcommand)]
+    Policy(consent::PolicyCommand),
+    /// Verify an agreement certificate offline against the genesis file: prints every
+    /// check made and what the certificate cannot prove (docs/formats/agreement-certificate.md).
+    VerifyAgreement {
+        /// The chain's genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// The certificate (JSON).
+        certificate: PathBuf,
     },
     /// Verify a certified block (JSON) offline against a genesis file.
     VerifyBlock {
@@ -520,6 +562,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             report(&checks, cairn_proto::erasure::CANNOT_PROVE)?;
         }
+        Command::Bind(a) => consent::bind(a.signer, a.subject, a.person, a.representative)?,
+        Command::Consent(c) => consent::consent(c)?,
+        Command::Family(c) => consent::family(c)?,
+        Command::Agreement(c) => consent::agreement(c)?,
+        Command::Access { signer, purpose, basis, resource, rid } => {
+            consent::access(signer, purpose, basis, rid, resource)?
+        }
+        Command::Policy(c) => consent::policy(c)?,
+        Command::VerifyAgreement { genesis, certificate } => consent::verify_agreement(&genesis, &certificate)?,
         Command::Keygen { out } => {
             let public = cairn_client::keys::generate(&out)?;
             eprintln!("wrote {}", out.display());
