@@ -27,6 +27,7 @@ pub enum VoteKind {
 
 /// The signed content of a vote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VoteBody {
     /// Format version (1).
     pub version: u8,
@@ -46,6 +47,7 @@ pub struct VoteBody {
 
 /// The signed content of a proposal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProposalBody {
     /// Format version (1).
     pub version: u8,
@@ -82,6 +84,7 @@ impl ProposalBody {
 /// Proof that a block was decided: precommits for it from validators holding more than
 /// two thirds of the voting power.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CommitCertificate {
     /// Format version (1).
     pub version: u8,
@@ -100,6 +103,9 @@ versioned!(CommitCertificate = 1);
 /// Why a certificate does not prove its block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CertificateError {
+    /// A block header version other than 1.
+    #[error("unknown block header version {0} (this build reads 1)")]
+    HeaderVersion(u8),
     /// It certifies another height or block.
     #[error("certificate is for height {height} and block {value}, not the block in question")]
     WrongBlock {
@@ -213,6 +219,7 @@ impl CommitCertificate {
 /// A block header with its commit certificate: a checkpoint a regulator can keep and
 /// later hold the ledger to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CertifiedHeader {
     /// The header.
     pub header: crate::ledger::BlockHeader,
@@ -224,6 +231,9 @@ impl CertifiedHeader {
     /// Checks the certificate against the validators and that it is for this header on
     /// chain `chain`.
     pub fn verify(&self, chain: &Hash32, validators: &[Validator]) -> Result<(), CertificateError> {
+        if self.header.version != 1 {
+            return Err(CertificateError::HeaderVersion(self.header.version));
+        }
         if self.header.chain != *chain {
             return Err(CertificateError::WrongBlock { height: self.header.height, value: self.certificate.value });
         }
@@ -234,6 +244,7 @@ impl CertifiedHeader {
 
 /// A decided block with its commit certificate, as a node serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CertifiedBlock {
     /// The block.
     pub block: crate::transaction::Block,

@@ -61,6 +61,7 @@ pub struct Subject {
 
 /// What each party of a document signs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DocumentToSign {
     /// Format version (1).
     pub version: u8,
@@ -197,6 +198,7 @@ impl Document {
 
 /// What an event commitment covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DocumentEvent {
     /// Format version (1).
     pub version: u8,

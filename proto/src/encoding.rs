@@ -57,6 +57,7 @@ mod tests {
     use super::*;
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Sample {
         flag: bool,
         items: Vec<u32>,

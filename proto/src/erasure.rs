@@ -32,6 +32,7 @@ pub enum ErasureScope {
 /// A request to erase, as the coordinating custodian recorded it. Only its hash leaves
 /// the custodians: it names records or a subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ErasureRequest {
     /// Format version (1).
     pub version: u8,
@@ -73,6 +74,7 @@ pub enum ErasureTrigger {
 
 /// One custodian's statement that a record is erased.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ErasureReceipt {
     /// Format version (1).
     pub version: u8,
@@ -118,6 +120,7 @@ impl ErasureReceipt {
 /// One custodian's signed erasure receipt and the proof that it was committed on chain
 /// in that custodian's batch of erasure receipts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CommittedErasure {
     /// The signed receipt.
     pub receipt: SignedErasureReceipt,
@@ -138,6 +141,7 @@ pub struct CommittedErasure {
 /// Proof that one record was erased at every custodian that held it (DESIGN.md §8),
 /// verifiable offline with the genesis file alone. Format: docs/formats/erasure-certificate.md.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ErasureCertificate {
     /// Format version (1).
     pub version: u8,
@@ -331,6 +335,7 @@ impl ErasureCertificate {
 /// it still held a record with this id and leaf. An extra, online check beside a
 /// certificate: it binds the challenger's nonce, so it cannot be replayed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChallengeAnswer {
     /// Format version (1).
     pub version: u8,

@@ -13,6 +13,7 @@ use crate::version::versioned;
 
 /// A validated genesis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Genesis {
     /// Format version (2: with the purpose policy).
     pub version: u8,

@@ -25,6 +25,7 @@ pub enum BatchKind {
 
 /// One node's commitment to a batch of leaves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BatchCommit {
     /// Format version (1).
     pub version: u8,
@@ -52,6 +53,7 @@ impl SignedBody for BatchCommit {
 
 /// A block header: what Malachite decides on and what a commit certificate signs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BlockHeader {
     /// Format version (1).
     pub version: u8,

@@ -55,6 +55,7 @@ pub struct MemberKey {
 
 /// The consortium at one point of the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Membership {
     /// Organisations.
     pub organisations: Vec<Organisation>,

@@ -23,6 +23,7 @@ use crate::version::versioned;
 
 /// Proof that one record's leaf is anchored on chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AnchorReceipt {
     /// Format version (1).
     pub version: u8,
@@ -144,6 +145,9 @@ impl BatchInclusion<'_> {
         let mut checks = Vec::new();
         let members = &genesis.membership;
         let commit = &self.batch.body;
+        if commit.version != 1 {
+            return Err(bad(format!("unknown batch commitment version {} (this build reads 1)", commit.version)));
+        }
         if commit.kind != kind {
             return Err(bad(format!("the batch is of kind {:?}, not {kind:?}", commit.kind)));
         }

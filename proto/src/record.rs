@@ -51,6 +51,7 @@ pub enum ContentType {
 /// Metadata of a record. Stored only encrypted; bound into the ciphertext as associated
 /// data so a blob cannot be moved under another record's header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RecordHeader {
     /// Format version (1).
     pub version: u8,
@@ -70,6 +71,7 @@ pub struct RecordHeader {
 
 /// The custodian nodes that hold a record, by key id, sorted and without repeats.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Format version (1).
     pub version: u8,
@@ -91,6 +93,9 @@ pub enum ManifestError {
     /// Custodians not in ascending order.
     #[error("custodians are not in ascending order")]
     Unsorted,
+    /// A manifest version other than 1.
+    #[error("unknown manifest version {0} (this build reads 1)")]
+    Version(u8),
 }
 
 impl Manifest {
@@ -108,6 +113,9 @@ impl Manifest {
 
     /// Checks a manifest that arrived from outside: ascending, no repeats, not empty.
     pub fn check(&self) -> Result<(), ManifestError> {
+        if self.version != 1 {
+            return Err(ManifestError::Version(self.version));
+        }
         let rebuilt = Self::new(self.custodians.clone())?;
         match rebuilt.custodians == self.custodians {
             true => Ok(()),

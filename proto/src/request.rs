@@ -32,6 +32,7 @@ pub const HEADER_SIGNATURE: &str = "x-cairn-signature";
 
 /// What a caller signs for one HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RequestToSign {
     /// Format version (2).
     pub version: u8,

@@ -22,6 +22,7 @@ pub trait SignedBody: Serialize + Sized {
 
 /// A body with its signer's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Signed<T> {
     /// What was signed.
     pub body: T,

@@ -31,6 +31,7 @@ pub enum MembershipChange {
 
 /// A membership change as an admin signs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MembershipChangeBody {
     /// Format version (1).
     pub version: u8,
@@ -76,6 +77,7 @@ impl Transaction {
 
 /// A decided block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Block {
     /// Header (what the commit certificate's votes are about).
     pub header: BlockHeader,
