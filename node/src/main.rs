@@ -53,7 +53,8 @@ enum Command {
         #[arg(long = "regulator", value_name = "ORG=KEY", value_parser = parse_member_arg)]
         regulators: Vec<MemberArg>,
         /// A purpose of use reads may name (v3 PurposeOfUse code, e.g. TREAT); repeat
-        /// for each. Default: CAREMGT, ETREAT, FAMRQT, PATRQT, PUBHLTH, TREAT.
+        /// for each. Default: CAREMGT, ETREAT, FAMRQT, HRESCH, PATRQT, PUBHLTH,
+        /// TREAT.
         #[arg(long = "purpose", value_name = "CODE")]
         purposes: Vec<String>,
         /// Organisations whose admins must sign a change of the purposes (default: a

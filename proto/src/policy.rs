@@ -71,10 +71,11 @@ impl PurposePolicy {
         Self { purposes: purposes.into_iter().collect(), change_quorum }
     }
 
-    /// The default for `cairn-node genesis` and `dev`: care, public health and the
-    /// patient's and family's own requests; a majority of `organisations` to change it.
+    /// The default for `cairn-node genesis` and `dev`: care, emergency care, public
+    /// health, health research, and the patient's and family's own requests; a majority
+    /// of `organisations` to change it.
     pub fn public_service(organisations: usize) -> Self {
-        let codes = ["CAREMGT", "ETREAT", "FAMRQT", "PATRQT", "PUBHLTH", "TREAT"];
+        let codes = ["CAREMGT", "ETREAT", "FAMRQT", "HRESCH", "PATRQT", "PUBHLTH", "TREAT"];
         Self::new(codes.iter().map(|c| c.to_string()), (organisations / 2 + 1) as u32)
     }
 
@@ -274,7 +275,7 @@ mod tests {
         assert!(check_purposes("p", &["treat".into()]).is_err());
         assert!(check_purposes("p", &[]).is_err());
         let p = PurposePolicy::public_service(3);
-        assert!(p.permits("TREAT") && !p.permits("HMARKT") && !p.permits("HRESCH"));
+        assert!(p.permits("TREAT") && p.permits("HRESCH") && !p.permits("HMARKT") && !p.permits("HDIRECT"));
         assert_eq!(p.change_quorum, 2);
         p.validate(&membership()).unwrap();
     }

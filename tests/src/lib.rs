@@ -313,9 +313,16 @@ pub mod cluster {
         /// Creates a gateway key file, registers it through node 0 with organisation 0's
         /// admin key (the `cairn register` command) and returns the file and the key.
         pub fn register_gateway(&self, name: &str) -> (PathBuf, Keypair) {
+            self.register(name, 0, "gateway")
+        }
+
+        /// Creates a key file, registers it with `role` for organisation `org` (`orgN`)
+        /// through node 0 with that organisation's admin key, waits until every node has
+        /// applied it, and returns the file and the key.
+        pub fn register(&self, name: &str, org: usize, role: &str) -> (PathBuf, Keypair) {
             let key_file = self.dir.path().join(format!("{name}.key"));
             super::run_ok("cairn", &["keygen", "--out", key_file.to_str().unwrap()]);
-            let admin = self.dir.path().join("dev/admins/org0/node.key");
+            let admin = self.dir.path().join(format!("dev/admins/org{org}/node.key"));
             super::run_ok(
                 "cairn",
                 &[
@@ -327,7 +334,7 @@ pub mod cluster {
                     "--admin-key",
                     admin.to_str().unwrap(),
                     "--role",
-                    "gateway",
+                    role,
                     "--key-file",
                     key_file.to_str().unwrap(),
                 ],

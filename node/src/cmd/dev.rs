@@ -128,6 +128,15 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
         })
         .collect();
     if genesis_path.exists() {
+        let text = std::fs::read_to_string(&genesis_path).with_context(|| format!("reading {}", genesis_path.display()))?;
+        if let Err(e) = Genesis::from_toml(&text) {
+            anyhow::bail!(
+                "{} was made by another version of cairn and cannot be used ({e}); remove {} to start a new dev \
+                 consortium",
+                genesis_path.display(),
+                dir.display()
+            );
+        }
         let configs: Vec<PathBuf> = (0..n).map(|i| config_path(dir, i)).collect();
         if let Some(missing) = configs.iter().find(|c| !c.exists()) {
             anyhow::bail!(

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+pub mod agreement;
 pub mod erasure;
 
 use cairn_node::ledger::{LedgerLimits, LedgerState};
@@ -57,5 +58,12 @@ pub fn header(cb: &CertifiedBlock) -> CertifiedHeader {
 pub fn write_json<T: serde::Serialize>(dir: &std::path::Path, name: &str, value: &T) -> String {
     let path = dir.join(name);
     std::fs::write(&path, serde_json::to_string_pretty(value).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+/// Writes the genesis file `genesis.toml` under `dir`; returns its path.
+pub fn write_toml(dir: &std::path::Path, g: &Genesis) -> String {
+    let path = dir.join("genesis.toml");
+    std::fs::write(&path, g.to_toml().unwrap()).unwrap();
     path.display().to_string()
 }
