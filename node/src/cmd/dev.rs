@@ -128,7 +128,8 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
         })
         .collect();
     if genesis_path.exists() {
-        let text = std::fs::read_to_string(&genesis_path).with_context(|| format!("reading {}", genesis_path.display()))?;
+        let text =
+            std::fs::read_to_string(&genesis_path).with_context(|| format!("reading {}", genesis_path.display()))?;
         if let Err(e) = Genesis::from_toml(&text) {
             anyhow::bail!(
                 "{} was made by another version of cairn and cannot be used ({e}); remove {} to start a new dev \

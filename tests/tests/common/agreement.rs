@@ -1,11 +1,11 @@
 //! An executed three-party agreement committed on the synthetic chain, and its certificate.
 
 use cairn_node::ledger::state::log_leaf;
+use cairn_proto::consensus::CertifiedBlock;
 use cairn_proto::consent::{
     Agreement, AgreementCertificate, BreachNotice, Document, DocumentKind, DocumentReceipt, FamilyMember, Institution,
     Period, Subject, event_commitment, event_leaf,
 };
-use cairn_proto::consensus::CertifiedBlock;
 use cairn_proto::genesis::Genesis;
 use cairn_proto::ledger::BatchKind;
 use cairn_proto::record::RecordId;

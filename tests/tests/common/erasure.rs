@@ -24,7 +24,13 @@ pub fn keypair(seed: [u8; 32]) -> Keypair {
 
 /// A batch of 64 leaves with `leaf` at `index`, the rest padding from fixed bytes; the
 /// signed commitment and the leaf's inclusion proof.
-pub fn batch_of(node: &Keypair, kind: BatchKind, leaf: Hash32, index: usize, pad: u8) -> (SignedBatchCommit, Vec<Hash32>) {
+pub fn batch_of(
+    node: &Keypair,
+    kind: BatchKind,
+    leaf: Hash32,
+    index: usize,
+    pad: u8,
+) -> (SignedBatchCommit, Vec<Hash32>) {
     let mut leaves: Vec<Hash32> = (0..63u8).map(|i| padding_leaf(&[pad ^ i; 32])).collect();
     leaves.insert(index, leaf);
     let mut tree = Tree::new(&Blake3Merkle);
