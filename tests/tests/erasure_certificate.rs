@@ -14,7 +14,7 @@ use cairn_proto::signed::SignedBody as _;
 use cairn_proto::version::decode_versioned;
 use cairn_tests::{run, run_ok};
 use common::SEEDS;
-use common::erasure::{example, keypair};
+use common::erasure::{example, example_with_manifest_version, keypair};
 
 fn refused(g: &cairn_proto::genesis::Genesis, cert: &ErasureCertificate) -> CertificateError {
     cert.verify(g).expect_err("a tampered certificate verified")
@@ -202,4 +202,31 @@ fn the_worked_example_of_the_format_spec_is_this_certificate_and_verifies() {
     std::fs::write(&hexfile, &published).unwrap();
     let out = run_ok("cairn", &["verify-erasure", "--genesis", genesis_file, hexfile.to_str().unwrap()]);
     assert!(out.contains("every custodian of the manifest (2) erased the record"), "{out}");
+}
+
+#[test]
+fn the_verifier_accepts_exactly_what_the_spec_defines() {
+    // A certificate whose manifest says version 2, consistently re-derived and re-signed.
+    let (g, v2) = example_with_manifest_version(2);
+    let e = v2.verify(&g).expect_err("a manifest of version 2 verified");
+    assert!(e.to_string().contains("unknown manifest version 2"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let gpath = common::write_toml(dir.path(), &g);
+    let path = common::write_json(dir.path(), "v2.json", &v2);
+    let out = run("cairn", &["verify-erasure", "--genesis", &gpath, &path]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown manifest version 2"), "{out:?}");
+
+    // The JSON form: upper-case hex and unknown members are refused, as by the CLI.
+    let (_, cert) = example();
+    let json = serde_json::to_string(&cert).unwrap();
+    let leaf = cert.record.leaf.to_string();
+    assert!(leaf.bytes().any(|b| b.is_ascii_lowercase()));
+    for bad in [json.replace(&leaf, &leaf.to_uppercase()), json.replacen("{\"version\":1,", "{\"version\":1,\"note\":1,", 1)] {
+        assert_ne!(bad, json);
+        assert!(serde_json::from_str::<ErasureCertificate>(&bad).is_err());
+        std::fs::write(dir.path().join("bad.json"), &bad).unwrap();
+        let out = run("cairn", &["verify-erasure", "--genesis", &gpath, dir.path().join("bad.json").to_str().unwrap()]);
+        assert!(!out.status.success(), "{bad}");
+    }
 }

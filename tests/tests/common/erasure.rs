@@ -48,11 +48,17 @@ pub fn batch_of(
 /// receipts committed at height 2. Everything is deterministic (ed25519 signs
 /// deterministically), so the bytes are the same on every run.
 pub fn example() -> (cairn_proto::genesis::Genesis, ErasureCertificate) {
+    example_with_manifest_version(1)
+}
+
+/// The worked example with the record's manifest at `version`, everything derived from
+/// it (leaf, batch, receipts, signatures) made consistently.
+pub fn example_with_manifest_version(version: u8) -> (cairn_proto::genesis::Genesis, ErasureCertificate) {
     let g = genesis();
     let (a, b) = (keypair(SEEDS[0]), keypair(SEEDS[1]));
     let mut custodians = vec![a.public().key_id(), b.public().key_id()];
     custodians.sort();
-    let manifest = Manifest { version: 1, custodians: custodians.clone() };
+    let manifest = Manifest { version, custodians: custodians.clone() };
     let rid = RecordId([0x11; 16]);
     let commitment = content_commitment(&CommitmentSecret::from_bytes([0x22; 32]), b"ciphertext of the reading");
     let leaf = record_leaf(&rid, &manifest.hash().unwrap(), &commitment);
