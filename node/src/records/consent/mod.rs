@@ -17,6 +17,8 @@
 
 pub mod decide;
 pub mod fhir;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 
