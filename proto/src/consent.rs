@@ -226,6 +226,21 @@ pub fn event_commitment(
     Ok(Hash32(*::blake3::keyed_hash(salt, &input).as_bytes()))
 }
 
+/// The commitment of document `id`'s **expiry** event (its period ended), under the same
+/// salt: `blake3_keyed(salt, "cairn/document-expiry/v1" || blake3(bcs(DocumentEvent)))`.
+pub fn expiry_commitment(
+    salt: &[u8; 32],
+    chain: &Hash32,
+    id: &RecordId,
+    doc: &Document,
+) -> Result<Hash32, crate::encoding::EncodeError> {
+    let event =
+        DocumentEvent { version: 1, id: *id, statement: doc.to_sign(chain), signatures: doc.signatures.clone() };
+    let mut input = domain::DOCUMENT_EXPIRY.as_bytes().to_vec();
+    input.extend_from_slice(blake3(&encode(&event)?).as_bytes());
+    Ok(Hash32(*::blake3::keyed_hash(salt, &input).as_bytes()))
+}
+
 /// `leaf = blake3("cairn/leaf/consent/v1" || id || C)`.
 pub fn event_leaf(id: &RecordId, commitment: &Hash32) -> Hash32 {
     hash_parts(domain::CONSENT_LEAF, &[id.as_bytes(), commitment.as_bytes()])

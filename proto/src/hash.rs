@@ -65,6 +65,8 @@ pub mod domain {
     pub const DOCUMENT: &str = "cairn/document/v1";
     /// Keyed commitment to a consent event (document, kind and signatures).
     pub const DOCUMENT_EVENT: &str = "cairn/document-event/v1";
+    /// Keyed commitment to a document's expiry (its period ended).
+    pub const DOCUMENT_EXPIRY: &str = "cairn/document-expiry/v1";
     /// Signed (ZIP-215): a consensus vote.
     pub const SIG_VOTE: &str = "cairn/sig/vote/v1";
     /// Signed (ZIP-215): a consensus proposal.
@@ -99,6 +101,7 @@ pub mod domain {
         SIG_DOCUMENT,
         DOCUMENT,
         DOCUMENT_EVENT,
+        DOCUMENT_EXPIRY,
         SIG_VOTE,
         SIG_PROPOSAL,
         SIG_VALIDATOR_PROOF,

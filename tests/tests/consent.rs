@@ -379,6 +379,12 @@ fn consented_reads_family_access_agreements_and_refusals_on_four_nodes() {
     );
     assert!(out.contains("all parties, no one else"), "{out}");
 
+    // The family member terminates the agreement: the grant under it ends with it.
+    let terminate =
+        DocumentFile::new(DocumentKind::Revocation, subject.clone(), revocation_json(agreement).unwrap()).unwrap();
+    give(&as_family, &chain, terminate, &[&family]).unwrap();
+    assert_eq!(refused(as_family.access("FAMRQT", &grant, None)), (403, "agreement_terminated".into()));
+
     // The patient revokes the grant: the family member is refused everywhere.
     let at_node1 = Gateway::new(&c.urls[1], patient.clone());
     give(

@@ -222,7 +222,9 @@ fn the_verifier_accepts_exactly_what_the_spec_defines() {
     let json = serde_json::to_string(&cert).unwrap();
     let leaf = cert.record.leaf.to_string();
     assert!(leaf.bytes().any(|b| b.is_ascii_lowercase()));
-    for bad in [json.replace(&leaf, &leaf.to_uppercase()), json.replacen("{\"version\":1,", "{\"version\":1,\"note\":1,", 1)] {
+    for bad in
+        [json.replace(&leaf, &leaf.to_uppercase()), json.replacen("{\"version\":1,", "{\"version\":1,\"note\":1,", 1)]
+    {
         assert_ne!(bad, json);
         assert!(serde_json::from_str::<ErasureCertificate>(&bad).is_err());
         std::fs::write(dir.path().join("bad.json"), &bad).unwrap();

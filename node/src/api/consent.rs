@@ -209,7 +209,8 @@ pub struct DocumentList {
 /// subject is in the body, not the URL, so it appears in no access log.
 #[utoipa::path(post, path = "/v1/documents/search", tag = "consent", security(("cairnSignature" = [])),
     request_body(content = SubjectBody, content_type = "application/json"),
-    responses((status = 200, body = DocumentList), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = DocumentList), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 pub(super) async fn search(
     State(s): State<Arc<ApiState>>,
     signed: SignedCaller,

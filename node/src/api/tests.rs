@@ -146,6 +146,14 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("/v1/holds", "post"),
     ("/v1/holds/release", "post"),
     ("/v1/challenges", "post"),
+    ("/v1/policy", "get"),
+    ("/v1/documents", "post"),
+    ("/v1/documents/search", "post"),
+    ("/v1/documents/{id}", "get"),
+    ("/v1/documents/{id}/receipt", "get"),
+    ("/v1/documents/{id}/certificate", "get"),
+    ("/v1/access/records", "get"),
+    ("/v1/access/records/{rid}", "get"),
 ];
 
 fn concrete(path: &str) -> String {

@@ -117,6 +117,8 @@ async fn signed(
     let signature = statement.sign(key)?;
     let mut headers: Vec<(&str, String)> = statement.headers(&signature).into_iter().collect();
     headers.push(("content-type", content_type.to_string()));
+    // A person's key (the demo patient) is registered nowhere: the node learns it here.
+    headers.push(("x-cairn-public-key", key.public().to_string()));
     exchange(base, method, target, &headers, body).await
 }
 
@@ -144,9 +146,9 @@ async fn admin_nonce(base: &str, admin: &Keypair) -> anyhow::Result<u64> {
     v.get("next_nonce").and_then(serde_json::Value::as_u64).context("no next_nonce")
 }
 
-/// Registers the gateway key unless it already is.
-async fn register(base: &str, genesis: &Genesis, admin: &Keypair, gateway: &Keypair) -> anyhow::Result<()> {
-    let id = gateway.public().key_id();
+/// Registers `member` with `role` unless it already is.
+async fn register(base: &str, genesis: &Genesis, admin: &Keypair, member: &Keypair, role: Role) -> anyhow::Result<()> {
+    let id = member.public().key_id();
     if genesis.membership.members.iter().any(|m| m.public_key.key_id() == id) {
         return Ok(());
     }
@@ -156,14 +158,14 @@ async fn register(base: &str, genesis: &Genesis, admin: &Keypair, gateway: &Keyp
         chain: genesis.hash()?,
         admin: admin.public().key_id(),
         nonce,
-        change: MembershipChange::Register { role: Role::Gateway, public_key: gateway.public() },
+        change: MembershipChange::Register { role, public_key: member.public() },
     };
     let tx = encode(&Transaction::Membership(body.sign(admin)?))?;
     let (status, answer) = exchange(base, "POST", "/v1/transactions", &[], &tx).await?;
     let text = String::from_utf8_lossy(&answer);
     if status != 202 {
         // A second run finds the key registered already.
-        anyhow::ensure!(text.contains("already in use"), "registering the demo gateway: {status} {text}");
+        anyhow::ensure!(text.contains("already in use"), "registering a demo key: {status} {text}");
         return Ok(());
     }
     for _ in 0..300 {
@@ -172,7 +174,7 @@ async fn register(base: &str, genesis: &Genesis, admin: &Keypair, gateway: &Keyp
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    anyhow::bail!("the demo gateway's registration was not committed within 30 s")
+    anyhow::bail!("the demo key's registration was not committed within 30 s")
 }
 
 /// Unix seconds as an RFC 3339 UTC time.
@@ -216,7 +218,7 @@ pub async fn run(layout: Layout) -> anyhow::Result<()> {
     let admin = Keypair::from_seed(&keyfile::parse(&admin_text)?);
     let key_path = layout.dir.join("demo/gateway.key");
     let gateway = load_or_create_key(&key_path)?;
-    register(&base, &genesis, &admin, &gateway).await?;
+    register(&base, &genesis, &admin, &gateway, Role::Gateway).await?;
     println!("demo: smart-shoe gateway {} registered (key {})", gateway.public().key_id(), key_path.display());
     let receipts_path = layout.dir.join("demo/receipts.jsonl");
     let mut receipts_file = std::fs::OpenOptions::new().create(true).append(true).open(&receipts_path)?;
@@ -283,9 +285,109 @@ pub async fn run(layout: Layout) -> anyhow::Result<()> {
             Ok((status, answer)) => println!("demo: {node} answered {status}: {}", String::from_utf8_lossy(&answer)),
             Err(e) => println!("demo: {node}: {e:#}"),
         }
+        if tick == 0
+            && let Err(e) = consent_demo(&layout, &genesis, &gateway).await
+        {
+            println!("demo: the consent demo failed: {e:#}");
+        }
         tick += 1;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// Gives a consent-layer document signed by `signers` through `base`, the request signed
+/// by the first signer; returns the status and body.
+async fn give(
+    base: &str,
+    genesis: &Genesis,
+    kind: cairn_proto::consent::DocumentKind,
+    subject: &cairn_proto::consent::Subject,
+    json: String,
+    signers: &[&Keypair],
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut doc = cairn_proto::consent::Document { kind, subject: subject.clone(), json, signatures: Vec::new() };
+    for k in signers {
+        doc.sign(&genesis.hash()?, k)?;
+    }
+    let body = format!(
+        r#"{{"kind":{},"subject":{},"resource":{},"signatures":{}}}"#,
+        serde_json::to_string(&doc.kind)?,
+        serde_json::to_string(&doc.subject)?,
+        doc.json,
+        serde_json::to_string(&doc.signatures)?
+    );
+    let first = signers.first().context("a document has a signer")?;
+    signed(base, first, "POST", "/v1/documents", "application/json", body.as_bytes()).await
+}
+
+/// Once per run: the hospital (organisation 1) reads wearer 0's readings with the
+/// wearer's consent for TREAT, and is refused for HMARKT (not a public-service purpose).
+async fn consent_demo(layout: &Layout, genesis: &Genesis, gateway: &Keypair) -> anyhow::Result<()> {
+    use cairn_proto::consent::{DocumentKind, PersonRole, Subject, SubjectBinding};
+    let base = layout.http.first().cloned().context("no validator")?;
+    let other = layout.http.get(1).cloned().unwrap_or_else(|| base.clone());
+    let admin1 = layout.dir.join("admins/org1/node.key");
+    let Ok(text) = std::fs::read_to_string(&admin1) else {
+        println!("demo: no organisation 1 in this consortium; the consent demo needs two organisations");
+        return Ok(());
+    };
+    let hospital = load_or_create_key(&layout.dir.join("demo/hospital.key"))?;
+    register(&base, genesis, &Keypair::from_seed(&keyfile::parse(&text)?), &hospital, Role::Accessor).await?;
+    let patient = load_or_create_key(&layout.dir.join("demo/patient.key"))?;
+    let subject = Subject { gateway: gateway.public().key_id(), reference: "Patient/demo-wearer-0".into() };
+    let binding = SubjectBinding { key: patient.public(), role: PersonRole::Patient, issued_ms: now_ms() };
+    let (status, answer) =
+        give(&base, genesis, DocumentKind::SubjectBinding, &subject, serde_json::to_string(&binding)?, &[gateway])
+            .await?;
+    anyhow::ensure!(
+        status == 201 || String::from_utf8_lossy(&answer).contains("already_bound"),
+        "binding the wearer's key: {status} {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let now = now_ms() / 1000;
+    let consent = serde_json::json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "patient": {"reference": subject.reference},
+        "provision": {
+            "type": "permit",
+            "period": {"start": rfc3339(now - 60), "end": rfc3339(now + 365 * 86_400)},
+            "actor": [{"reference": {"reference": "Organization/org1"}}],
+            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}]
+        }
+    });
+    let (status, answer) =
+        give(&base, genesis, DocumentKind::Consent, &subject, serde_json::to_string_pretty(&consent)?, &[&patient])
+            .await?;
+    anyhow::ensure!(status == 201, "the wearer's consent: {status} {}", String::from_utf8_lossy(&answer));
+    let id = serde_json::from_slice::<serde_json::Value>(&answer)?
+        .get("id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .context("the consent's id")?;
+    println!("demo: wearer 0 consented (FHIR Consent {id}) to organisation org1 reading for TREAT");
+    let read = |purpose: &'static str| {
+        let (other, hospital, id) = (other.clone(), hospital.clone(), id.clone());
+        async move {
+            let target = format!("/v1/access/records?purpose={purpose}&basis={id}");
+            signed(&other, &hospital, "GET", &target, "application/json", b"").await
+        }
+    };
+    let (status, answer) = read("TREAT").await?;
+    let v: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+    match v.get("records").and_then(|r| r.as_array()) {
+        Some(records) if status == 200 => {
+            println!("demo: the hospital read {} readings of wearer 0 at {other} for TREAT (consented)", records.len())
+        }
+        _ => println!("demo: the consented read answered {status}: {}", String::from_utf8_lossy(&answer)),
+    }
+    let (status, answer) = read("HMARKT").await?;
+    let v: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+    println!(
+        "demo: the hospital's read for HMARKT (marketing) was refused: {status} {}",
+        v.get("code").and_then(|c| c.as_str()).unwrap_or("?")
+    );
+    Ok(())
 }
 
 #[cfg(test)]

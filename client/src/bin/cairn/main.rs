@@ -233,6 +233,12 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print a key file's public key and key id (e.g. the gateway's key id that
+    /// `cairn bind` and `cairn consent` name).
+    KeyInfo {
+        /// The key file.
+        key: PathBuf,
+    },
     /// Fetch a node's latest certified checkpoint and verify it against the genesis file;
     /// with --since, also verify that its log extends an older checkpoint's.
     Checkpoint {
@@ -571,6 +577,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Policy(c) => consent::policy(c)?,
         Command::VerifyAgreement { genesis, certificate } => consent::verify_agreement(&genesis, &certificate)?,
+        Command::KeyInfo { key } => {
+            let public = cairn_client::keys::load(&key)?.public();
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "public key: {public}")?;
+            writeln!(stdout, "key id:     {}", public.key_id())?;
+        }
         Command::Keygen { out } => {
             let public = cairn_client::keys::generate(&out)?;
             eprintln!("wrote {}", out.display());

@@ -203,20 +203,33 @@ impl Records {
             .unwrap_or_default())
     }
 
-    /// Event leaves of the documents this node took (to commit those in no batch after
-    /// a restart).
-    pub async fn document_event_leaves(&self) -> Result<Vec<Hash32>, RecordsError> {
+    /// Event leaves of the documents this node took — given, and expired by `now_ms` —
+    /// to commit those in no batch (at start, and at each sweep for expiries; the
+    /// batcher skips leaves it committed already).
+    pub async fn document_event_leaves(&self, now_ms: u64) -> Result<Vec<Hash32>, RecordsError> {
         let index = self.index().await?;
         let chain = self.ledger.chain();
+        let fatal = |e: cairn_proto::encoding::EncodeError| RecordsError::Fatal(e.to_string());
         let mut out = Vec::new();
         for docs in index.by_subject.values() {
             for (id, d) in docs.iter().filter(|(_, d)| d.home == self.me) {
-                let c = event_commitment(&d.salt.0, &chain, id, &d.document)
-                    .map_err(|e| RecordsError::Fatal(e.to_string()))?;
-                out.push(event_leaf(id, &c));
+                out.push(event_leaf(id, &event_commitment(&d.salt.0, &chain, id, &d.document).map_err(fatal)?));
+                if document_end(&d.document).is_some_and(|end| end <= now_ms) {
+                    let c =
+                        cairn_proto::consent::expiry_commitment(&d.salt.0, &chain, id, &d.document).map_err(fatal)?;
+                    out.push(event_leaf(id, &c));
+                }
             }
         }
         Ok(out)
+    }
+
+    /// Commits the expiry events of documents whose period ended (run with the
+    /// retention sweep).
+    pub async fn commit_expiries(&self, now_ms: u64) -> Result<(), RecordsError> {
+        let leaves = self.document_event_leaves(now_ms).await?;
+        self.consents.add(leaves).await;
+        Ok(())
     }
 
     /// Validators a decision must hear from besides this one: f = ⌊(n − 1) / 3⌋.
@@ -671,6 +684,16 @@ pub fn observation_terms(r: &RecordView) -> (Vec<String>, u64) {
         .and_then(|t| fhir::instant_ms("effective", &t).ok())
         .unwrap_or(r.received_at_ms);
     (codes, time)
+}
+
+/// When a document's period ends (consents, grants, agreements), Unix milliseconds.
+fn document_end(doc: &Document) -> Option<u64> {
+    match Terms::read(doc).ok()? {
+        Terms::Consent(c) => Some(c.period.end_ms),
+        Terms::Grant(g) => Some(g.period.end_ms),
+        Terms::Agreement(a) => Some(a.period.end_ms),
+        Terms::Binding(_) | Terms::Revocation(_) => None,
+    }
 }
 
 /// The subject of a stored record, if it is a document.

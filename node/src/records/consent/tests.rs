@@ -80,7 +80,8 @@ impl Set {
     }
 
     fn family_read(&self, purpose: &str, basis: RecordId) -> Result<super::decide::Permit, &'static str> {
-        decide(&self.set, &policy(), &CHAIN, &Reader::Person(family().public()), purpose, &basis, NOW).map_err(|r| r.code)
+        decide(&self.set, &policy(), &CHAIN, &Reader::Person(family().public()), purpose, &basis, NOW)
+            .map_err(|r| r.code)
     }
 }
 
@@ -116,7 +117,9 @@ fn a_consent_permits_each_listed_purpose_for_its_grantee_only() {
     assert_eq!(other.unwrap_err().code, "not_grantee");
     assert_eq!(s.org_read("TREAT", RecordId([99; 16])).unwrap_err(), "no_consent");
     // The period decides.
-    let at = |t| decide(&s.set, &policy(), &CHAIN, &Reader::Organisation("hospital".into()), "TREAT", &c, t).map_err(|r| r.code);
+    let at = |t| {
+        decide(&s.set, &policy(), &CHAIN, &Reader::Organisation("hospital".into()), "TREAT", &c, t).map_err(|r| r.code)
+    };
     assert_eq!(at(NOW + HOUR).unwrap_err(), "expired");
     assert_eq!(at(NOW - 2 * HOUR).unwrap_err(), "not_yet_valid");
 }

@@ -65,6 +65,8 @@ pub async fn sweep_retention(records: &Records, clock_ms: u64) -> Result<Vec<Job
         debug!(held, "records past retention kept under legal hold");
     }
     records.counters.retention_sweeps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Consents, grants and agreements whose period ended: their expiry events on chain.
+    records.commit_expiries(clock_ms).await?;
     let mut jobs = Vec::new();
     for (gateway, mut views) in by_gateway {
         views.truncate(MAX_RECORDS);
