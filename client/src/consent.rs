@@ -122,7 +122,7 @@ pub fn consent_json(spec: &ConsentSpec) -> Result<String, GatewayError> {
                 c.split_once('|').ok_or_else(|| GatewayError::Local(format!("category {c:?} is not system|code")))?;
             codes.push(serde_json::json!({"coding": [{"system": system, "code": code}]}));
         }
-        provision["code"] = codes.into();
+        provision.as_object_mut().map(|m| m.insert("code".into(), codes.into()));
     }
     if spec.data_start.is_some() || spec.data_end.is_some() {
         let mut p = serde_json::Map::new();
@@ -132,11 +132,12 @@ pub fn consent_json(spec: &ConsentSpec) -> Result<String, GatewayError> {
         if let Some(e) = &spec.data_end {
             p.insert("end".into(), e.clone().into());
         }
-        provision["dataPeriod"] = p.into();
+        provision.as_object_mut().map(|m| m.insert("dataPeriod".into(), p.into()));
     }
     if !spec.deny_purposes.is_empty() {
-        provision["provision"] =
+        let nested =
             serde_json::json!([{"type": "deny", "purpose": spec.deny_purposes.iter().map(coding).collect::<Vec<_>>()}]);
+        provision.as_object_mut().map(|m| m.insert("provision".into(), nested));
     }
     let consent = serde_json::json!({
         "resourceType": "Consent",

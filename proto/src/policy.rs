@@ -57,7 +57,7 @@ pub fn check_purposes(field: &str, purposes: &[String]) -> Result<(), FieldError
                 format!("{p} serves no public purpose and cannot be permitted (sandbox condition 6)"),
             ));
         }
-        if i > 0 && purposes[i - 1] >= *p {
+        if i.checked_sub(1).and_then(|j| purposes.get(j)).is_some_and(|prev| prev >= p) {
             return Err(FieldError::new(format!("{field}[{i}]"), "purposes must be sorted and without repeats"));
         }
     }

@@ -243,6 +243,17 @@ fn consented_reads_family_access_agreements_and_refusals_on_four_nodes() {
     give(&at_node2, &chain, revocation, &[&patient]).unwrap();
     let hospital3 = Gateway::new(&c.urls[3], hospital_key.clone());
     assert_eq!(refused(hospital3.access("TREAT", &consent_id, None)), (403, "revoked".into()));
+    // The gateway cannot erase the revocation (or any document) on its own to bring the
+    // consent back: documents go only with their subject.
+    let listed = gateway.documents(&subject).unwrap();
+    let revocation_id: RecordId = listed["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "revocation")
+        .map(|d| d["id"].as_str().unwrap().parse().unwrap())
+        .unwrap();
+    assert_eq!(refused(gateway.erase(&Erase::Records(vec![revocation_id]), None)).0, 404);
     assert_eq!(refused(hospital.access("TREAT", &consent_id, None)), (403, "revoked".into()));
 
     // Family access (⑦ ⑧).

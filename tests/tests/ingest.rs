@@ -282,8 +282,9 @@ fn refusals_then_losing_the_receiving_custodian() {
         other => panic!("expected 422 idempotency_key_reused, got {other:?}"),
     }
     assert_eq!(stored(&c), 3.0, "1 + 2 readings; the retry and the reuse stored nothing");
-    // A read for another purpose is refused; the node kept serving throughout.
-    match gw.record(&first.records[0].rid, "RESCH") {
+    // A read for another purpose (in the policy, not the one collected for) is refused;
+    // the node kept serving throughout.
+    match gw.record(&first.records[0].rid, "PUBHLTH") {
         Err(GatewayError::Refused { status: 403, code, .. }) => assert_eq!(code, "purpose_mismatch"),
         other => panic!("expected 403, got {other:?}"),
     }
@@ -351,7 +352,8 @@ fn dev_demo_shows_verified_receipts_within_a_minute() {
     let started = std::time::Instant::now();
     let verified = loop {
         let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-        if text.contains("receipts verified offline") {
+        // The receipts, then (once) a consented read by the hospital and a refused one.
+        if text.contains("receipts verified offline") && text.contains("was refused") {
             break true;
         }
         if started.elapsed() > MINUTE || text.contains("demo stopped") {
@@ -364,7 +366,9 @@ fn dev_demo_shows_verified_receipts_within_a_minute() {
     std::process::Command::new("kill").arg(child.id().to_string()).status().unwrap();
     child.wait().unwrap();
     let text = std::fs::read_to_string(&out_path).unwrap();
-    assert!(verified, "no verified receipt within a minute:\n{text}");
+    assert!(verified, "no verified receipt and consent demo within a minute:\n{text}");
+    assert!(text.contains("readings of wearer 0 at") && text.contains("for TREAT (consented)"), "{text}");
+    assert!(text.contains("for HMARKT (marketing) was refused: 403 purpose_not_in_policy"), "{text}");
     eprintln!("first receipts verified after {:.1} s", elapsed.as_secs_f64());
     // What the demo wrote verifies with the shipped command too.
     let receipts = dir.path().join("dev/demo/receipts.jsonl");

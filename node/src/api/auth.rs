@@ -212,6 +212,10 @@ pub async fn remember(state: &Arc<ApiState>, signing: &SigningHeaders, now_ms: u
     if fresh { Ok(()) } else { Err(super::nonces::replayed()) }
 }
 
+/// Largest body a person's key (not registered on chain) may send: one document with
+/// its signatures, bytes.
+pub const PERSON_BODY: usize = 256 * 1024;
+
 /// Largest body of an unsigned request a stranger may send (a live challenge), bytes.
 pub const SMALL_BODY: usize = 4096;
 
@@ -312,8 +316,14 @@ impl FromRequest<Arc<ApiState>> for SignedCaller {
                 return Err(e);
             }
         };
-        let body =
-            if parts.method == Method::GET { axum::body::Bytes::new() } else { read_limited(state, body).await? };
+        let body = match (&signing.caller, parts.method == Method::GET) {
+            (_, true) => axum::body::Bytes::new(),
+            // A key registered nowhere sends at most a document's worth.
+            (Caller::Person(_), false) => {
+                axum::body::to_bytes(body, PERSON_BODY).await.map_err(|e| super::error::body_error(&e, PERSON_BODY))?
+            }
+            (Caller::Member(_), false) => read_limited(state, body).await?,
+        };
         verify(state, &signing, &parts.method, &parts.uri, &body)?;
         remember(state, &signing, now_ms).await?;
         Ok(SignedCaller { caller: signing.caller, body, now_ms })

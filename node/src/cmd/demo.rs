@@ -352,7 +352,10 @@ async fn consent_demo(layout: &Layout, genesis: &Genesis, gateway: &Keypair) -> 
         "provision": {
             "type": "permit",
             "period": {"start": rfc3339(now - 60), "end": rfc3339(now + 365 * 86_400)},
-            "actor": [{"reference": {"reference": "Organization/org1"}}],
+            "actor": [{
+                "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+                "reference": {"reference": "Organization/org1"}
+            }],
             "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}]
         }
     });

@@ -279,6 +279,7 @@ pub struct BindArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "command-line arguments, parsed once per process")]
 pub enum FamilyCommand {
     /// As the patient, write a grant for one family member (signed by you) to FILE;
     /// the verifying institution then signs it with `cairn family sign` and gives it.
@@ -420,6 +421,7 @@ pub fn family(command: FamilyCommand) -> anyhow::Result<()> {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "command-line arguments, parsed once per process")]
 pub enum AgreementCommand {
     /// Write an unsigned three-party agreement to FILE (institution, patient, family).
     Propose {

@@ -62,6 +62,15 @@ impl Terms {
     }
 }
 
+/// Whether two stored documents are copies of one: same kind, subject and JSON (their
+/// signatures may be listed in another order).
+fn same_document(a: &Doc, b: &Doc) -> bool {
+    a.id == b.id
+        || (a.document.kind == b.document.kind
+            && a.document.subject == b.document.subject
+            && a.document.json == b.document.json)
+}
+
 /// Who reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reader {
@@ -114,6 +123,16 @@ impl Permit {
         Ok(())
     }
 
+    /// Whether releasing a record depends on its category.
+    pub fn depends_on_categories(&self) -> bool {
+        self.scopes.iter().chain(&self.exceptions).any(|s| !s.categories.is_empty())
+    }
+
+    /// Whether releasing a record depends on its time.
+    pub fn depends_on_time(&self) -> bool {
+        self.scopes.iter().chain(&self.exceptions).any(|s| s.data_period.is_some())
+    }
+
     fn refuse(&self, code: &'static str, message: &str) -> Refusal {
         Refusal { code, message: message.into(), trace: self.trace.clone() }
     }
@@ -127,7 +146,7 @@ pub struct DocSet {
 }
 
 fn all_categories(c: &[String]) -> Vec<String> {
-    if c.len() == 1 && c[0] == "*" { Vec::new() } else { c.to_vec() }
+    if c == ["*"] { Vec::new() } else { c.to_vec() }
 }
 
 impl DocSet {
@@ -143,7 +162,10 @@ impl DocSet {
             .filter_map(|d| match &d.terms {
                 Terms::Binding(b)
                     if d.document.signatures.len() == 1
-                        && d.document.signatures[0].key.key_id() == d.document.subject.gateway
+                        && d.document
+                            .signatures
+                            .first()
+                            .is_some_and(|s| s.key.key_id() == d.document.subject.gateway)
                         && self.revocation(&d.id).is_none() =>
                 {
                     Some((b.key, b.role, d.id))
@@ -158,58 +180,59 @@ impl DocSet {
         self.bound().into_iter().find(|(k, _, _)| k == key).map(|(_, r, _)| r)
     }
 
-    /// Who may revoke document `target`.
+    /// Who may revoke document `target`: the gateway (a binding); a key bound to the
+    /// subject at any time — a revocation that was valid stays valid when its signer is
+    /// unbound later (a consent or grant); any party (an agreement).
     fn may_revoke(&self, target: &Doc, signer: &PublicKey) -> bool {
         match &target.terms {
             Terms::Binding(_) => signer.key_id() == target.document.subject.gateway,
-            Terms::Consent(_) | Terms::Grant(_) => self.bound_without(signer, &target.id).is_some(),
+            Terms::Consent(_) | Terms::Grant(_) => self.ever_bound(signer),
             Terms::Agreement(a) => a.parties().iter().any(|(_, k)| k == signer),
             Terms::Revocation(_) => false,
         }
     }
 
-    /// The role of `key` from bindings other than `except` that are not revoked (a
-    /// binding is never revoked through itself).
-    fn bound_without(&self, key: &PublicKey, except: &RecordId) -> Option<PersonRole> {
-        self.docs.iter().find_map(|d| match &d.terms {
-            Terms::Binding(b)
-                if b.key == *key
-                    && d.id != *except
-                    && d.document.signatures.len() == 1
-                    && d.document.signatures[0].key.key_id() == d.document.subject.gateway
-                    && !self.revoked_plain(&d.id) =>
-            {
-                Some(b.role)
-            }
-            _ => None,
+    /// Whether the gateway ever bound `key` to the subject (revoked bindings included).
+    fn ever_bound(&self, key: &PublicKey) -> bool {
+        self.docs.iter().any(|d| {
+            matches!(&d.terms, Terms::Binding(b) if b.key == *key)
+                && d.document.signatures.len() == 1
+                && d.document.signatures.first().is_some_and(|s| s.key.key_id() == d.document.subject.gateway)
         })
     }
 
-    fn revoked_plain(&self, id: &RecordId) -> bool {
-        let Some(target) = self.get(id) else { return false };
-        self.docs.iter().any(|d| match &d.terms {
-            Terms::Revocation(r) if r.revokes == *id => {
-                matches!(target.terms, Terms::Binding(_))
-                    && d.document.signatures.iter().any(|s| s.key.key_id() == target.document.subject.gateway)
-            }
-            _ => false,
-        })
+    /// Whether revocation `r` names `target` — by its id, or by the id of another copy of
+    /// the same document (same kind, subject and JSON: a copy given again, with its
+    /// signatures in another order, is revoked with the first).
+    fn names(&self, r: &Revocation, target: &Doc) -> bool {
+        self.get(&r.revokes).is_some_and(|t| same_document(t, target))
     }
 
     /// The revocation that ends document `id`, if a party allowed to revoke it signed one.
     pub fn revocation(&self, id: &RecordId) -> Option<&Doc> {
         let target = self.get(id)?;
         self.docs.iter().find(|d| match &d.terms {
-            Terms::Revocation(r) if r.revokes == *id => {
+            Terms::Revocation(r) if self.names(r, target) => {
                 d.document.signatures.iter().any(|s| self.may_revoke(target, &s.key))
             }
             _ => false,
         })
     }
 
-    /// A later agreement that amends agreement `id`.
+    /// A later agreement that amends agreement `id` (or a copy of it).
     pub fn amendment_of(&self, id: &RecordId) -> Option<&Doc> {
-        self.docs.iter().find(|d| matches!(&d.terms, Terms::Agreement(a) if a.replaces == Some(*id)))
+        let target = self.get(id)?;
+        self.docs.iter().find(|d| {
+            matches!(&d.terms, Terms::Agreement(a)
+                if a.replaces.and_then(|r| self.get(&r)).is_some_and(|old| same_document(old, target)))
+        })
+    }
+
+    /// A document held already with the same kind, subject and JSON as `doc`.
+    pub fn copy_of(&self, doc: &Document) -> Option<&Doc> {
+        self.docs
+            .iter()
+            .find(|d| d.document.kind == doc.kind && d.document.subject == doc.subject && d.document.json == doc.json)
     }
 
     /// Whether agreement `id` is executed, live and in force at `now_ms`; `Err` names why not.
@@ -266,9 +289,13 @@ pub fn decide(
         let code = if matches!(reader, Reader::Person(_)) { "no_grant" } else { "no_consent" };
         return Err(refuse(code, format!("no document {basis} for this patient"), &trace));
     };
-    trace.push(format!("{:?} {basis}", doc.document.kind));
     match (reader, &doc.terms) {
         (Reader::Organisation(org), Terms::Consent(c)) => {
+            // The reader first: another organisation learns nothing about this consent.
+            trace.push(format!("consent {basis}"));
+            if c.grantee != *org {
+                return Err(refuse("not_grantee", format!("consent {basis} does not name {org}"), &trace));
+            }
             let signer = doc.document.signatures.first().map(|s| s.key);
             if doc.document.signatures.len() != 1 || signer.and_then(|k| set.role_of(&k)).is_none() {
                 return Err(refuse(
@@ -287,9 +314,6 @@ pub fn decide(
             if now_ms < c.period.start_ms {
                 return Err(refuse("not_yet_valid", format!("consent {basis} has not begun"), &trace));
             }
-            if c.grantee != *org {
-                return Err(refuse("not_grantee", format!("consent {basis} does not name {org}"), &trace));
-            }
             if c.kind == ProvisionType::Deny {
                 return Err(refuse("denied_by_consent", format!("consent {basis} denies {org}"), &trace));
             }
@@ -300,27 +324,33 @@ pub fn decide(
                     &trace,
                 ));
             }
-            // Deny overrides: any other live consent of the patient denying this
-            // organisation this purpose wins over the permit.
+            let mut exceptions: Vec<Scope> = Vec::new();
+            // Deny overrides: another live consent of the patient denying this organisation
+            // this purpose refuses the read when it covers every record, and withholds the
+            // records it covers (categories, data period) otherwise.
             for d in &set.docs {
                 if let Terms::Consent(other) = &d.terms
                     && d.id != *basis
                     && other.kind == ProvisionType::Deny
                     && other.grantee == *org
                     && other.period.covers(now_ms)
-                    && other.scope.covers_purpose_wholly(purpose)
+                    && other.scope.covers_purpose(purpose)
                     && d.document.signatures.first().and_then(|s| set.role_of(&s.key)).is_some()
                     && set.revocation(&d.id).is_none()
                 {
-                    trace.push(format!("denied by consent {}", d.id));
-                    return Err(refuse(
-                        "denied_by_consent",
-                        format!("consent {} denies {purpose} to {org}", d.id),
-                        &trace,
-                    ));
+                    if other.scope.covers_purpose_wholly(purpose) {
+                        trace.push(format!("denied by consent {}", d.id));
+                        return Err(refuse(
+                            "denied_by_consent",
+                            format!("consent {} denies {purpose} to {org}", d.id),
+                            &trace,
+                        ));
+                    }
+                    trace.push(format!("records withheld by consent {}", d.id));
+                    exceptions.push(other.scope.clone());
                 }
             }
-            let exceptions: Vec<Scope> = c.exceptions.iter().filter(|e| e.covers_purpose(purpose)).cloned().collect();
+            exceptions.extend(c.exceptions.iter().filter(|e| e.covers_purpose(purpose)).cloned());
             if exceptions.iter().any(|e| e.covers_purpose_wholly(purpose)) {
                 return Err(refuse("denied_by_provision", format!("a nested provision denies {purpose}"), &trace));
             }
@@ -328,6 +358,10 @@ pub fn decide(
             Ok(Permit { basis: *basis, scopes: vec![c.scope.clone()], exceptions, trace })
         }
         (Reader::Person(key), Terms::Grant(g)) => {
+            trace.push(format!("family grant {basis}"));
+            if g.family.key != *key {
+                return Err(refuse("not_grantee", format!("grant {basis} names another family member"), &trace));
+            }
             let signer_ok = doc.document.signed_by(&g.patient_signer())
                 && set.role_of(&g.patient_signer()) == Some(g.signed_as)
                 && set.role_of(&g.patient) == Some(PersonRole::Patient)
@@ -338,9 +372,6 @@ pub fn decide(
                     "the grant is not signed by the patient (or a bound representative) and the verifier".into(),
                     &trace,
                 ));
-            }
-            if g.family.key != *key {
-                return Err(refuse("not_grantee", format!("grant {basis} names another family member"), &trace));
             }
             if let Some(r) = set.revocation(basis) {
                 trace.push(format!("revoked by {}", r.id));

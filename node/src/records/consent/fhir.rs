@@ -6,6 +6,8 @@
 //! `provision.actor[].reference` of the form `Organization/<genesis organisation name>`
 //! (the grantee); `provision.purpose[]` (v3 PurposeOfUse codings); `provision.code[]`
 //! (record categories, matched against `Observation.code` codings; absent = all);
+//! the actor's `role` must be `IRCP` (v3 ParticipationType, information recipient);
+//! `modifierExtension` is refused wherever it appears;
 //! `provision.dataPeriod`; nested `provision.provision[]`, each of type `deny`, with
 //! `purpose`, `code` and `dataPeriod` only. Elements that would change the meaning and
 //! that cairn does not decide on (`provision.action`, `securityLabel`, `class`, `data`,
@@ -81,6 +83,7 @@ struct Resource {
     status: String,
     patient: Option<Reference>,
     provision: Option<Provision>,
+    modifier_extension: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -112,9 +115,19 @@ struct CodeableConcept {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Actor {
+    role: Option<CodeableConcept>,
     reference: Option<Reference>,
+    #[serde(default, rename = "id")]
+    _id: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "extension")]
+    _extension: Option<serde::de::IgnoredAny>,
 }
+
+/// The v3 ParticipationType code of the actor a consent names: the information
+/// recipient.
+pub const RECIPIENT: &str = "IRCP";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -219,6 +232,9 @@ pub fn parse(json: &str) -> Result<ConsentTerms, ConsentError> {
     if r.resource_type != "Consent" {
         return Err(err("resourceType", format!("{:?} is not Consent", r.resource_type)));
     }
+    if r.modifier_extension.is_some() {
+        return Err(err("modifierExtension", "cairn does not decide on modifier extensions, so it refuses them"));
+    }
     if r.status != "active" {
         return Err(err("status", format!("{:?}: only an active consent can be given", r.status)));
     }
@@ -230,10 +246,14 @@ pub fn parse(json: &str) -> Result<ConsentTerms, ConsentError> {
     let kind = p.kind.ok_or_else(|| err("provision.type", "required: permit or deny"))?;
     let period =
         period("provision.period", p.period.as_ref().ok_or_else(|| err("provision.period", "required"))?, true)?;
-    if p.actor.len() != 1 {
+    let [actor] = p.actor.as_slice() else {
         return Err(err("provision.actor", "exactly one actor: the organisation that may read"));
+    };
+    let recipient = actor.role.as_ref().is_some_and(|r| r.coding.iter().any(|c| c.code.as_deref() == Some(RECIPIENT)));
+    if !recipient {
+        return Err(err("provision.actor[0].role", "the actor's role must be IRCP (information recipient)"));
     }
-    let grantee = p.actor[0]
+    let grantee = actor
         .reference
         .as_ref()
         .and_then(|r| r.reference.as_deref())
@@ -299,7 +319,8 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_decide_on_naming_the_path() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        type Change = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("resourceType", Box::new(|v| v["resourceType"] = "Observation".into())),
             ("status", Box::new(|v| v["status"] = "proposed".into())),
             ("patient.reference", Box::new(|v| v["patient"] = serde_json::json!({"display": "x"}))),
@@ -319,6 +340,12 @@ mod tests {
             ("provision.purpose", Box::new(|v| v["provision"]["purpose"] = serde_json::json!([]))),
             ("provision.provision[0].type", Box::new(|v| v["provision"]["provision"][0]["type"] = "permit".into())),
             ("Consent", Box::new(|v| v["provision"]["action"] = serde_json::json!([{"coding": []}]))),
+            ("modifierExtension", Box::new(|v| v["modifierExtension"] = serde_json::json!([{"url": "urn:x"}]))),
+            (
+                "provision.actor[0].role",
+                Box::new(|v| v["provision"]["actor"][0]["role"] = serde_json::json!({"coding": [{"code": "PRCP"}]})),
+            ),
+            ("Consent", Box::new(|v| v["provision"]["actor"][0]["modifierExtension"] = serde_json::json!([]))),
         ];
         for (field, change) in cases {
             let mut v = sample();

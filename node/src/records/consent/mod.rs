@@ -240,7 +240,52 @@ impl Records {
     /// The subject's documents from this node and at least f other validators
     /// (signatures checked, terms read; documents that fail either are left out).
     pub async fn gather(&self, query: DocumentQuery) -> Result<DocSet, ConsentError> {
-        let mut all: BTreeMap<RecordId, Document> = self.documents_here(&query).await?.into_iter().collect();
+        // A document id names its subject only through whoever holds it: learn the subject
+        // (here, or from the peers' valid copies), then gather by subject from f + 1
+        // validators, so a faulty peer cannot choose which of the subject's documents a
+        // decision sees.
+        let subject = match query {
+            DocumentQuery::Subject(s) => s,
+            DocumentQuery::Containing(id) => {
+                let here = self.documents_here(&DocumentQuery::Containing(id)).await?;
+                match here.into_iter().find(|(i, _)| *i == id) {
+                    Some((_, d)) => d.subject,
+                    None => {
+                        let round = self.union(DocumentQuery::Containing(id)).await?;
+                        let chain = self.ledger.chain();
+                        let found = round
+                            .into_iter()
+                            .find(|(i, d)| *i == id && d.verify_signatures(&chain).is_ok() && Terms::read(d).is_ok());
+                        match found {
+                            Some((_, d)) => d.subject,
+                            None => return Ok(DocSet::default()),
+                        }
+                    }
+                }
+            }
+        };
+        let chain = self.ledger.chain();
+        let mut docs: Vec<Doc> = Vec::new();
+        // Documents about another subject (from a faulty peer), whose signatures or terms
+        // do not hold, or that reuse an id already taken by a valid document, are left out.
+        for (id, document) in self.union(DocumentQuery::Subject(subject.clone())).await? {
+            if document.subject != subject || docs.iter().any(|d| d.id == id) {
+                continue;
+            }
+            if document.verify_signatures(&chain).is_err() {
+                continue;
+            }
+            if let Ok(terms) = Terms::read(&document) {
+                docs.push(Doc { id, document, terms });
+            }
+        }
+        Ok(DocSet { docs })
+    }
+
+    /// What this node and the other validators hold for `query`, this node's first; an
+    /// error when fewer than f others answer.
+    async fn union(&self, query: DocumentQuery) -> Result<Vec<(RecordId, Document)>, ConsentError> {
+        let mut all = self.documents_here(&query).await?;
         let peers: Vec<KeyId> = self.validators.iter().filter(|k| **k != self.me).copied().collect();
         let asks = peers.iter().map(|p| self.ask(*p, Request::Documents(query.clone())));
         let mut answered = 0;
@@ -257,20 +302,7 @@ impl Records {
                  validators must be seen)"
             )));
         }
-        let chain = self.ledger.chain();
-        let subject = match &query {
-            DocumentQuery::Subject(s) => Some(s.clone()),
-            DocumentQuery::Containing(id) => all.get(id).map(|d| d.subject.clone()),
-        };
-        // Documents about another subject than the one asked for (from a faulty peer) are
-        // left out, and so are those whose signatures or terms do not hold.
-        let docs = all
-            .into_iter()
-            .filter(|(_, d)| subject.as_ref() == Some(&d.subject))
-            .filter(|(_, d)| d.verify_signatures(&chain).is_ok())
-            .filter_map(|(id, document)| Terms::read(&document).ok().map(|terms| Doc { id, document, terms }))
-            .collect();
-        Ok(DocSet { docs })
+        Ok(all)
     }
 
     /// Takes a document: checks its signatures and terms against the subject's documents,
@@ -290,7 +322,8 @@ impl Records {
         }
         let terms = Terms::read(&doc).map_err(|(field, problem)| invalid(field, problem))?;
         let set = self.gather(DocumentQuery::Subject(doc.subject.clone())).await?;
-        if let Some(same) = set.docs.iter().find(|d| d.document == doc) {
+        // The same document again (its signatures in any order) is the document held.
+        if let Some(same) = set.copy_of(&doc) {
             return Ok(same.id);
         }
         self.check_new(&set, &doc, &terms, now_ms)?;
@@ -317,7 +350,7 @@ impl Records {
             payload,
         };
         let put = self.seal_and_replicate(&custodians, vec![record]).await?;
-        let id = put[0].rid;
+        let id = put.first().map(|p| p.rid).ok_or_else(|| RecordsError::Fatal("the vault stored nothing".into()))?;
         let c = event_commitment(&salt, &chain, &id, &doc).map_err(|e| RecordsError::Fatal(e.to_string()))?;
         self.consents.add(vec![event_leaf(&id, &c)]).await;
         self.documents_stored(vec![(id, stored)]).await?;
@@ -425,7 +458,9 @@ impl Records {
                     .organisations
                     .iter()
                     .any(|o| o.name == v.verified_by && o.admin_keys.contains(&v.verifier))
-                    || membership.members.iter().any(|m| m.organisation == v.verified_by && m.public_key == v.verifier);
+                    || membership.members.iter().any(|m| {
+                        m.organisation == v.verified_by && m.public_key == v.verifier && m.role == Role::Accessor
+                    });
                 if !verifier_ok {
                     return Err(refused("not_a_verifier", format!("the verifier is not a key of {}", v.verified_by)));
                 }
@@ -547,8 +582,16 @@ impl Records {
         if r.kind != ContentType::FhirObservationJson || r.subject.as_deref() != Some(subject.reference.as_str()) {
             return Err(ConsentError::NotFound(rid));
         }
-        let (codes, time) = observation_terms(r);
-        permit.record(&codes, time)?;
+        let terms = observation_terms(r);
+        // Fail closed: a record whose category or time cannot be read is withheld when the
+        // permit depends on them.
+        if (!terms.codes_known && permit.depends_on_categories()) || (!terms.time_known && permit.depends_on_time()) {
+            return Err(refused(
+                "record_terms_unreadable",
+                "the record's category or time cannot be read, and the permit depends on it",
+            ));
+        }
+        permit.record(&terms.codes, terms.time_ms)?;
         Ok(answer)
     }
 
@@ -653,15 +696,33 @@ pub enum DocumentQuery {
     Containing(RecordId),
 }
 
-/// The categories (`Observation.code` codings as `system|code`) and time (the
-/// `effectiveDateTime` or `effectiveInstant` with a time; else when received) of a reading.
-pub fn observation_terms(r: &RecordView) -> (Vec<String>, u64) {
+/// What a decision needs to know of a reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadingTerms {
+    /// `Observation.code` codings as `system|code`.
+    pub codes: Vec<String>,
+    /// Whether `codes` were read (false: the resource did not have the expected shape).
+    pub codes_known: bool,
+    /// The reading's time: `effectiveDateTime`, `effectiveInstant` or
+    /// `effectivePeriod.start` when it has a time and an offset; else when it was received.
+    pub time_ms: u64,
+    /// Whether `time_ms` is the reading's own time (false: the time it was received).
+    pub time_known: bool,
+}
+
+/// The terms of a reading (its resource as stored).
+pub fn observation_terms(r: &RecordView) -> ReadingTerms {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Obs {
         code: Option<Concept>,
         effective_date_time: Option<String>,
         effective_instant: Option<String>,
+        effective_period: Option<EffectivePeriod>,
+    }
+    #[derive(Deserialize)]
+    struct EffectivePeriod {
+        start: Option<String>,
     }
     #[derive(Deserialize)]
     struct Concept {
@@ -673,17 +734,23 @@ pub fn observation_terms(r: &RecordView) -> (Vec<String>, u64) {
         system: Option<String>,
         code: Option<String>,
     }
-    let Ok(o) = serde_json::from_str::<Obs>(&r.resource) else { return (Vec::new(), r.received_at_ms) };
-    let codes = o
+    let unknown = ReadingTerms { codes: Vec::new(), codes_known: false, time_ms: r.received_at_ms, time_known: false };
+    let Ok(o) = serde_json::from_str::<Obs>(&r.resource) else { return unknown };
+    let codes: Vec<String> = o
         .code
         .map(|c| c.coding.into_iter().filter_map(|c| Some(format!("{}|{}", c.system?, c.code?))).collect())
         .unwrap_or_default();
     let time = o
         .effective_date_time
         .or(o.effective_instant)
-        .and_then(|t| fhir::instant_ms("effective", &t).ok())
-        .unwrap_or(r.received_at_ms);
-    (codes, time)
+        .or(o.effective_period.and_then(|p| p.start))
+        .and_then(|t| fhir::instant_ms("effective", &t).ok());
+    ReadingTerms {
+        codes_known: !codes.is_empty(),
+        codes,
+        time_ms: time.unwrap_or(r.received_at_ms),
+        time_known: time.is_some(),
+    }
 }
 
 /// When a document's period ends (consents, grants, agreements), Unix milliseconds.

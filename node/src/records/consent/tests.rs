@@ -96,7 +96,8 @@ fn consent(org: &str, kind: &str, purposes: &[&str]) -> serde_json::Value {
         "provision": {
             "type": kind,
             "period": {"start": ts(NOW - HOUR), "end": ts(NOW + HOUR)},
-            "actor": [{"reference": {"reference": format!("Organization/{org}")}}],
+            "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+                       "reference": {"reference": format!("Organization/{org}")}}],
             "purpose": purposes.iter().map(|p| serde_json::json!({"system": super::fhir::ACT_REASON, "code": p})).collect::<Vec<_>>(),
         }
     })
@@ -255,4 +256,49 @@ fn a_grant_is_refused_without_the_verifier_or_once_revoked() {
     assert!(s.family_read("FAMRQT", g).is_ok(), "the family member cannot revoke the patient's grant");
     s.revoke(g, &p);
     assert_eq!(s.family_read("FAMRQT", g).unwrap_err(), "revoked");
+}
+
+#[test]
+fn a_copy_with_its_signatures_reordered_is_revoked_with_the_original() {
+    let mut s = Set::new();
+    let (i, p, f) = (institution(), patient(), family());
+    let a = s.add(DocumentKind::Agreement, agreement(None, &["FAMRQT"]), &[&i, &p, &f]);
+    let g = s.add(DocumentKind::FamilyGrant, grant(a, &["FAMRQT"]), &[&p, &i]);
+    s.revoke(g, &p);
+    // The verifier gives the same grant again with the signatures the other way round.
+    let copy = s.add(DocumentKind::FamilyGrant, grant(a, &["FAMRQT"]), &[&i, &p]);
+    assert_ne!(copy, g);
+    assert_eq!(s.family_read("FAMRQT", copy).unwrap_err(), "revoked");
+    assert!(s.set.copy_of(&s.set.get(&copy).unwrap().document).is_some());
+    // An agreement terminated ends its copies too.
+    let a2 = s.add(DocumentKind::Agreement, agreement(None, &["FAMRQT"]), &[&f, &p, &i]);
+    let g2 = s.add(DocumentKind::FamilyGrant, grant(a2, &["FAMRQT"]), &[&p, &i]);
+    s.revoke(a, &i);
+    assert_eq!(s.family_read("FAMRQT", g2).unwrap_err(), "agreement_terminated");
+}
+
+#[test]
+fn a_revocation_stays_in_force_when_its_signer_is_unbound_later() {
+    let mut s = Set::new();
+    let representative = key(6);
+    let rep = SubjectBinding { key: representative.public(), role: PersonRole::Representative, issued_ms: 0 };
+    let rep_binding = s.add(DocumentKind::SubjectBinding, serde_json::to_string(&rep).unwrap(), &[&gateway()]);
+    let c = s.consent(consent("hospital", "permit", &["TREAT"]), &patient());
+    s.revoke(c, &representative);
+    assert_eq!(s.org_read("TREAT", c).unwrap_err(), "revoked");
+    s.revoke(rep_binding, &gateway());
+    assert_eq!(s.org_read("TREAT", c).unwrap_err(), "revoked", "unbinding the representative does not undo it");
+}
+
+#[test]
+fn a_deny_consent_of_some_categories_withholds_those_records() {
+    let mut s = Set::new();
+    let c = s.consent(consent("hospital", "permit", &["TREAT"]), &patient());
+    let mut deny = consent("hospital", "deny", &["TREAT"]);
+    deny["provision"]["code"] = serde_json::json!([{"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}]);
+    s.consent(deny, &patient());
+    let permit = s.org_read("TREAT", c).unwrap();
+    assert!(permit.record(&[STEPS.into()], NOW).is_ok());
+    assert_eq!(permit.record(&[HEART.into()], NOW).unwrap_err().code, "denied_by_provision");
+    assert!(permit.depends_on_categories() && !permit.depends_on_time());
 }

@@ -33,6 +33,11 @@ pub(super) async fn resolve(
             let mut out = Vec::with_capacity(rids.len());
             for rid in rids {
                 match records.read_anywhere(*rid, gateway).await {
+                    // A consent-layer document is erased with its subject only, never on
+                    // its own: erasing one revocation would bring a consent back.
+                    Ok((answer, _)) if answer.record.kind == cairn_proto::record::ContentType::ConsentDocument => {
+                        return Err(ErasureError::NotFound(*rid));
+                    }
                     Ok((answer, _)) => out.push(answer),
                     Err(RecordsError::NotFound(rid)) => return Err(ErasureError::NotFound(rid)),
                     Err(e) => return Err(ErasureError::Unavailable(e.to_string())),

@@ -287,6 +287,16 @@ pub fn parse(body: &[u8], format: Format, max_bytes: usize) -> Result<Result<Vec
     Ok(if errors.is_empty() { Ok(ok) } else { Err(errors) })
 }
 
+/// The unique-key rule for any JSON text (a consent-layer document): `Err` names the
+/// path of the first key seen twice, or why the text is not JSON.
+pub fn check_unique_keys(text: &[u8]) -> Result<(), String> {
+    match keys::unique_keys(text) {
+        Ok(()) => Ok(()),
+        Err(keys::KeyError::Duplicate(path)) => Err(format!("the key at {path} appears twice in one object")),
+        Err(keys::KeyError::Malformed(e)) => Err(format!("not JSON: {e}")),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -563,15 +573,5 @@ mod tests {
         assert_eq!(parse(big.as_bytes(), Format::JsonLines, 150).unwrap().unwrap_err()[0].index, 0);
         assert!(matches!(parse(b"{", Format::Bundle, 100), Err(BodyError::Malformed(_))));
         assert!(matches!(parse(ok.as_bytes(), Format::Bundle, 1000), Err(BodyError::NotABundle(_))));
-    }
-}
-
-/// The unique-key rule for any JSON text (a consent-layer document): `Err` names the
-/// path of the first key seen twice, or why the text is not JSON.
-pub fn check_unique_keys(text: &[u8]) -> Result<(), String> {
-    match keys::unique_keys(text) {
-        Ok(()) => Ok(()),
-        Err(keys::KeyError::Duplicate(path)) => Err(format!("the key at {path} appears twice in one object")),
-        Err(keys::KeyError::Malformed(e)) => Err(format!("not JSON: {e}")),
     }
 }
