@@ -506,10 +506,18 @@ impl Agreement {
     /// messages.
     pub fn parties(&self) -> Vec<(String, PublicKey)> {
         let mut p = vec![
-            (format!("the institution ({})", self.institution.organisation), self.institution.key),
-            ("the patient".to_string(), self.patient),
+            (
+                format!("the institution ({}, key {})", self.institution.organisation, self.institution.key.key_id()),
+                self.institution.key,
+            ),
+            (format!("the patient (key {})", self.patient.key_id()), self.patient),
         ];
-        p.extend(self.family.iter().enumerate().map(|(i, f)| (format!("family member {i}"), f.key)));
+        p.extend(
+            self.family
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (format!("family member {i} ({}, key {})", f.relationship, f.key.key_id()), f.key)),
+        );
         p
     }
 

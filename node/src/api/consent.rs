@@ -49,6 +49,10 @@ impl From<ConsentError> for ApiError {
                 ApiError::not_found(format!("no document or record {id} that this key may see"))
             }
             ConsentError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "validators_unavailable", m),
+            e @ ConsentError::TakenElsewhere { node, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "taken_elsewhere", e.to_string())
+                    .detail("taken_by", serde_json::json!(node))
+            }
             ConsentError::Records(e) => e.into(),
         }
     }
@@ -286,7 +290,7 @@ fn deadline(wait_ms: Option<u64>) -> tokio::time::Instant {
 #[utoipa::path(get, path = "/v1/documents/{id}/receipt", tag = "consent", security(("cairnSignature" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-f]{32}$"), WaitQuery),
     responses((status = 200, body = DocumentReceiptDoc), (status = 202, body = Pending), (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn receipt(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -312,7 +316,7 @@ pub(super) async fn receipt(
 #[utoipa::path(get, path = "/v1/documents/{id}/certificate", tag = "consent", security(("cairnSignature" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-f]{32}$"), WaitQuery),
     responses((status = 200, body = AgreementCertificateDoc), (status = 202, body = Pending),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn certificate(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,

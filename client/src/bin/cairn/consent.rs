@@ -121,10 +121,11 @@ pub enum ConsentCommand {
         /// http://loinc.org|41950-7); repeat; none: every category.
         #[arg(long = "category")]
         categories: Vec<String>,
-        /// Start of the consent, RFC 3339 (default: now).
+        /// Start of the consent, RFC 3339 with a time and offset, e.g.
+        /// 2026-12-01T00:00:00Z (default: now).
         #[arg(long)]
         from: Option<String>,
-        /// End of the consent, RFC 3339.
+        /// End of the consent, RFC 3339 with a time and offset, e.g. 2027-12-31T00:00:00Z.
         #[arg(long)]
         until: String,
         /// Only records from this time, RFC 3339.
@@ -199,6 +200,17 @@ pub fn consent(command: ConsentCommand) -> anyhow::Result<()> {
             fhir,
         } => {
             let subject = subject.subject()?;
+            // Times are checked here, so a mistake is named before anything is signed.
+            let end = instant_ms(&until).map_err(|e| Usage(format!("--until: {e}")))?;
+            if let Some(f) = &from {
+                let start = instant_ms(f).map_err(|e| Usage(format!("--from: {e}")))?;
+                if start >= end {
+                    return Err(Usage(format!("--from {f} is not before --until {until}")).into());
+                }
+            }
+            if end <= cairn_proto::time::now_ms() {
+                return Err(Usage(format!("--until {until} is in the past: the consent would grant nothing")).into());
+            }
             let json = match fhir {
                 Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
                 None => {

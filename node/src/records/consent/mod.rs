@@ -98,6 +98,14 @@ pub enum ConsentError {
     /// No such document, or not one this caller may see (404).
     #[error("no document {0} that this key may see")]
     NotFound(RecordId),
+    /// The receipt is at the node that took the document (409).
+    #[error("document {id} was taken by the node with key id {node} (\"taken_by\" when it was given): ask that node")]
+    TakenElsewhere {
+        /// The document.
+        id: RecordId,
+        /// The node that took it.
+        node: KeyId,
+    },
     /// Not enough validators answered to decide safely (503).
     #[error("{0}")]
     Unavailable(String),
@@ -649,7 +657,7 @@ impl Records {
             .ok_or(ConsentError::NotFound(id))?
         };
         if stored.home != self.me {
-            return Err(ConsentError::Unavailable(format!("document {id} was taken by node {}: ask it", stored.home)));
+            return Err(ConsentError::TakenElsewhere { id, node: stored.home });
         }
         let c = event_commitment(&stored.salt.0, &self.ledger.chain(), &id, &stored.document)
             .map_err(|e| RecordsError::Fatal(e.to_string()))?;
