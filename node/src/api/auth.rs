@@ -206,7 +206,8 @@ pub fn verify(
 pub async fn remember(state: &Arc<ApiState>, signing: &SigningHeaders, now_ms: u64) -> Result<(), ApiError> {
     let expires = signing.timestamp_ms.saturating_add(state.limits.request_skew_ms);
     let (store, key, nonce) = (state.nonces.clone(), signing.key, signing.nonce);
-    let fresh = tokio::task::spawn_blocking(move || store.insert(now_ms, expires, key, nonce))
+    let person = matches!(signing.caller, Caller::Person(_));
+    let fresh = tokio::task::spawn_blocking(move || store.insert(now_ms, expires, key, nonce, person))
         .await
         .map_err(ApiError::internal)??;
     if fresh { Ok(()) } else { Err(super::nonces::replayed()) }

@@ -17,6 +17,10 @@ use super::error::ApiError;
 
 /// Most nonces remembered at once; beyond this new requests wait (429).
 const MAX_NONCES: usize = 4_000_000;
+/// Most of them from keys registered nowhere (patients, family members: anyone can make
+/// such a key), so that a flood of person-signed requests cannot fill the replay window
+/// of gateways and other members (ADR 017).
+pub const MAX_PERSON_NONCES: usize = 100_000;
 
 const SEEN: TableDefinition<&[u8], ()> = TableDefinition::new("seen_nonces");
 
@@ -27,6 +31,9 @@ type Memory = (HashSet<Seen>, VecDeque<(u64, KeyId, [u8; 16])>);
 /// Seen nonces, oldest first, in memory and on disk.
 pub struct NonceStore {
     memory: Mutex<Memory>,
+    /// Expiries of the person nonces in memory, oldest first.
+    persons: Mutex<VecDeque<u64>>,
+    person_limit: usize,
     db: Option<redb::Database>,
 }
 
@@ -51,7 +58,12 @@ fn store_error(e: impl std::fmt::Display) -> ApiError {
 impl NonceStore {
     /// Kept in memory only (tests of other parts).
     pub fn in_memory() -> Self {
-        Self { memory: Mutex::default(), db: None }
+        Self { memory: Mutex::default(), persons: Mutex::default(), person_limit: MAX_PERSON_NONCES, db: None }
+    }
+
+    /// In memory, with at most `limit` person nonces at once (tests).
+    pub fn in_memory_with_person_limit(limit: usize) -> Self {
+        Self { person_limit: limit, ..Self::in_memory() }
     }
 
     /// Opens or creates `path`, drops the nonces expired at `now_ms` and loads the rest.
@@ -81,7 +93,13 @@ impl NonceStore {
         }
         drop(table);
         drop(read);
-        Ok(Self { memory: Mutex::new(memory), db: Some(db) })
+        // Nonces reloaded after a restart count against the members' budget.
+        Ok(Self {
+            memory: Mutex::new(memory),
+            persons: Mutex::default(),
+            person_limit: MAX_PERSON_NONCES,
+            db: Some(db),
+        })
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
@@ -94,8 +112,27 @@ impl NonceStore {
     }
 
     /// Records a nonce valid until `expires_ms`, durably; false if it was seen before.
-    /// Blocks on a disk sync: call it off the async workers.
-    pub fn insert(&self, now_ms: u64, expires_ms: u64, key: KeyId, nonce: [u8; 16]) -> Result<bool, ApiError> {
+    /// `person`: the key is registered nowhere (its nonces have their own, smaller
+    /// budget: 429 past [`MAX_PERSON_NONCES`]). Blocks on a disk sync: call it off the
+    /// async workers.
+    pub fn insert(
+        &self,
+        now_ms: u64,
+        expires_ms: u64,
+        key: KeyId,
+        nonce: [u8; 16],
+        person: bool,
+    ) -> Result<bool, ApiError> {
+        if person {
+            let mut persons = self.persons.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            while persons.front().is_some_and(|e| *e < now_ms) {
+                persons.pop_front();
+            }
+            if persons.len() >= self.person_limit {
+                return Err(ApiError::busy("too many requests from unregistered keys in the replay window"));
+            }
+            persons.push_back(expires_ms);
+        }
         {
             let mut guard = self.memory();
             let (seen, order) = &mut *guard;
@@ -160,13 +197,27 @@ mod tests {
         let (k, n) = (KeyId([1; 16]), [7u8; 16]);
         {
             let store = NonceStore::open(&path, 1_000).unwrap();
-            assert!(store.insert(1_000, 5_000, k, n).unwrap());
-            assert!(!store.insert(1_001, 5_000, k, n).unwrap());
-            assert!(store.insert(1_001, 2_000, k, [8; 16]).unwrap());
+            assert!(store.insert(1_000, 5_000, k, n, false).unwrap());
+            assert!(!store.insert(1_001, 5_000, k, n, false).unwrap());
+            assert!(store.insert(1_001, 2_000, k, [8; 16], false).unwrap());
         }
         let store = NonceStore::open(&path, 3_000).unwrap();
         assert!(store.seen(k, n), "a nonce within its window is remembered across a restart");
         assert!(!store.seen(k, [8; 16]), "an expired one is dropped");
-        assert!(!store.insert(3_000, 5_000, k, n).unwrap());
+        assert!(!store.insert(3_000, 5_000, k, n, false).unwrap());
+    }
+
+    #[test]
+    fn unregistered_keys_have_their_own_budget_and_members_keep_theirs() {
+        let store = NonceStore::in_memory_with_person_limit(3);
+        for i in 0..3u8 {
+            assert!(store.insert(1_000, 5_000, KeyId([i; 16]), [i; 16], true).unwrap());
+        }
+        let full = store.insert(1_000, 5_000, KeyId([9; 16]), [9; 16], true).unwrap_err();
+        let answer = axum::response::IntoResponse::into_response(full);
+        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(store.insert(1_000, 5_000, KeyId([10; 16]), [1; 16], false).unwrap(), "a member is not refused");
+        // Once the window passes, persons are served again.
+        assert!(store.insert(6_000, 9_000, KeyId([9; 16]), [9; 16], true).unwrap());
     }
 }
