@@ -212,18 +212,15 @@ pub struct DocumentEvent {
 
 versioned!(DocumentEvent = 1);
 
-/// The event commitment `C` of document `id` under `salt`.
+/// The event commitment `C` of document `id` under `salt` ("given"):
+/// `blake3_keyed(salt, "cairn/document-event/v1" || blake3(bcs(DocumentEvent)))`.
 pub fn event_commitment(
     salt: &[u8; 32],
     chain: &Hash32,
     id: &RecordId,
     doc: &Document,
 ) -> Result<Hash32, crate::encoding::EncodeError> {
-    let event =
-        DocumentEvent { version: 1, id: *id, statement: doc.to_sign(chain), signatures: doc.signatures.clone() };
-    let mut input = domain::DOCUMENT_EVENT.as_bytes().to_vec();
-    input.extend_from_slice(blake3(&encode(&event)?).as_bytes());
-    Ok(Hash32(*::blake3::keyed_hash(salt, &input).as_bytes()))
+    keyed_event(domain::DOCUMENT_EVENT, salt, chain, id, doc)
 }
 
 /// The commitment of document `id`'s **expiry** event (its period ended), under the same
@@ -234,9 +231,19 @@ pub fn expiry_commitment(
     id: &RecordId,
     doc: &Document,
 ) -> Result<Hash32, crate::encoding::EncodeError> {
+    keyed_event(domain::DOCUMENT_EXPIRY, salt, chain, id, doc)
+}
+
+fn keyed_event(
+    label: &str,
+    salt: &[u8; 32],
+    chain: &Hash32,
+    id: &RecordId,
+    doc: &Document,
+) -> Result<Hash32, crate::encoding::EncodeError> {
     let event =
         DocumentEvent { version: 1, id: *id, statement: doc.to_sign(chain), signatures: doc.signatures.clone() };
-    let mut input = domain::DOCUMENT_EXPIRY.as_bytes().to_vec();
+    let mut input = label.as_bytes().to_vec();
     input.extend_from_slice(blake3(&encode(&event)?).as_bytes());
     Ok(Hash32(*::blake3::keyed_hash(salt, &input).as_bytes()))
 }

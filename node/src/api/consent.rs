@@ -22,7 +22,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cairn_proto::consent::{Document, DocumentKind, PartySignature, Subject};
+use cairn_proto::consent::{AgreementCertificate, Document, DocumentKind, DocumentReceipt, PartySignature, Subject};
 use cairn_proto::membership::Role;
 use cairn_proto::record::RecordId;
 use serde::{Deserialize, Serialize};
@@ -32,9 +32,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiState;
 use super::auth::{Caller, SignedCaller};
 use super::error::{ApiError, ErrorBody, Path, Query};
+use super::gateway::{MAX_WAIT_MS, WaitQuery};
 use super::openapi::{AgreementCertificateDoc, DocumentReceiptDoc};
 use crate::records::consent::decide::Reader;
-use crate::records::consent::{ConsentError, DocumentQuery};
+use crate::records::consent::{ConsentError, DocumentQuery, StoredDocument};
 
 impl From<ConsentError> for ApiError {
     fn from(e: ConsentError) -> Self {
@@ -254,15 +255,6 @@ pub(super) async fn document(
     Ok(Json(out(id, doc.document.clone())?))
 }
 
-/// The query of the receipt and certificate routes.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct WaitQuery {
-    /// Longest wait for the commitment, milliseconds (at most 30000).
-    #[param(minimum = 0, maximum = 30000)]
-    wait_ms: Option<u64>,
-}
-
 /// Not committed yet.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Pending {
@@ -273,17 +265,30 @@ pub struct Pending {
     id: RecordId,
 }
 
-/// Waits (up to `wait_ms`, at most 30 s) for the next decided block; false once past.
-async fn next_block(s: &ApiState, deadline: tokio::time::Instant) -> bool {
-    let mut decided = s.chain.subscribe_decided();
-    tokio::select! {
-        _ = decided.changed() => true,
-        _ = tokio::time::sleep_until(deadline) => false,
+/// The receipt of document `id`'s event with the document as stored, waiting up to
+/// `wait_ms` (at most [`MAX_WAIT_MS`]) for it to be committed; `None` while pending.
+async fn committed(
+    s: &ApiState,
+    signed: &SignedCaller,
+    id: RecordId,
+    wait_ms: Option<u64>,
+) -> Result<Option<(DocumentReceipt, StoredDocument)>, ApiError> {
+    let who = signed.caller.public_key().key_id();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    loop {
+        let mut decided = s.chain.subscribe_decided();
+        if let Some(found) = s.records.document_receipt(&who, id).await? {
+            return Ok(Some(found));
+        }
+        tokio::select! {
+            _ = decided.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(None),
+        }
     }
 }
 
-fn deadline(wait_ms: Option<u64>) -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_millis(wait_ms.unwrap_or(0).min(30_000))
+fn pending(id: RecordId) -> Response {
+    (StatusCode::ACCEPTED, Json(Pending { status: "pending".into(), id })).into_response()
 }
 
 /// The receipt of a document's event (at the node that took it).
@@ -298,21 +303,14 @@ pub(super) async fn receipt(
     signed: SignedCaller,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let who = signed.caller.public_key().key_id();
-    let until = deadline(q.wait_ms);
-    let found = loop {
-        let found = s.records.document_receipt(&who, id).await?.map(|(r, _)| r);
-        if found.is_some() || !next_block(&s, until).await {
-            break found;
-        }
-    };
-    Ok(match found {
-        Some(r) => Json(r).into_response(),
-        None => (StatusCode::ACCEPTED, Json(Pending { status: "pending".into(), id })).into_response(),
+    Ok(match committed(&s, &signed, id, q.wait_ms).await? {
+        Some((receipt, _)) => Json(receipt).into_response(),
+        None => pending(id),
     })
 }
 
-/// The certificate of an executed agreement (at the node that took it).
+/// The certificate of an executed agreement (at the node that took it): the agreement,
+/// the salt of its event commitment and the receipt.
 #[utoipa::path(get, path = "/v1/documents/{id}/certificate", tag = "consent", security(("cairnSignature" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-f]{32}$"), WaitQuery),
     responses((status = 200, body = AgreementCertificateDoc), (status = 202, body = Pending),
@@ -324,17 +322,15 @@ pub(super) async fn certificate(
     signed: SignedCaller,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let who = signed.caller.public_key().key_id();
-    let until = deadline(q.wait_ms);
-    let found = loop {
-        let found = s.records.agreement_certificate(&who, id).await?;
-        if found.is_some() || !next_block(&s, until).await {
-            break found;
+    Ok(match committed(&s, &signed, id, q.wait_ms).await? {
+        Some((_, stored)) if stored.document.kind != DocumentKind::Agreement => {
+            return Err(ConsentError::NotFound(id).into());
         }
-    };
-    Ok(match found {
-        Some(c) => Json(c).into_response(),
-        None => (StatusCode::ACCEPTED, Json(Pending { status: "pending".into(), id })).into_response(),
+        Some((receipt, stored)) => {
+            Json(AgreementCertificate { version: 1, document: stored.document, salt: stored.salt, receipt })
+                .into_response()
+        }
+        None => pending(id),
     })
 }
 

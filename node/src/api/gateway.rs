@@ -391,7 +391,7 @@ pub(super) async fn record(
 pub struct WaitQuery {
     /// Longest wait for the receipt, milliseconds (at most 30000).
     #[param(minimum = 0, maximum = 30000)]
-    wait_ms: Option<u64>,
+    pub(super) wait_ms: Option<u64>,
 }
 
 /// A receipt not there yet.

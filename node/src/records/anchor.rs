@@ -220,7 +220,7 @@ impl Anchorer {
         // Records (or erasure receipts) acknowledged before a crash but in no stored batch.
         let leaves = match self.kind {
             BatchKind::ErasureReceipts => records.erasures.store.receipt_leaves()?,
-            BatchKind::ConsentEvents => records.document_event_leaves(crate::clock::now_ms()).await?,
+            BatchKind::ConsentEvents => records.document_event_leaves(crate::clock::now_ms(), true).await?,
             _ => records.vault.leaves().await?,
         };
         let missing: Vec<Hash32> = leaves.into_iter().filter(|l| !st.index.contains_key(l)).collect();

@@ -88,6 +88,12 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Revokes document `text` (a consent, grant or agreement) of `subject`.
+fn revoke(signer: &Signer, subject: &SubjectArgs, text: &str) -> anyhow::Result<()> {
+    let json = revocation_json(id(text)?)?;
+    sign_and_give(signer, DocumentFile::new(DocumentKind::Revocation, subject.subject()?, json)?)
+}
+
 /// Gives a document and prints `{"id","kind","taken_by"}`.
 fn give(g: &Gateway, file: &DocumentFile) -> anyhow::Result<()> {
     let created = g.give(file)?;
@@ -230,10 +236,7 @@ pub fn consent(command: ConsentCommand) -> anyhow::Result<()> {
             };
             sign_and_give(&signer, DocumentFile::new(DocumentKind::Consent, subject, json)?)
         }
-        ConsentCommand::Revoke { signer, subject, id: text } => {
-            let json = revocation_json(id(&text)?)?;
-            sign_and_give(&signer, DocumentFile::new(DocumentKind::Revocation, subject.subject()?, json)?)
-        }
+        ConsentCommand::Revoke { signer, subject, id: text } => revoke(&signer, &subject, &text),
         ConsentCommand::List { signer, subject } => print_json(&signer.connect()?.documents(&subject.subject()?)?),
         ConsentCommand::Show { signer, resource, id: text } => {
             let bytes = signer.connect()?.document_bytes(&id(&text)?)?;
@@ -425,10 +428,7 @@ pub fn family(command: FamilyCommand) -> anyhow::Result<()> {
             write_file(&path, &file.render()?)?;
             give(&g, &file)
         }
-        FamilyCommand::Revoke { signer, subject, id: text } => {
-            let json = revocation_json(id(&text)?)?;
-            sign_and_give(&signer, DocumentFile::new(DocumentKind::Revocation, subject.subject()?, json)?)
-        }
+        FamilyCommand::Revoke { signer, subject, id: text } => revoke(&signer, &subject, &text),
     }
 }
 
@@ -629,10 +629,7 @@ pub fn agreement(command: AgreementCommand) -> anyhow::Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
-        AgreementCommand::Terminate { signer, subject, id: text } => {
-            let json = revocation_json(id(&text)?)?;
-            sign_and_give(&signer, DocumentFile::new(DocumentKind::Revocation, subject.subject()?, json)?)
-        }
+        AgreementCommand::Terminate { signer, subject, id: text } => revoke(&signer, &subject, &text),
         AgreementCommand::Verify { genesis, certificate } => verify_agreement(&genesis, &certificate),
     }
 }

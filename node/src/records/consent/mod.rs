@@ -22,9 +22,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 
-use cairn_proto::consent::{
-    AgreementCertificate, Document, DocumentKind, DocumentReceipt, PersonRole, Subject, event_commitment, event_leaf,
-};
+use cairn_proto::consent::{Document, DocumentReceipt, PersonRole, Subject, event_commitment, event_leaf};
 use cairn_proto::membership::Role;
 use cairn_proto::record::{ContentType, Manifest, RecordId};
 use cairn_proto::version::{Versioned, decode_versioned};
@@ -211,17 +209,21 @@ impl Records {
             .unwrap_or_default())
     }
 
-    /// Event leaves of the documents this node took — given, and expired by `now_ms` —
-    /// to commit those in no batch (at start, and at each sweep for expiries; the
-    /// batcher skips leaves it committed already).
-    pub async fn document_event_leaves(&self, now_ms: u64) -> Result<Vec<Hash32>, RecordsError> {
+    /// Event leaves of the documents this node took: each one's "given" leaf (with
+    /// `given`) and, for those whose period ended by `now_ms`, its "expired" leaf. At
+    /// start all of them are queued again (the batcher skips what it committed already);
+    /// each retention sweep queues the expiries.
+    pub async fn document_event_leaves(&self, now_ms: u64, given: bool) -> Result<Vec<Hash32>, RecordsError> {
         let index = self.index().await?;
         let chain = self.ledger.chain();
         let fatal = |e: cairn_proto::encoding::EncodeError| RecordsError::Fatal(e.to_string());
         let mut out = Vec::new();
         for docs in index.by_subject.values() {
             for (id, d) in docs.iter().filter(|(_, d)| d.home == self.me) {
-                out.push(event_leaf(id, &event_commitment(&d.salt.0, &chain, id, &d.document).map_err(fatal)?));
+                if given {
+                    let c = event_commitment(&d.salt.0, &chain, id, &d.document).map_err(fatal)?;
+                    out.push(event_leaf(id, &c));
+                }
                 if document_end(&d.document).is_some_and(|end| end <= now_ms) {
                     let c =
                         cairn_proto::consent::expiry_commitment(&d.salt.0, &chain, id, &d.document).map_err(fatal)?;
@@ -235,7 +237,7 @@ impl Records {
     /// Commits the expiry events of documents whose period ended (run with the
     /// retention sweep).
     pub async fn commit_expiries(&self, now_ms: u64) -> Result<(), RecordsError> {
-        let leaves = self.document_event_leaves(now_ms).await?;
+        let leaves = self.document_event_leaves(now_ms, false).await?;
         self.consents.add(leaves).await;
         Ok(())
     }
@@ -679,19 +681,6 @@ impl Records {
             },
             stored,
         )))
-    }
-
-    /// The certificate of an executed agreement (for its parties).
-    pub async fn agreement_certificate(
-        &self,
-        caller: &KeyId,
-        id: RecordId,
-    ) -> Result<Option<AgreementCertificate>, ConsentError> {
-        let Some((receipt, stored)) = self.document_receipt(caller, id).await? else { return Ok(None) };
-        if stored.document.kind != DocumentKind::Agreement {
-            return Err(ConsentError::NotFound(id));
-        }
-        Ok(Some(AgreementCertificate { version: 1, document: stored.document, salt: stored.salt, receipt }))
     }
 }
 
