@@ -109,6 +109,27 @@ impl Metrics {
         );
         line(
             &mut s,
+            "cairn_break_glass_reads_total",
+            "counter",
+            "Reads under a break-glass declaration answered by this node (each logged, flagged and reviewed).",
+            g(&records.break_glass_reads),
+        );
+        line(
+            &mut s,
+            "cairn_break_glass_reviews_open",
+            "gauge",
+            "Break-glass declarations taken by this node whose review is not closed.",
+            g(&records.reviews_open),
+        );
+        line(
+            &mut s,
+            "cairn_break_glass_reviews_overdue",
+            "gauge",
+            "Open break-glass reviews past their due time (access.review_hours).",
+            g(&records.reviews_overdue),
+        );
+        line(
+            &mut s,
             "cairn_busy_refusals_total",
             "counter",
             "Requests answered 429 (ingest queue full).",

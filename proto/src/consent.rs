@@ -44,8 +44,14 @@ pub enum DocumentKind {
     FamilyGrant,
     /// A three-party agreement ([`Agreement`], ⑧).
     Agreement,
-    /// Ends a consent, a grant or an agreement ([`Revocation`]).
+    /// Ends a consent, a grant, an agreement or a restriction ([`Revocation`]).
     Revocation,
+    /// The patient suspends every read of their records but their own and break-glass
+    /// ([`Restriction`]; GDPR Art. 18, PIPA Art. 37).
+    Restriction,
+    /// An accessor declares an emergency and reads without consent for a time box
+    /// ([`BreakGlass`]); always logged, flagged and reviewed.
+    BreakGlass,
 }
 
 /// A subject as a gateway files readings under it: the gateway's key id and the
@@ -585,6 +591,71 @@ impl SubjectBinding {
     pub fn parse(json: &str) -> Result<Self, DocumentError> {
         let b: Self = serde_json::from_str(json).map_err(|e| invalid("json", e.to_string()))?;
         b.key.validate().map_err(|e| invalid("key", e.to_string()))?;
+        Ok(b)
+    }
+}
+
+/// The JSON of a [`DocumentKind::Restriction`], signed by one key bound to the subject
+/// (patient or representative): from `issued_ms` every read of the subject's records is
+/// refused (`restricted`) except the patient's own and break-glass, until a
+/// [`Revocation`] by a key bound to the subject lifts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restriction {
+    /// When the patient asked, Unix milliseconds.
+    pub issued_ms: u64,
+}
+
+impl Restriction {
+    /// Reads the JSON of a restriction.
+    pub fn parse(json: &str) -> Result<Self, DocumentError> {
+        serde_json::from_str(json).map_err(|e| invalid("json", e.to_string()))
+    }
+}
+
+/// Purposes a break-glass declaration may name (v3 PurposeOfUse: emergency treatment,
+/// break the glass); the consortium policy must permit the one named.
+pub const BREAK_GLASS_PURPOSES: &[&str] = &["ETREAT", "BTG"];
+
+/// Longest written justification of a break-glass declaration, bytes.
+pub const MAX_JUSTIFICATION: usize = 4096;
+
+/// The JSON of a [`DocumentKind::BreakGlass`], signed by one accessor key of
+/// `organisation`: an emergency read of the subject's records without consent, for
+/// `purpose`, inside `period` (at most the node's time box, four hours by default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlass {
+    /// The reading organisation (its accessor key signs).
+    pub organisation: String,
+    /// `ETREAT` or `BTG`.
+    pub purpose: String,
+    /// Why, in words: who is in danger and why consent cannot be asked (required).
+    pub justification: String,
+    /// The time box.
+    pub period: Period,
+}
+
+impl BreakGlass {
+    /// Reads and checks the JSON of a declaration: a known purpose, a justification of
+    /// 10 to 4096 bytes that is not only blanks, a period that begins before it ends.
+    pub fn parse(json: &str) -> Result<Self, DocumentError> {
+        let b: Self = serde_json::from_str(json).map_err(|e| invalid("json", e.to_string()))?;
+        if !BREAK_GLASS_PURPOSES.contains(&b.purpose.as_str()) {
+            return Err(invalid("purpose", format!("{:?} is not a break-glass purpose (ETREAT or BTG)", b.purpose)));
+        }
+        let words = b.justification.trim();
+        if words.len() < 10 || b.justification.len() > MAX_JUSTIFICATION {
+            return Err(invalid(
+                "justification",
+                "break-glass needs a written justification of 10 to 4096 bytes (who is in danger, why consent \
+                 cannot be asked)",
+            ));
+        }
+        if b.organisation.is_empty() {
+            return Err(invalid("organisation", "empty"));
+        }
+        b.period.check("period")?;
         Ok(b)
     }
 }

@@ -67,6 +67,8 @@ pub mod domain {
     pub const DOCUMENT_EVENT: &str = "cairn/document-event/v1";
     /// Keyed commitment to a document's expiry (its period ended).
     pub const DOCUMENT_EXPIRY: &str = "cairn/document-expiry/v1";
+    /// Commitment to an access event (`crate::access::access_commitment`).
+    pub const ACCESS_EVENT: &str = "cairn/access-event/v1";
     /// Signed (ZIP-215): a consensus vote.
     pub const SIG_VOTE: &str = "cairn/sig/vote/v1";
     /// Signed (ZIP-215): a consensus proposal.
@@ -102,6 +104,7 @@ pub mod domain {
         DOCUMENT,
         DOCUMENT_EVENT,
         DOCUMENT_EXPIRY,
+        ACCESS_EVENT,
         SIG_VOTE,
         SIG_PROPOSAL,
         SIG_VALIDATOR_PROOF,

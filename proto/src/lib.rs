@@ -6,6 +6,7 @@
 //! runtime crate (tokio, libp2p, sled, redb, axum). Time and randomness are inputs
 //! (`time::now_ms` is for the edges that read the clock, never called in here).
 
+pub mod access;
 pub mod batch;
 pub mod bytes;
 pub mod consensus;

@@ -46,6 +46,17 @@ pub enum ContentType {
     /// A consent-layer document (`crate::consent`), bcs of the node's stored form:
     /// never served through the record routes.
     ConsentDocument,
+    /// A subject's access-log key (the node's `StoredLogKey`, bcs; ADR 018): never served
+    /// through the record routes, erased with the subject.
+    AccessLogKey,
+}
+
+impl ContentType {
+    /// Whether the record is a reading a gateway sent (served by the record routes), as
+    /// opposed to a record the consent and access layers keep about a subject.
+    pub fn is_reading(self) -> bool {
+        self == ContentType::FhirObservationJson
+    }
 }
 
 /// Metadata of a record. Stored only encrypted; bound into the ciphertext as associated

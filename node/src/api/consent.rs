@@ -34,7 +34,9 @@ use super::auth::{Caller, SignedCaller};
 use super::error::{ApiError, ErrorBody, Path, Query};
 use super::gateway::{MAX_WAIT_MS, WaitQuery};
 use super::openapi::{AgreementCertificateDoc, DocumentReceiptDoc};
+use crate::records::access::read::{AccessRequest, Released};
 use crate::records::consent::decide::Reader;
+use cairn_proto::access::Accessor;
 use crate::records::consent::{ConsentError, DocumentQuery, StoredDocument};
 
 impl From<ConsentError> for ApiError {
@@ -84,10 +86,10 @@ pub(super) async fn policy(State(s): State<Arc<ApiState>>) -> Json<PolicyOut> {
 pub struct SubjectBody {
     /// The gateway's key id.
     #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
-    gateway: cairn_proto::KeyId,
+    pub(super) gateway: cairn_proto::KeyId,
     /// The subject key readings are filed under (ADR 015), 1 to 256 bytes.
     #[schema(min_length = 1, max_length = 256)]
-    reference: String,
+    pub(super) reference: String,
 }
 
 /// A party's signature.
@@ -356,6 +358,11 @@ pub struct DecisionOut {
     purpose: String,
     /// Documents and rules used.
     trace: Vec<String>,
+    /// Whether the read relied on a break-glass declaration (flagged, reviewed).
+    break_glass: bool,
+    /// The access-log entry of this read (its handle): logged before the answer.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
+    entry: cairn_proto::Hash32,
 }
 
 /// A record released to an accessor or family member.
@@ -384,18 +391,18 @@ pub struct AccessList {
     decision: DecisionOut,
 }
 
-async fn decide(
-    s: &ApiState,
-    signed: &SignedCaller,
-    q: &AccessQuery,
-) -> Result<(cairn_proto::consent::Subject, crate::records::consent::decide::Permit, String), ApiError> {
+/// The access request of a signed read: who reads, for the decision and for the log.
+fn access_request(signed: &SignedCaller, q: &AccessQuery, rid: Option<RecordId>) -> Result<AccessRequest, ApiError> {
     let purpose = q.purpose.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
         ApiError::new(StatusCode::FORBIDDEN, "no_purpose", "every read names its purpose of use (e.g. purpose=TREAT)")
             .field("purpose")
     })?;
     let basis = parse_id(q.basis.as_deref().unwrap_or("")).map_err(|e| e.field("basis"))?;
-    let reader = match &signed.caller {
-        Caller::Member(m) if m.role == Role::Accessor => Reader::Organisation(m.organisation.clone()),
+    let (reader, accessor) = match &signed.caller {
+        Caller::Member(m) if m.role == Role::Accessor => (
+            Reader::Organisation(m.organisation.clone()),
+            Accessor::Organisation { name: m.organisation.clone(), key: m.public_key.key_id() },
+        ),
         Caller::Member(m) => {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -403,18 +410,18 @@ async fn decide(
                 format!("a {:?} key does not read through consents; accessors and family members do", m.role),
             ));
         }
-        Caller::Person(k) => Reader::Person(*k),
+        Caller::Person(k) => (Reader::Person(*k), Accessor::FamilyMember { key: k.key_id() }),
     };
-    let counters = &s.records.counters;
-    match s.records.decide(&reader, &purpose, basis, signed.now_ms).await {
-        Ok((subject, permit)) => {
-            counters.access_permitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok((subject, permit, purpose))
-        }
-        Err(e) => {
-            counters.access_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Err(e.into())
-        }
+    Ok(AccessRequest { reader, accessor, purpose, basis, rid, now_ms: signed.now_ms })
+}
+
+fn decision(released: &Released, purpose: &str) -> DecisionOut {
+    DecisionOut {
+        basis: released.permit.basis,
+        purpose: purpose.to_string(),
+        trace: released.permit.trace.clone(),
+        break_glass: released.permit.break_glass,
+        entry: released.entry,
     }
 }
 
@@ -438,11 +445,11 @@ pub(super) async fn access_list(
     Query(q): Query<AccessQuery>,
     signed: SignedCaller,
 ) -> Result<Json<AccessList>, ApiError> {
-    let (subject, permit, purpose) = decide(&s, &signed, &q).await?;
-    let (records, withheld) = s.records.access_records(&subject, &permit).await?;
-    let decision = || DecisionOut { basis: permit.basis, purpose: purpose.clone(), trace: permit.trace.clone() };
-    let records = records.into_iter().map(|a| released(a, decision())).collect::<Result<_, _>>()?;
-    Ok(Json(AccessList { records, withheld, decision: decision() }))
+    let req = access_request(&signed, &q, None)?;
+    let out = s.records.access(req.clone()).await?;
+    let records =
+        out.records.iter().map(|a| released(a.clone(), decision(&out, &req.purpose))).collect::<Result<_, _>>()?;
+    Ok(Json(AccessList { records, withheld: out.withheld, decision: decision(&out, &req.purpose) }))
 }
 
 /// Read one record of a patient as an accessor or family member.
@@ -457,8 +464,9 @@ pub(super) async fn access_record(
     signed: SignedCaller,
 ) -> Result<Json<AccessRecord>, ApiError> {
     let rid = parse_id(&rid).map_err(|e| e.field("rid"))?;
-    let (subject, permit, purpose) = decide(&s, &signed, &q).await?;
-    let answer = s.records.access_record(&subject, &permit, rid).await?;
-    let decision = DecisionOut { basis: permit.basis, purpose, trace: permit.trace.clone() };
-    Ok(Json(released(answer, decision)?))
+    let req = access_request(&signed, &q, Some(rid))?;
+    let mut out = s.records.access(req.clone()).await?;
+    let d = decision(&out, &req.purpose);
+    let answer = out.records.pop().ok_or_else(|| ApiError::not_found(format!("no record {rid}")))?;
+    Ok(Json(released(answer, d)?))
 }

@@ -356,7 +356,7 @@ pub(super) async fn record(
     in_policy(&s, &purpose)?;
     let (answer, here) = s.records.read_anywhere(rid, signed.gateway).await.map_err(|e| s.records.note(e))?;
     let r = answer.record;
-    if r.kind != cairn_proto::record::ContentType::FhirObservationJson {
+    if !r.kind.is_reading() {
         // A consent-layer document is read through /v1/documents, by its parties.
         return Err(crate::records::RecordsError::NotFound(rid).into());
     }
@@ -459,7 +459,7 @@ async fn wait_for_receipts(
             }
             match s.records.read_anywhere(*rid, gateway).await {
                 // Documents are not the record routes' (their receipts: /v1/documents).
-                Ok((answer, _)) if answer.record.kind == cairn_proto::record::ContentType::ConsentDocument => {}
+                Ok((answer, _)) if !answer.record.kind.is_reading() => {}
                 Ok((answer, here)) => match answer.receipt {
                     Some(r) => *slot = Some(r),
                     None if here => *view = Some(answer.record),

@@ -94,6 +94,11 @@ pub(super) async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "node",
     responses((status = 200, body = String, content_type = "text/plain", description = "Prometheus text format 0.0.4")))]
 pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+    let c = &s.records.counters;
+    if let Ok((open, overdue)) = s.records.review_counts(crate::clock::now_ms()).await {
+        c.reviews_open.store(open, std::sync::atomic::Ordering::Relaxed);
+        c.reviews_overdue.store(overdue, std::sync::atomic::Ordering::Relaxed);
+    }
     ([("content-type", "text/plain; version=0.0.4")], s.metrics.render(&s.records.counters))
 }
 

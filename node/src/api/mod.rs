@@ -11,6 +11,7 @@
 //! errors with the JSON `ErrorBody`, including the framework's own rejections; a method a
 //! path does not serve gets 405 and an unknown path 404, with the same body.
 
+pub mod access;
 pub mod auth;
 pub mod consent;
 pub mod erasures;

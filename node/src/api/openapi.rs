@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ErrorBody, ItemError};
-use super::{ApiState, consent, erasures, gateway, ledger};
+use super::{ApiState, access, consent, erasures, gateway, ledger};
 
 macro_rules! format_schema {
     ($doc:ident, $name:literal, $description:literal, [$($required:literal),*]) => {
@@ -98,6 +98,19 @@ format_schema!(
     ["version", "document", "salt", "receipt"]
 );
 
+format_schema!(
+    AccessEntryDoc,
+    "AccessEntry",
+    "an access event with its handle and commitment salt (cairn_proto::access::AccessEntry; docs/access.md)",
+    ["version", "handle", "salt", "event"]
+);
+format_schema!(
+    AccessReceiptDoc,
+    "AccessReceipt",
+    "proof that an access event's leaf is committed on chain, verifiable offline (cairn_proto::access::AccessReceipt; docs/access.md)",
+    ["version", "handle", "commitment", "leaf", "batch", "leaf_index", "batch_proof", "log_index", "log_proof", "block"]
+);
+
 /// The request signature (DESIGN.md §9, `cairn_proto::request`).
 struct Signature;
 
@@ -162,6 +175,10 @@ fn router_and_document() -> (Router<Arc<ApiState>>, Document) {
         .routes(routes!(consent::certificate))
         .routes(routes!(consent::access_list))
         .routes(routes!(consent::access_record))
+        .routes(routes!(access::disclosures))
+        .routes(routes!(access::access_log))
+        .routes(routes!(access::reviews))
+        .routes(routes!(access::close_review))
         .split_for_parts()
 }
 

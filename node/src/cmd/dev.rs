@@ -204,6 +204,7 @@ pub fn prepare(dir: &Path, n: usize, hosts: &Hosts, timing: Timing) -> anyhow::R
             timing,
             mempool: MempoolSection::default(),
             custody: CustodySection::default(),
+            access: Default::default(),
         };
         let path = config_path(dir, i);
         std::fs::write(&path, toml::to_string(&file)?).with_context(|| format!("writing {}", path.display()))?;

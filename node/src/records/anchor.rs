@@ -221,6 +221,7 @@ impl Anchorer {
         let leaves = match self.kind {
             BatchKind::ErasureReceipts => records.erasures.store.receipt_leaves()?,
             BatchKind::ConsentEvents => records.document_event_leaves(crate::clock::now_ms(), true).await?,
+            BatchKind::AccessEvents => records.access_rows().await?.iter().map(|(h, r)| r.leaf(h)).collect(),
             _ => records.vault.leaves().await?,
         };
         let missing: Vec<Hash32> = leaves.into_iter().filter(|l| !st.index.contains_key(l)).collect();

@@ -107,7 +107,8 @@ impl VaultHandle {
     pub async fn leaves(&self) -> Result<Vec<Hash32>, VaultError> {
         self.ask(Command::Leaves).await
     }
-    /// Every live consent-layer document record (`ContentType::ConsentDocument`).
+    /// Every live record that is not a reading: consent-layer documents and access-log
+    /// keys.
     pub async fn documents(&self) -> Result<Vec<StoredRecord>, VaultError> {
         self.ask(Command::Documents).await
     }
@@ -177,7 +178,7 @@ fn run(mut vault: Vault<SledStore, FileRootSlot>, mut rx: mpsc::Receiver<Command
                     .map(|rid| vault.get(rid))
                     .filter(|r| {
                         r.as_ref().map_or(true, |r| {
-                            r.header.content_type == cairn_proto::record::ContentType::ConsentDocument
+                            !r.header.content_type.is_reading()
                         })
                     })
                     .collect();

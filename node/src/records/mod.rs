@@ -8,6 +8,7 @@
 //! `net` or `chain`; `.ci/check-deps` fails CI if anything does. It owns the messages of
 //! `/cairn/req/1` ([`wire`]) and answers them in [`Records::serve`].
 
+pub mod access;
 pub mod anchor;
 pub mod claims;
 pub mod consent;
@@ -128,6 +129,12 @@ pub struct Counters {
     pub access_permitted: AtomicU64,
     /// Read decisions refused.
     pub access_refused: AtomicU64,
+    /// Reads under a break-glass declaration.
+    pub break_glass_reads: AtomicU64,
+    /// Break-glass reviews open at this node (a gauge, refreshed when `/metrics` is read).
+    pub reviews_open: AtomicU64,
+    /// Open reviews past due (a gauge, refreshed when `/metrics` is read).
+    pub reviews_overdue: AtomicU64,
 }
 
 /// Settings of this layer (from `node.toml`'s `[custody]`).
@@ -141,6 +148,15 @@ pub struct Settings {
     pub retention_sweep: Duration,
     /// Idempotency claims remembered ([`claims`]).
     pub idempotency_keys: usize,
+    /// Longest break-glass time box this node takes, milliseconds (`[access]
+    /// break_glass_minutes`, 240 by default).
+    pub break_glass_ms: u64,
+    /// Time a break-glass declaration may stay unreviewed, milliseconds (`[access]
+    /// review_hours`, 72 by default); past it the review counts as overdue.
+    pub review_ms: u64,
+    /// How long access-log entries are kept, milliseconds (`[access]
+    /// log_retention_days`, 6 × 365 by default), independent of record retention.
+    pub log_retention_ms: u64,
 }
 
 /// The record lifecycle at one node: its stores and actors, and the ports to the rest of
@@ -162,6 +178,8 @@ pub struct Records {
     pub documents: consent::Documents,
     /// Erasure: receipts, jobs, holds, the receipt batcher.
     pub erasures: Erasures,
+    /// The access log, its batcher and the break-glass review list ([`access`]).
+    pub access: access::AccessLog,
     /// The decided chain.
     pub ledger: Arc<dyn LedgerView>,
     /// Where batch commitments go.
@@ -199,6 +217,8 @@ pub struct Parts {
     pub consents: AnchorHandle,
     /// Erasure state.
     pub erasures: Erasures,
+    /// The access log.
+    pub access: access::AccessLog,
 }
 
 impl Records {
@@ -221,6 +241,7 @@ impl Records {
             consents: parts.consents,
             documents: consent::Documents::default(),
             erasures: parts.erasures,
+            access: parts.access,
             ledger,
             txs,
             peers,
@@ -313,6 +334,17 @@ impl Records {
                 Ok(list) => Response::Documents(list),
                 Err(e) => Response::Error(self.note(e).to_string()),
             },
+            Request::LogKeys(subject) => match self.held_log_keys(&subject).await {
+                Ok(list) => Response::LogKeys(list.into_iter().map(|(id, k)| (id, *k.bytes())).collect()),
+                Err(e) => Response::Error(self.note(e).to_string()),
+            },
+            Request::AccessEntries(keys) => {
+                let keys = keys.into_iter().map(access::LogKey::from_bytes).collect();
+                match self.access_entries_here(keys).await {
+                    Ok(list) => Response::AccessEntries(list),
+                    Err(e) => Response::Error(self.note(e).to_string()),
+                }
+            }
         }
     }
 }

@@ -87,12 +87,25 @@ impl Records {
                 Some((r.header.rid, super::consent::stored_document(r.header.content_type, &payload)?))
             })
             .collect();
+        let log_keys: Vec<_> = replicas
+            .iter()
+            .filter_map(|r| {
+                let payload = r.open_payload().ok()?;
+                let key = super::access::stored_log_key(r.header.content_type, &payload)?;
+                Some((r.header.rid, super::consent::subject_of(r.subject.as_ref()?), key))
+            })
+            .collect();
         match self.vault.store(replicas).await {
             Ok(stored) => {
                 let count = stored.len() as u64;
                 self.anchors.add(stored.into_iter().map(|r| r.leaf).collect()).await;
                 if let Err(e) = self.documents_stored(documents).await {
                     return Response::Error(self.note(e).to_string());
+                }
+                for (id, subject, key) in log_keys {
+                    if let Err(e) = self.log_key_stored(id, subject, key).await {
+                        return Response::Error(self.note(e).to_string());
+                    }
                 }
                 Response::Stored { count }
             }

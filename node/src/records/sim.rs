@@ -201,6 +201,8 @@ fn kind(r: &Request) -> &'static str {
         Request::Claim { .. } => "claim",
         Request::Settle { .. } => "settle",
         Request::Documents(_) => "documents",
+        Request::LogKeys(_) => "log keys",
+        Request::AccessEntries(_) => "access entries",
     }
 }
 
@@ -317,6 +319,17 @@ impl Sim {
             let (anchors, anchorer) = anchor::channel(1024, BatchKind::Anchors);
             let (batches, batcher) = anchor::channel(1024, BatchKind::ErasureReceipts);
             let (consents, consent_batcher) = anchor::channel(1024, BatchKind::ConsentEvents);
+            let (access_batches, access_batcher) = anchor::channel(1024, BatchKind::AccessEvents);
+            let access = super::access::AccessLog::new(
+                super::access::store::AccessLogHandle::spawn(
+                    &home.join("access-log.redb"),
+                    key.public().key_id(),
+                    6 * 365 * 86_400_000,
+                )
+                .unwrap(),
+                access_batches,
+                super::access::review::ReviewStore::open(&home.join("review.redb")).unwrap(),
+            );
             let erasures =
                 Erasures::new(ErasureStore::open(&home.join("erasures.redb")).unwrap(), batches, key.clone());
             let settings = Settings {
@@ -324,6 +337,9 @@ impl Sim {
                 max_batch_readings: 10_000,
                 retention_sweep: Duration::from_secs(3600),
                 idempotency_keys: 1000,
+                break_glass_ms: 4 * 3_600_000,
+                review_ms: 72 * 3_600_000,
+                log_retention_ms: 6 * 365 * 86_400_000,
             };
             let parts = Parts {
                 me: key.public().key_id(),
@@ -332,6 +348,7 @@ impl Sim {
                 anchors,
                 consents,
                 erasures,
+                access,
             };
             let peers = Arc::new(SimPeers { me: key.public().key_id(), net: net.clone() });
             let (records, jobs) = Records::new(parts, ledger.clone(), ledger.clone(), peers);
@@ -342,6 +359,7 @@ impl Sim {
                 (anchorer, "anchors.redb"),
                 (batcher, "erasure-batches.redb"),
                 (consent_batcher, "consent-batches.redb"),
+                (access_batcher, "access-batches.redb"),
             ];
             for (run, store) in batchers {
                 let store = AnchorStore::open(&home.join(store)).unwrap();

@@ -68,6 +68,10 @@ pub enum Request {
     },
     /// The consent-layer documents held here about a subject (ADR 017).
     Documents(DocumentQuery),
+    /// The subject's access-log keys held here (ADR 018).
+    LogKeys(cairn_proto::consent::Subject),
+    /// The access-log entries this peer logged under these log keys, with receipts.
+    AccessEntries(Vec<[u8; 32]>),
 }
 
 impl Request {
@@ -85,7 +89,9 @@ impl Request {
             | Request::Hold { .. }
             | Request::Claim { .. }
             | Request::Settle { .. }
-            | Request::Documents(_) => SHORT_ASK,
+            | Request::Documents(_)
+            | Request::LogKeys(_)
+            | Request::AccessEntries(_) => SHORT_ASK,
         }
     }
 }
@@ -131,4 +137,8 @@ pub enum Response {
     Error(String),
     /// Consent-layer documents held here, by id.
     Documents(Vec<(RecordId, Document)>),
+    /// Access-log keys held here, by record id.
+    LogKeys(Vec<(RecordId, [u8; 32])>),
+    /// Access-log entries, this peer's own.
+    AccessEntries(Vec<super::access::LoggedEntry>),
 }

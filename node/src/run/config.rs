@@ -66,6 +66,28 @@ pub struct NodeFile {
     /// Custody, anchoring and the gateway API.
     #[serde(default)]
     pub custody: CustodySection,
+    /// The access log, break-glass and its review (ADR 018).
+    #[serde(default)]
+    pub access: AccessSection,
+}
+
+/// The access log, break-glass and its review (ADR 018; docs/access.md).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessSection {
+    /// Longest break-glass time box this node takes, minutes.
+    pub break_glass_minutes: u64,
+    /// Hours a break-glass declaration may stay unreviewed before it counts as overdue.
+    pub review_hours: u64,
+    /// Days access-log entries are kept (the law keeps access logs for years),
+    /// independent of record retention.
+    pub log_retention_days: u64,
+}
+
+impl Default for AccessSection {
+    fn default() -> Self {
+        Self { break_glass_minutes: 240, review_hours: 72, log_retention_days: 6 * 365 }
+    }
 }
 
 /// Custody, anchoring and the gateway API.
@@ -242,6 +264,9 @@ impl NodeFile {
             ("custody.request_skew_ms", c.request_skew_ms, 3_600_000),
             ("custody.idempotency_keys", c.idempotency_keys as u64, 10_000_000),
             ("custody.retention_sweep_ms", c.retention_sweep_ms, 86_400_000),
+            ("access.break_glass_minutes", self.access.break_glass_minutes, 7 * 24 * 60),
+            ("access.review_hours", self.access.review_hours, 365 * 24),
+            ("access.log_retention_days", self.access.log_retention_days, 100 * 365),
         ] {
             if v == 0 || v > max {
                 return Err(field(name, format!("{v} is not between 1 and {max}")));

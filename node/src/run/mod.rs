@@ -34,6 +34,9 @@ use crate::ledger::state::{LedgerLimits, LedgerState};
 use crate::ledger::store::BlockStore;
 use crate::metrics::Metrics;
 use crate::net;
+use crate::records::access::AccessLog;
+use crate::records::access::review::ReviewStore;
+use crate::records::access::store::AccessLogHandle;
 use crate::records::anchor::{self, AnchorStore};
 use crate::records::custody::VaultHandle;
 use crate::records::erasure::{ErasureStore, Erasures};
@@ -51,6 +54,13 @@ pub const VAULT_DIR: &str = "vault";
 pub const ANCHORS_FILE: &str = "anchors.redb";
 /// File of this node's consent-event batches (leaves only: hashes that name no one).
 pub const CONSENT_BATCHES_FILE: &str = "consent-batches.redb";
+/// File of this node's access-event batches (leaves only).
+pub const ACCESS_BATCHES_FILE: &str = "access-batches.redb";
+/// File of this node's access log (ADR 018): rows keyed by entry handle, events sealed
+/// under the subjects' log keys.
+pub const ACCESS_LOG_FILE: &str = "access-log.redb";
+/// File of the break-glass declarations this node took, with their reviews.
+pub const REVIEW_FILE: &str = "review.redb";
 /// File of this node's batches of erasure receipts inside the data directory.
 pub const ERASURE_BATCHES_FILE: &str = "erasure-batches.redb";
 /// File of this node's erasure receipts and erasure jobs inside the data directory.
@@ -163,6 +173,16 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
     let open = |name: &str| AnchorStore::open(&file.data_dir.join(name)).map_err(|e| refused("opening a store", e));
     let (anchor_store, erasure_batch_store) = (open(ANCHORS_FILE)?, open(ERASURE_BATCHES_FILE)?);
     let consent_batch_store = open(CONSENT_BATCHES_FILE)?;
+    let access_batch_store = open(ACCESS_BATCHES_FILE)?;
+    let (access_batches, access_batcher) = anchor::channel(4096, BatchKind::AccessEvents);
+    let access_log = AccessLogHandle::spawn(
+        &file.data_dir.join(ACCESS_LOG_FILE),
+        me.0,
+        file.access.log_retention_days * 86_400_000,
+    )
+    .map_err(|e| refused("opening the access log", e))?;
+    let reviews = ReviewStore::open(&file.data_dir.join(REVIEW_FILE)).map_err(|e| refused("opening a store", e))?;
+    let access = AccessLog::new(access_log, access_batches, reviews);
     let (anchors, anchorer) = anchor::channel(4096, BatchKind::Anchors);
     let (consents, consent_batcher) = anchor::channel(4096, BatchKind::ConsentEvents);
     let (erasure_batches, erasure_batcher) = anchor::channel(4096, BatchKind::ErasureReceipts);
@@ -189,8 +209,11 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
         max_batch_readings: custody.max_batch_readings,
         retention_sweep: std::time::Duration::from_millis(custody.retention_sweep_ms),
         idempotency_keys: custody.idempotency_keys,
+        break_glass_ms: file.access.break_glass_minutes * 60_000,
+        review_ms: file.access.review_hours * 3_600_000,
+        log_retention_ms: file.access.log_retention_days * 86_400_000,
     };
-    let parts = Parts { me: me.0, settings, vault, anchors, consents, erasures };
+    let parts = Parts { me: me.0, settings, vault, anchors, consents, erasures, access };
     let (records, jobs) = Records::new(parts, chain.clone(), chain.clone(), Arc::new(peers));
 
     let p2p = tokio::spawn(event_loop.run(chain.clone(), records.clone(), gossip_rx));
@@ -200,6 +223,7 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
     let anchoring = tokio::spawn(anchorer.run(records.clone(), key(), anchor_store, interval));
     let erasure_batching = tokio::spawn(erasure_batcher.run(records.clone(), key(), erasure_batch_store, interval));
     let consent_batching = tokio::spawn(consent_batcher.run(records.clone(), key(), consent_batch_store, interval));
+    let access_batching = tokio::spawn(access_batcher.run(records.clone(), key(), access_batch_store, interval));
     let coordinating = tokio::spawn(crate::records::erasure::coordinator::run_coordinator(records.clone()));
 
     // HTTP.
@@ -265,6 +289,7 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
         e = part("anchoring", anchoring) => Err(e),
         e = part("erasure receipt batching", erasure_batching) => Err(e),
         e = part("consent event batching", consent_batching) => Err(e),
+        e = part("access event batching", access_batching) => Err(e),
         e = part("erasure coordination", coordinating) => Err(e),
         _ = vault_watch.closed() => Err(NodeError::Fatal("the vault stopped after a fatal storage failure; see the log".into())),
         what = records.failed() => Err(NodeError::Fatal(format!("the record layer failed: {what}"))),

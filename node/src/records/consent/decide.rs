@@ -3,7 +3,9 @@
 //! must be inside) or a refusal with a reason code — and, either way, a short trace of the
 //! documents and rules used, for the access log. Pure: no I/O, no clock.
 
-use cairn_proto::consent::{Agreement, Document, DocumentKind, FamilyGrant, PersonRole, Revocation, SubjectBinding};
+use cairn_proto::consent::{
+    Agreement, BreakGlass, Document, DocumentKind, FamilyGrant, PersonRole, Restriction, Revocation, SubjectBinding,
+};
 use cairn_proto::policy::PurposePolicy;
 use cairn_proto::record::RecordId;
 use cairn_proto::{Hash32, PublicKey};
@@ -34,6 +36,10 @@ pub enum Terms {
     Agreement(Box<Agreement>),
     /// A revocation.
     Revocation(Revocation),
+    /// The patient's restriction of processing.
+    Restriction(Restriction),
+    /// An accessor's break-glass declaration.
+    BreakGlass(Box<BreakGlass>),
 }
 
 /// Why a document cannot be read into terms.
@@ -58,6 +64,8 @@ impl Terms {
             DocumentKind::FamilyGrant => Terms::Grant(Box::new(FamilyGrant::parse(&doc.json).map_err(proto)?)),
             DocumentKind::Agreement => Terms::Agreement(Box::new(Agreement::parse(&doc.json).map_err(proto)?)),
             DocumentKind::Revocation => Terms::Revocation(Revocation::parse(&doc.json).map_err(proto)?),
+            DocumentKind::Restriction => Terms::Restriction(Restriction::parse(&doc.json).map_err(proto)?),
+            DocumentKind::BreakGlass => Terms::BreakGlass(Box::new(BreakGlass::parse(&doc.json).map_err(proto)?)),
         })
     }
 }
@@ -103,6 +111,8 @@ pub struct Permit {
     pub exceptions: Vec<Scope>,
     /// Documents and rules used.
     pub trace: Vec<String>,
+    /// Whether the permit is a break-glass declaration (flagged in the access log).
+    pub break_glass: bool,
 }
 
 impl Permit {
@@ -188,7 +198,9 @@ impl DocSet {
             Terms::Binding(_) => signer.key_id() == target.document.subject.gateway,
             Terms::Consent(_) | Terms::Grant(_) => self.ever_bound(signer),
             Terms::Agreement(a) => a.parties().iter().any(|(_, k)| k == signer),
-            Terms::Revocation(_) => false,
+            // Only the patient's side lifts a restriction; a declaration runs out on its own.
+            Terms::Restriction(_) => self.role_of(signer).is_some(),
+            Terms::Revocation(_) | Terms::BreakGlass(_) => false,
         }
     }
 
@@ -216,6 +228,17 @@ impl DocSet {
                 d.document.signatures.iter().any(|s| self.may_revoke(target, &s.key))
             }
             _ => false,
+        })
+    }
+
+    /// The restriction in force, if any: signed by a key bound to the subject and not
+    /// lifted.
+    pub fn restriction(&self) -> Option<&Doc> {
+        self.docs.iter().find(|d| {
+            matches!(d.terms, Terms::Restriction(_))
+                && d.document.signatures.len() == 1
+                && d.document.signatures.first().is_some_and(|s| self.role_of(&s.key).is_some())
+                && self.revocation(&d.id).is_none()
         })
     }
 
@@ -289,6 +312,51 @@ pub fn decide(
         let code = if matches!(reader, Reader::Person(_)) { "no_grant" } else { "no_consent" };
         return Err(refuse(code, format!("no document {basis} for this patient"), &trace));
     };
+    if let (Reader::Organisation(org), Terms::BreakGlass(b)) = (reader, &doc.terms) {
+        // Break-glass is not stopped by a restriction: it is logged, flagged and reviewed.
+        trace.push(format!("break-glass {basis}"));
+        if b.organisation != *org {
+            return Err(refuse("not_grantee", format!("declaration {basis} is not {org}'s"), &trace));
+        }
+        if b.purpose != purpose {
+            return Err(refuse(
+                "purpose_not_consented",
+                format!("declaration {basis} is for {}, not {purpose}", b.purpose),
+                &trace,
+            ));
+        }
+        if !b.period.covers(now_ms) {
+            return Err(refuse("expired", format!("declaration {basis}'s time box is over"), &trace));
+        }
+        trace.push(format!("permit: {org} for {purpose} under break-glass, until {} ms", b.period.end_ms));
+        return Ok(Permit { basis: *basis, scopes: Vec::new(), exceptions: Vec::new(), trace, break_glass: true });
+    }
+    let mut permit = by_document(set, chain, reader, purpose, basis, now_ms, doc, trace)?;
+    // Only a reader the document would permit learns that the patient restricted reads.
+    if let Some(r) = set.restriction() {
+        permit.trace.push(format!("restricted by {}", r.id));
+        return Err(Refusal {
+            code: "restricted",
+            message: "the patient restricted the processing of their records".into(),
+            trace: permit.trace,
+        });
+    }
+    Ok(permit)
+}
+
+#[allow(clippy::too_many_arguments, reason = "the inputs of one decision, passed through")]
+fn by_document(
+    set: &DocSet,
+    chain: &Hash32,
+    reader: &Reader,
+    purpose: &str,
+    basis: &RecordId,
+    now_ms: u64,
+    doc: &Doc,
+    mut trace: Vec<String>,
+) -> Result<Permit, Refusal> {
+    let refuse =
+        |code: &'static str, message: String, trace: &Vec<String>| Refusal { code, message, trace: trace.clone() };
     match (reader, &doc.terms) {
         (Reader::Organisation(org), Terms::Consent(c)) => {
             // The reader first: another organisation learns nothing about this consent.
@@ -355,7 +423,7 @@ pub fn decide(
                 return Err(refuse("denied_by_provision", format!("a nested provision denies {purpose}"), &trace));
             }
             trace.push(format!("permit: {org} for {purpose} within the consent's categories and data period"));
-            Ok(Permit { basis: *basis, scopes: vec![c.scope.clone()], exceptions, trace })
+            Ok(Permit { basis: *basis, scopes: vec![c.scope.clone()], exceptions, trace, break_glass: false })
         }
         (Reader::Person(key), Terms::Grant(g)) => {
             trace.push(format!("family grant {basis}"));
@@ -413,6 +481,7 @@ pub fn decide(
                 scopes: vec![scope(&g.categories), scope(&a.categories)],
                 exceptions: Vec::new(),
                 trace,
+                break_glass: false,
             })
         }
         (Reader::Person(_), _) => Err(refuse("no_grant", format!("document {basis} is not a family grant"), &trace)),

@@ -30,9 +30,10 @@ use cairn_proto::{Hash32, KeyId, PublicKey};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use self::decide::{Doc, DocSet, Permit, Reader, Refusal, Terms};
+use self::decide::{Doc, DocSet, Permit, Refusal, Terms};
 use super::read::{ReadAnswer, RecordView};
 use super::wire::{Request, Response};
+use super::access::{LogKey, stored_log_key};
 use super::{Records, RecordsError};
 use crate::vault::{NewRecord, StoredRecord, SubjectRef};
 
@@ -68,7 +69,8 @@ pub fn subject_ref(s: &Subject) -> SubjectRef {
     SubjectRef { gateway: s.gateway, local: s.reference.clone() }
 }
 
-fn subject_of(s: &SubjectRef) -> Subject {
+/// The subject a vault subject reference names.
+pub fn subject_of(s: &SubjectRef) -> Subject {
     Subject { gateway: s.gateway, reference: s.local.clone() }
 }
 
@@ -130,6 +132,8 @@ fn refused(code: &'static str, message: impl Into<String>) -> ConsentError {
 struct Index {
     loaded: bool,
     by_subject: HashMap<Subject, BTreeMap<RecordId, StoredDocument>>,
+    /// Access-log keys (ADR 018), which live beside the documents.
+    log_keys: HashMap<Subject, BTreeMap<RecordId, LogKey>>,
     subject_of: HashMap<RecordId, Subject>,
 }
 
@@ -139,13 +143,23 @@ impl Index {
         self.subject_of.insert(id, subject.clone());
         self.by_subject.entry(subject).or_default().insert(id, d);
     }
+    fn insert_key(&mut self, id: RecordId, subject: Subject, key: LogKey) {
+        self.subject_of.insert(id, subject.clone());
+        self.log_keys.entry(subject).or_default().insert(id, key);
+    }
     fn remove(&mut self, id: &RecordId) {
-        if let Some(s) = self.subject_of.remove(id)
-            && let Some(m) = self.by_subject.get_mut(&s)
-        {
-            m.remove(id);
-            if m.is_empty() {
-                self.by_subject.remove(&s);
+        if let Some(s) = self.subject_of.remove(id) {
+            if let Some(m) = self.by_subject.get_mut(&s) {
+                m.remove(id);
+                if m.is_empty() {
+                    self.by_subject.remove(&s);
+                }
+            }
+            if let Some(m) = self.log_keys.get_mut(&s) {
+                m.remove(id);
+                if m.is_empty() {
+                    self.log_keys.remove(&s);
+                }
             }
         }
     }
@@ -169,6 +183,8 @@ impl Records {
             for r in self.vault.documents().await? {
                 if let Some(d) = stored_document(r.header.content_type, &r.payload) {
                     index.insert(r.header.rid, d);
+                } else if let (Some(k), Some(s)) = (stored_log_key(r.header.content_type, &r.payload), &r.subject) {
+                    index.insert_key(r.header.rid, subject_of(s), k);
                 }
             }
             index.loaded = true;
@@ -188,7 +204,19 @@ impl Records {
         Ok(())
     }
 
-    /// Forgets documents among records just erased here.
+    /// Notes an access-log key stored here.
+    pub(crate) async fn log_key_stored(&self, id: RecordId, subject: Subject, key: LogKey) -> Result<(), RecordsError> {
+        self.index().await?.insert_key(id, subject, key);
+        Ok(())
+    }
+
+    /// The subject's access-log keys held here, by record id.
+    pub(crate) async fn held_log_keys(&self, subject: &Subject) -> Result<Vec<(RecordId, LogKey)>, RecordsError> {
+        let index = self.index().await?;
+        Ok(index.log_keys.get(subject).map(|m| m.iter().map(|(i, k)| (*i, k.clone())).collect()).unwrap_or_default())
+    }
+
+    /// Forgets documents and log keys among records just erased here.
     pub(crate) async fn documents_erased(&self, rids: &[RecordId]) {
         let mut index = self.documents.index.lock().await;
         for rid in rids {
@@ -365,11 +393,23 @@ impl Records {
         self.consents.add(vec![event_leaf(&id, &c)]).await;
         self.documents_stored(vec![(id, stored)]).await?;
         self.counters.documents.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Terms::BreakGlass(b) = &terms {
+            let due = now_ms.saturating_add(self.settings.review_ms);
+            let review = super::access::review::Review::open(
+                id,
+                b.organisation.clone(),
+                b.purpose.clone(),
+                now_ms,
+                b.period.end_ms,
+                due,
+            );
+            self.open_review(review).await?;
+        }
         Ok(id)
     }
 
     /// Every reachable validator, at least n − f of them.
-    fn document_custodians(&self) -> Result<Vec<KeyId>, RecordsError> {
+    pub(crate) fn document_custodians(&self) -> Result<Vec<KeyId>, RecordsError> {
         let connected = self.peers.connected();
         let mut chosen = vec![self.me];
         chosen.extend(self.validators.iter().filter(|k| **k != self.me && connected.contains(k)));
@@ -531,13 +571,57 @@ impl Records {
                 }
                 future("period.end_ms", a.period.end_ms)?;
             }
+            Terms::Restriction(r) => {
+                let signer = only_signer("a restriction")?;
+                if set.role_of(&signer).is_none() {
+                    return Err(refused(
+                        "not_bound",
+                        "a restriction is signed by the patient (or a representative) bound to the subject",
+                    ));
+                }
+                if let Some(old) = set.restriction() {
+                    return Err(refused("already_restricted", format!("restriction {} is in force", old.id)));
+                }
+                if r.issued_ms > now_ms.saturating_add(REVOCATION_SKEW_MS) {
+                    return Err(invalid("issued_ms", "in the future"));
+                }
+            }
+            Terms::BreakGlass(b) => {
+                let signer = only_signer("a break-glass declaration")?;
+                let accessor = membership.members.iter().any(|m| {
+                    m.public_key == signer && m.role == Role::Accessor && m.organisation == b.organisation
+                });
+                if !accessor {
+                    return Err(refused(
+                        "not_an_accessor",
+                        format!("the signer is not an accessor key of {}", b.organisation),
+                    ));
+                }
+                if !policy.permits(&b.purpose) {
+                    return Err(refused(
+                        "purpose_not_in_policy",
+                        format!("{} is not a purpose the consortium permits", b.purpose),
+                    ));
+                }
+                if b.period.start_ms > now_ms.saturating_add(REVOCATION_SKEW_MS) {
+                    return Err(invalid("period.start_ms", "in the future"));
+                }
+                let most = self.settings.break_glass_ms;
+                if b.period.end_ms.saturating_sub(b.period.start_ms.max(now_ms.saturating_sub(REVOCATION_SKEW_MS))) > most {
+                    return Err(invalid(
+                        "period",
+                        format!("longer than this node's break-glass time box ({} minutes)", most / 60_000),
+                    ));
+                }
+                future("period.end_ms", b.period.end_ms)?;
+            }
             Terms::Revocation(r) => {
                 let signer = only_signer("a revocation")?;
                 let Some(target) = set.get(&r.revokes) else {
                     return Err(refused("no_document", format!("no document {} for this subject", r.revokes)));
                 };
-                if matches!(target.terms, Terms::Revocation(_)) {
-                    return Err(invalid("revokes", "a revocation cannot be revoked"));
+                if matches!(target.terms, Terms::Revocation(_) | Terms::BreakGlass(_)) {
+                    return Err(invalid("revokes", "a revocation or a break-glass declaration cannot be revoked"));
                 }
                 if set.revocation(&r.revokes).is_some() {
                     return Err(refused("already_revoked", format!("{} is already revoked", r.revokes)));
@@ -553,27 +637,6 @@ impl Records {
             }
         }
         Ok(())
-    }
-
-    /// Decides a read by `reader` for `purpose` relying on document `basis`.
-    pub async fn decide(
-        &self,
-        reader: &Reader,
-        purpose: &str,
-        basis: RecordId,
-        now_ms: u64,
-    ) -> Result<(Subject, Permit), ConsentError> {
-        let (policy, _) = self.ledger.policy();
-        if !policy.permits(purpose) {
-            return Err(refused(
-                "purpose_not_in_policy",
-                format!("{purpose} is not a purpose the consortium policy permits"),
-            ));
-        }
-        let set = self.gather(DocumentQuery::Containing(basis)).await?;
-        let permit = decide::decide(&set, &policy, &self.ledger.chain(), reader, purpose, &basis, now_ms)?;
-        let subject = set.get(&basis).map(|d| d.document.subject.clone()).ok_or(ConsentError::NotFound(basis))?;
-        Ok((subject, permit))
     }
 
     /// One record of `subject` under `permit`: 404 if it is not the subject's reading,
@@ -756,7 +819,8 @@ fn document_end(doc: &Document) -> Option<u64> {
         Terms::Consent(c) => Some(c.period.end_ms),
         Terms::Grant(g) => Some(g.period.end_ms),
         Terms::Agreement(a) => Some(a.period.end_ms),
-        Terms::Binding(_) | Terms::Revocation(_) => None,
+        Terms::BreakGlass(b) => Some(b.period.end_ms),
+        Terms::Binding(_) | Terms::Revocation(_) | Terms::Restriction(_) => None,
     }
 }
 

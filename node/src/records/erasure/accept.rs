@@ -35,7 +35,7 @@ pub(super) async fn resolve(
                 match records.read_anywhere(*rid, gateway).await {
                     // A consent-layer document is erased with its subject only, never on
                     // its own: erasing one revocation would bring a consent back.
-                    Ok((answer, _)) if answer.record.kind == cairn_proto::record::ContentType::ConsentDocument => {
+                    Ok((answer, _)) if !answer.record.kind.is_reading() => {
                         return Err(ErasureError::NotFound(*rid));
                     }
                     Ok((answer, _)) => out.push(answer),

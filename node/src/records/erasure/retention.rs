@@ -67,6 +67,11 @@ pub async fn sweep_retention(records: &Records, clock_ms: u64) -> Result<Vec<Job
     records.counters.retention_sweeps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Consents, grants and agreements whose period ended: their expiry events on chain.
     records.commit_expiries(clock_ms).await?;
+    // Access-log entries past the log's own retention lose their event (ADR 018).
+    let expired = records.access.log.expire(clock_ms).await.map_err(RecordsError::from)?;
+    if expired > 0 {
+        debug!(expired, "access-log entries past retention");
+    }
     let mut jobs = Vec::new();
     for (gateway, mut views) in by_gateway {
         views.truncate(MAX_RECORDS);
