@@ -1,6 +1,7 @@
 //! Talk to cairn nodes and verify what they return offline; the library behind the
 //! `cairn` command.
 
+pub mod access;
 pub mod admin;
 pub mod consent;
 pub mod csv;

@@ -125,7 +125,7 @@ impl Metrics {
             &mut s,
             "cairn_break_glass_reviews_overdue",
             "gauge",
-            "Open break-glass reviews past their due time (access.review_hours).",
+            "Open break-glass reviews past their due time (access.review_minutes).",
             g(&records.reviews_overdue),
         );
         line(

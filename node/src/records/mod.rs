@@ -152,7 +152,7 @@ pub struct Settings {
     /// break_glass_minutes`, 240 by default).
     pub break_glass_ms: u64,
     /// Time a break-glass declaration may stay unreviewed, milliseconds (`[access]
-    /// review_hours`, 72 by default); past it the review counts as overdue.
+    /// review_minutes`, 72 hours by default); past it the review counts as overdue.
     pub review_ms: u64,
     /// How long access-log entries are kept, milliseconds (`[access]
     /// log_retention_days`, 6 × 365 by default), independent of record retention.

@@ -383,7 +383,12 @@ impl Sim {
         Sim { ledger, net, nodes, tasks, _dir: dir }
     }
 
-    /// The key id of node `i`.
+    /// The directory holding every node's files.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Node `i`'s key id.
     pub fn id(&self, i: usize) -> KeyId {
         self.nodes[i].me
     }

@@ -77,8 +77,8 @@ pub struct NodeFile {
 pub struct AccessSection {
     /// Longest break-glass time box this node takes, minutes.
     pub break_glass_minutes: u64,
-    /// Hours a break-glass declaration may stay unreviewed before it counts as overdue.
-    pub review_hours: u64,
+    /// Minutes a break-glass declaration may stay unreviewed before it counts as overdue.
+    pub review_minutes: u64,
     /// Days access-log entries are kept (the law keeps access logs for years),
     /// independent of record retention.
     pub log_retention_days: u64,
@@ -86,7 +86,7 @@ pub struct AccessSection {
 
 impl Default for AccessSection {
     fn default() -> Self {
-        Self { break_glass_minutes: 240, review_hours: 72, log_retention_days: 6 * 365 }
+        Self { break_glass_minutes: 240, review_minutes: 72 * 60, log_retention_days: 6 * 365 }
     }
 }
 
@@ -265,7 +265,7 @@ impl NodeFile {
             ("custody.idempotency_keys", c.idempotency_keys as u64, 10_000_000),
             ("custody.retention_sweep_ms", c.retention_sweep_ms, 86_400_000),
             ("access.break_glass_minutes", self.access.break_glass_minutes, 7 * 24 * 60),
-            ("access.review_hours", self.access.review_hours, 365 * 24),
+            ("access.review_minutes", self.access.review_minutes, 365 * 24 * 60),
             ("access.log_retention_days", self.access.log_retention_days, 100 * 365),
         ] {
             if v == 0 || v > max {

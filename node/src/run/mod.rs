@@ -210,7 +210,7 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
         retention_sweep: std::time::Duration::from_millis(custody.retention_sweep_ms),
         idempotency_keys: custody.idempotency_keys,
         break_glass_ms: file.access.break_glass_minutes * 60_000,
-        review_ms: file.access.review_hours * 3_600_000,
+        review_ms: file.access.review_minutes * 60_000,
         log_retention_ms: file.access.log_retention_days * 86_400_000,
     };
     let parts = Parts { me: me.0, settings, vault, anchors, consents, erasures, access };

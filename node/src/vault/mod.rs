@@ -28,7 +28,7 @@ pub mod root;
 pub(crate) mod store;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use cairn_proto::record::{ContentType, Manifest, RecordHeader, RecordId};
 use cairn_proto::{Hash32, KeyId};

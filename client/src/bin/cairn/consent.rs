@@ -29,7 +29,7 @@ pub struct Signer {
 }
 
 impl Signer {
-    fn connect(&self) -> anyhow::Result<Gateway> {
+    pub fn connect(&self) -> anyhow::Result<Gateway> {
         Ok(self.connect_with_key()?.0)
     }
     fn connect_with_key(&self) -> anyhow::Result<(Gateway, cairn_proto::Keypair)> {
@@ -50,13 +50,13 @@ pub struct SubjectArgs {
 }
 
 impl SubjectArgs {
-    fn subject(&self) -> anyhow::Result<Subject> {
+    pub fn subject(&self) -> anyhow::Result<Subject> {
         let gateway: KeyId = self.gateway.parse().map_err(|_| Usage("--gateway is a key id: 32 hex digits".into()))?;
         Ok(Subject { gateway, reference: self.subject.clone() })
     }
 }
 
-fn id(text: &str) -> anyhow::Result<RecordId> {
+pub fn id(text: &str) -> anyhow::Result<RecordId> {
     Ok(text.parse().map_err(|_| Usage(format!("{text:?} is not a document id (32 hex digits)")))?)
 }
 
@@ -77,7 +77,7 @@ fn period(from: &str, until: &str) -> anyhow::Result<Period> {
     Ok(p)
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, v)?;
     writeln!(out)?;
@@ -102,7 +102,7 @@ fn give(g: &Gateway, file: &DocumentFile) -> anyhow::Result<()> {
 }
 
 /// Signs `file` with the signer's key for the node's chain and gives it.
-fn sign_and_give(signer: &Signer, mut file: DocumentFile) -> anyhow::Result<()> {
+pub fn sign_and_give(signer: &Signer, mut file: DocumentFile) -> anyhow::Result<()> {
     let (g, key) = signer.connect_with_key()?;
     file.sign(&g.identity()?.chain, &key)?;
     give(&g, &file)

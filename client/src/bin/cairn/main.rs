@@ -13,6 +13,7 @@ use cairn_proto::receipt::AnchorReceipt;
 use cairn_proto::record::RecordId;
 use clap::{Parser, Subcommand};
 
+mod access;
 mod consent;
 mod erase;
 mod submit;
@@ -283,6 +284,56 @@ enum Command {
         resource: bool,
         /// One record (default: every record the basis covers).
         rid: Option<String>,
+    },
+    /// As the patient (or a bound representative): who read your records, when, why and
+    /// under what, and who was refused, at every node (JSON); with --genesis every entry's
+    /// proof is verified offline.
+    Disclosures {
+        #[command(flatten)]
+        signer: consent::Signer,
+        #[command(flatten)]
+        subject: consent::SubjectArgs,
+        /// Verify each entry against this genesis file.
+        #[arg(long)]
+        genesis: Option<PathBuf>,
+    },
+    /// As the patient: restrict the processing of your records (place), or lift it.
+    #[command(subcommand)]
+    Restriction(access::RestrictionCommand),
+    /// As an accessor: declare an emergency to read one subject's records without
+    /// consent for a time box; always logged, flagged, shown to the patient and reviewed.
+    BreakGlass {
+        #[command(flatten)]
+        signer: consent::Signer,
+        #[command(flatten)]
+        subject: consent::SubjectArgs,
+        /// Your organisation (its genesis name).
+        #[arg(long)]
+        organisation: String,
+        /// ETREAT (emergency treatment) or BTG (break the glass); the policy must permit it.
+        #[arg(long, default_value = "ETREAT")]
+        purpose: String,
+        /// Why: who is in danger and why consent cannot be asked (required).
+        #[arg(long)]
+        justification: String,
+        /// Length of the time box, minutes (at most the node's, 240 by default).
+        #[arg(long, default_value_t = 240)]
+        minutes: u64,
+    },
+    /// Break-glass reviews (a regulator key): list, close.
+    #[command(subcommand)]
+    Review(access::ReviewCommand),
+    /// A node's access log without content: counts by outcome and each entry's proof (a
+    /// regulator key; JSON).
+    AccessLog {
+        #[command(flatten)]
+        signer: consent::Signer,
+        /// First day (days since 1970-01-01).
+        #[arg(long)]
+        from_day: Option<u32>,
+        /// Last day, inclusive.
+        #[arg(long)]
+        to_day: Option<u32>,
     },
     /// The consortium's purpose policy: show, change.
     #[command(subcommand)]
@@ -576,6 +627,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             consent::access(signer, purpose, basis, rid, resource)?
         }
         Command::Policy(c) => consent::policy(c)?,
+        Command::Disclosures { signer, subject, genesis } => access::disclosures(signer, subject, genesis)?,
+        Command::Restriction(c) => access::restriction(c)?,
+        Command::BreakGlass { signer, subject, organisation, purpose, justification, minutes } => {
+            access::break_glass(signer, subject, organisation, purpose, justification, minutes)?
+        }
+        Command::Review(c) => access::review(c)?,
+        Command::AccessLog { signer, from_day, to_day } => access::access_log(signer, from_day, to_day)?,
         Command::VerifyAgreement { genesis, certificate } => consent::verify_agreement(&genesis, &certificate)?,
         Command::KeyInfo { key } => {
             let public = cairn_client::keys::load(&key)?.public();

@@ -23,6 +23,8 @@ pub mod audit_event;
 pub mod read;
 pub mod review;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 

@@ -17,10 +17,10 @@ use crate::vault::layout::{aad, label};
 use crate::vault::store::{Blob, Meta, payload_aad};
 use crate::vault::{Vault, VaultConfig};
 
-type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Every key-value pair of every store the adversary holds.
-fn harvest(dirs: &[&Path]) -> Pairs {
+pub(crate) fn harvest(dirs: &[&Path]) -> Pairs {
     let mut all = Vec::new();
     for dir in dirs {
         let copy = tempfile::tempdir().unwrap();
@@ -30,7 +30,7 @@ fn harvest(dirs: &[&Path]) -> Pairs {
     all
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let p = e.unwrap().path();
@@ -41,7 +41,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Tries every sealed value with every key it can reach from `root`, at every level,
 /// across all harvested stores, and returns the payloads it could open.
-fn recover(pairs: &Pairs, root: &Key32) -> BTreeMap<RecordId, Vec<u8>> {
+pub(crate) fn recover(pairs: &Pairs, root: &Key32) -> BTreeMap<RecordId, Vec<u8>> {
     let with = |prefix: u8| pairs.iter().filter(move |(k, _)| k.first() == Some(&prefix));
     let mut dir_keys = Vec::new();
     for (k, v) in with(b'r') {

@@ -4,7 +4,7 @@
 // Test code: a failed expectation ends the test with a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-mod adversary;
+pub(crate) mod adversary;
 mod contract;
 mod crash;
 mod durability;

@@ -1,0 +1,336 @@
+//! The access log, break-glass, restriction and the patient's view on four real
+//! validator processes (issue 16): consented reads, a refused read, a break-glass read and
+//! a family read each appear in the patient's disclosure list with purpose and basis and
+//! verify against the chain; an event survives kill -9 of the node that answered; a
+//! break-glass without justification is refused, ends with its time box, is counted in
+//! metrics and closed by a reviewer; a restriction blocks a consented read (403
+//! `restricted`, logged) until the patient lifts it; after the patient's erasure the
+//! entries still count and verify, and no file of any node holds the subject reference
+//! or the patient's key.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use cairn_client::access::{DisclosureList, restriction_json};
+use cairn_client::consent::{
+    AgreementSpec, ConsentSpec, DocumentFile, GrantSpec, agreement_json, binding_json, consent_json, grant_json,
+    revocation_json,
+};
+use cairn_client::gateway::{BodyFormat, Erase, Gateway, GatewayError};
+use cairn_proto::access::Outcome;
+use cairn_proto::consent::{BreakGlass, DocumentKind, Period, PersonRole, Subject};
+use cairn_proto::record::RecordId;
+use cairn_proto::{Hash32, Keypair, SecretSeed};
+use cairn_tests::cluster::Cluster;
+use cairn_tests::fixtures::{files, observation, random_hex, scan};
+use cairn_tests::run_ok;
+use serde_json::Value;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR_MS: u64 = 3_600_000;
+
+fn person() -> Keypair {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).unwrap();
+    Keypair::from_seed(&SecretSeed::from_bytes(seed))
+}
+
+fn rfc3339(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64).unwrap().to_string()
+}
+
+fn refused<T: std::fmt::Debug>(r: Result<T, GatewayError>) -> (u16, String) {
+    match r {
+        Err(GatewayError::Refused { status, code, .. }) => (status, code),
+        other => panic!("expected a refusal: {other:?}"),
+    }
+}
+
+fn give(g: &Gateway, chain: &Hash32, mut file: DocumentFile, signers: &[&Keypair]) -> Result<RecordId, GatewayError> {
+    for k in signers {
+        file.sign(chain, k).unwrap();
+    }
+    g.give(&file).map(|c| c.id)
+}
+
+/// The decision's access-log entry handle in an access answer.
+fn entry_of(answer: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(answer).unwrap();
+    v["decision"]["entry"].as_str().unwrap().to_string()
+}
+
+fn break_glass(org: &str, justification: &str, start: u64, end: u64) -> String {
+    serde_json::to_string(&BreakGlass {
+        organisation: org.into(),
+        purpose: "ETREAT".into(),
+        justification: justification.into(),
+        period: Period { start_ms: start, end_ms: end },
+    })
+    .unwrap()
+}
+
+#[test]
+fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure() {
+    let mut c = Cluster::layout(4, 26200, 100);
+    // Reviews fall due after one minute, so the overdue gauge can be seen in the test.
+    c.edit_configs("review_minutes = 4320", "review_minutes = 1");
+    c.start_all();
+    c.wait_ready();
+    let (_, gw_key) = c.register_gateway("shoe");
+    let (_, hospital_key) = c.register("hospital-reader", 1, "accessor");
+    let (_, regulator_key) = c.register("privacy-officer", 2, "regulator");
+    let genesis = c.genesis();
+    let chain = genesis.hash().unwrap();
+    let now = cairn_proto::time::now_ms();
+
+    let gateway = Gateway::new(&c.urls[0], gw_key.clone());
+    let gw = gw_key.public().key_id();
+    let subject_ref = format!("Patient/a-{}", random_hex(8));
+    let subject = Subject { gateway: gw, reference: subject_ref.clone() };
+    // The patient's key lives in a file (for the CLI); the family member's in memory.
+    let key_file = c.dir.path().join("patient.key");
+    run_ok("cairn", &["keygen", "--out", key_file.to_str().unwrap()]);
+    let (patient, family) = (cairn_client::keys::load(&key_file).unwrap(), person());
+    let body: String = (0..3).map(|k| observation(&subject_ref, 10 + k, &random_hex(8)) + "\n").collect();
+    gateway.submit(body.as_bytes(), BodyFormat::JsonLines, "TREAT", 30, None).unwrap();
+    let binding = DocumentFile::new(
+        DocumentKind::SubjectBinding,
+        subject.clone(),
+        binding_json(patient.public(), PersonRole::Patient).unwrap(),
+    )
+    .unwrap();
+    give(&gateway, &chain, binding, &[&gw_key]).unwrap();
+    let as_patient = Gateway::new(&c.urls[0], patient.clone());
+    let consent = consent_json(&ConsentSpec {
+        subject: subject_ref.clone(),
+        organisation: "org1".into(),
+        purposes: vec!["TREAT".into()],
+        categories: Vec::new(),
+        start: rfc3339(now - HOUR_MS),
+        end: rfc3339(now + 24 * HOUR_MS),
+        data_start: None,
+        data_end: None,
+        deny_purposes: Vec::new(),
+    })
+    .unwrap();
+    let consent_id =
+        give(&as_patient, &chain, DocumentFile::new(DocumentKind::Consent, subject.clone(), consent).unwrap(), &[&patient])
+            .unwrap();
+
+    // Consented reads at two nodes, and a refused one.
+    let hospital = Gateway::new(&c.urls[0], hospital_key.clone());
+    let granted = entry_of(&hospital.access("TREAT", &consent_id, None).unwrap());
+    let hospital1 = Gateway::new(&c.urls[1], hospital_key.clone());
+    hospital1.access("TREAT", &consent_id, None).unwrap();
+    assert_eq!(refused(hospital.access("HRESCH", &consent_id, None)), (403, "purpose_not_consented".into()));
+
+    // A family read under an executed agreement and a grant.
+    let institution = cairn_client::keys::load(&c.dir.path().join("dev/admins/org1/node.key")).unwrap();
+    let period = Period { start_ms: now - HOUR_MS, end_ms: now + 24 * HOUR_MS };
+    let agreement = agreement_json(&AgreementSpec {
+        text_hash: cairn_proto::hash::blake3(b"contract"),
+        organisation: "org1".into(),
+        institution_key: institution.public(),
+        patient: patient.public(),
+        family: vec![(family.public(), "MTH".into())],
+        purposes: vec!["FAMRQT".into()],
+        categories: vec!["*".into()],
+        retention_days: 365,
+        liability: "The hospital is liable for leaks.".into(),
+        breach_hours: 72,
+        breach_duties: "Notify within 72 hours.".into(),
+        period,
+        replaces: None,
+    })
+    .unwrap();
+    let agreement = give(
+        &as_patient,
+        &chain,
+        DocumentFile::new(DocumentKind::Agreement, subject.clone(), agreement).unwrap(),
+        &[&institution, &patient, &family],
+    )
+    .unwrap();
+    let grant = grant_json(&GrantSpec {
+        patient: patient.public(),
+        representative: None,
+        family: family.public(),
+        relationship: "MTH".into(),
+        evidence_hash: cairn_proto::hash::blake3(b"register extract"),
+        verified_by: "org1".into(),
+        verifier: hospital_key.public(),
+        agreement,
+        purposes: vec!["FAMRQT".into()],
+        categories: vec!["*".into()],
+        period,
+    })
+    .unwrap();
+    let grant = give(
+        &as_patient,
+        &chain,
+        DocumentFile::new(DocumentKind::FamilyGrant, subject.clone(), grant).unwrap(),
+        &[&patient, &hospital_key],
+    )
+    .unwrap();
+    let as_family = Gateway::new(&c.urls[3], family.clone());
+    as_family.access("FAMRQT", &grant, None).unwrap();
+
+    // Break-glass: refused without a justification; a read under a short time box is
+    // flagged; after the box the read is refused.
+    let hospital2 = Gateway::new(&c.urls[2], hospital_key.clone());
+    let bg = |json: String| DocumentFile::new(DocumentKind::BreakGlass, subject.clone(), json).unwrap();
+    let t = cairn_proto::time::now_ms();
+    let (status, _) = refused(give(&hospital2, &chain, bg(break_glass("org1", "  ", t, t + 60_000)), &[&hospital_key]));
+    assert_eq!(status, 422, "no justification, no break-glass");
+    let too_long = break_glass("org1", "unconscious in the ER", t, t + 5 * HOUR_MS);
+    assert_eq!(refused(give(&hospital2, &chain, bg(too_long), &[&hospital_key])).0, 422, "longer than the time box");
+    let declaration = give(
+        &hospital2,
+        &chain,
+        bg(break_glass("org1", "unconscious in the ER, no relative reachable", t, t + 4_000)),
+        &[&hospital_key],
+    )
+    .unwrap();
+    let answer: Value = serde_json::from_slice(&hospital2.access("ETREAT", &declaration, None).unwrap()).unwrap();
+    assert_eq!(answer["decision"]["break_glass"], true);
+    assert_eq!(answer["records"].as_array().unwrap().len(), 3);
+    c.wait_for("the break-glass time box to end", MINUTE, |_| {
+        matches!(hospital2.access("ETREAT", &declaration, None),
+            Err(GatewayError::Refused { ref code, .. }) if code == "expired")
+    });
+
+    // Restriction: the consented read is refused and logged, until the patient lifts it.
+    let restriction = give(
+        &as_patient,
+        &chain,
+        DocumentFile::new(DocumentKind::Restriction, subject.clone(), restriction_json().unwrap()).unwrap(),
+        &[&patient],
+    )
+    .unwrap();
+    assert_eq!(refused(hospital1.access("TREAT", &consent_id, None)), (403, "restricted".into()));
+    let as_family_1 = Gateway::new(&c.urls[1], family.clone());
+    assert_eq!(refused(as_family_1.access("FAMRQT", &grant, None)), (403, "restricted".into()));
+    let lift = DocumentFile::new(DocumentKind::Revocation, subject.clone(), revocation_json(restriction).unwrap()).unwrap();
+    assert_eq!(refused(give(&hospital, &chain, lift, &[&hospital_key])).0, 403, "only the patient's side lifts it");
+    let lift = DocumentFile::new(DocumentKind::Revocation, subject.clone(), revocation_json(restriction).unwrap()).unwrap();
+    give(&as_patient, &chain, lift, &[&patient]).unwrap();
+
+    // kill -9 of the node that answered, right after the answer: the event is there after
+    // the restart.
+    let hospital3 = Gateway::new(&c.urls[3], hospital_key.clone());
+    let last = entry_of(&hospital3.access("TREAT", &consent_id, None).unwrap());
+    c.kill(3);
+    c.start_node(3);
+    c.wait_ready();
+
+    // The patient's list, at another node: every kind, with purpose and basis, each
+    // verified against the chain once committed.
+    let list = |g: &Gateway| -> DisclosureList { g.disclosures(&subject).unwrap() };
+    let as_patient2 = Gateway::new(&c.urls[2], patient.clone());
+    c.wait_for("every entry committed", MINUTE, |_| {
+        let l = list(&as_patient2);
+        l.missing.is_empty() && l.entries.len() >= 9 && l.entries.iter().all(|e| e.receipt.is_some())
+    });
+    let l = list(&as_patient2);
+    for e in &l.entries {
+        e.disclosure().unwrap().verify(&genesis).unwrap();
+    }
+    let events: Vec<_> = l.entries.iter().map(|e| e.entry.as_ref().unwrap().event.clone()).collect();
+    let handles: Vec<String> = l.entries.iter().map(|e| e.handle.to_string()).collect();
+    assert!(handles.contains(&granted) && handles.contains(&last), "the first read and the read before kill -9");
+    let has = |outcome: Outcome, purpose: &str, basis: RecordId, reason: Option<&str>| {
+        events.iter().any(|e| {
+            e.outcome == outcome && e.purpose == purpose && e.basis == Some(basis) && e.reason.as_deref() == reason
+        })
+    };
+    assert!(has(Outcome::Granted, "TREAT", consent_id, None));
+    assert!(has(Outcome::Refused, "HRESCH", consent_id, Some("purpose_not_consented")));
+    assert!(has(Outcome::Granted, "FAMRQT", grant, None));
+    assert!(has(Outcome::BreakGlass, "ETREAT", declaration, None));
+    assert!(has(Outcome::Refused, "ETREAT", declaration, Some("expired")));
+    assert!(has(Outcome::Refused, "TREAT", consent_id, Some("restricted")));
+    let glass = events.iter().find(|e| e.outcome == Outcome::BreakGlass).unwrap();
+    assert_eq!(glass.justification.as_deref(), Some("unconscious in the ER, no relative reachable"));
+    assert_eq!(glass.records.len(), 3);
+    let audit = l.entries.iter().find(|e| e.outcome == Outcome::BreakGlass).unwrap().audit_event.clone().unwrap();
+    assert_eq!(audit["resourceType"], "AuditEvent");
+    assert_eq!(audit["meta"]["security"][0]["code"], "BTG");
+    // The CLI verifies the list offline too.
+    let out = cairn_tests::run(
+        "cairn",
+        &[
+            "disclosures",
+            "--node",
+            &c.urls[1],
+            "--key",
+            key_file.to_str().unwrap(),
+            "--gateway",
+            &gw.to_string(),
+            "--subject",
+            &subject_ref,
+            "--genesis",
+            c.genesis_path().to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("verified against the chain"), "{err}");
+    // Nobody else sees the list.
+    assert_eq!(refused(hospital.disclosures(&subject)).0, 404);
+
+    // The review: open and overdue in the metrics of the node that took the declaration,
+    // closed by a regulator, once.
+    let home = 2;
+    assert!(c.metric(home, "cairn_break_glass_reviews_open").unwrap() >= 1.0);
+    c.wait_for("the review to fall due", 2 * MINUTE, |c| {
+        c.metric(home, "cairn_break_glass_reviews_overdue").is_some_and(|v| v >= 1.0)
+    });
+    let reviewer = Gateway::new(&c.urls[home], regulator_key.clone());
+    let reviews = reviewer.reviews().unwrap();
+    let open = &reviews["reviews"][0];
+    assert_eq!(open["declaration"], declaration.to_string());
+    assert_eq!(open["overdue"], true);
+    assert_eq!(refused(hospital2.reviews()).0, 403, "an accessor does not review itself");
+    let closed = reviewer.close_review(&declaration, "reviewed", "cardiac arrest, documented").unwrap();
+    assert_eq!(closed["verdict"], "reviewed");
+    assert_eq!(refused(reviewer.close_review(&declaration, "unjustified", "again")).0, 409);
+    assert_eq!(c.metric(home, "cairn_break_glass_reviews_overdue"), Some(0.0));
+
+    // Erasure of the patient: the entries still count and verify, at every node.
+    let counts = |c: &Cluster| -> Vec<u64> {
+        (0..4)
+            .map(|i| {
+                let log = Gateway::new(&c.urls[i], regulator_key.clone()).access_log(None, None).unwrap();
+                for row in log["rows"].as_array().unwrap() {
+                    let receipt: cairn_proto::access::AccessReceipt =
+                        serde_json::from_value(row["receipt"].clone()).unwrap();
+                    receipt.verify(&genesis).unwrap();
+                }
+                log["rows"].as_array().unwrap().len() as u64
+            })
+            .collect()
+    };
+    let before = counts(&c);
+    assert_eq!(before.iter().sum::<u64>(), l.entries.len() as u64);
+    let id = gateway.erase(&Erase::Subject(subject_ref.clone()), Some("subject_request")).unwrap();
+    c.wait_for("the patient's erasure", 2 * MINUTE, |_| gateway.certificates(&id).unwrap().is_some());
+    assert_eq!(counts(&c), before, "every entry still counts and verifies after the erasure");
+    assert_eq!(refused(as_patient2.disclosures(&subject)).0, 404, "the binding went with the patient");
+
+    // Forensic scan of every file of every node (vaults and stores included) and their
+    // logs: no subject reference, no patient or family key.
+    let mut needles: Vec<Vec<u8>> = vec![subject_ref.as_bytes().to_vec()];
+    for k in [&patient, &family] {
+        needles.push(k.public().as_bytes().to_vec());
+        needles.push(k.public().to_string().into_bytes());
+    }
+    let mut haystacks = Vec::new();
+    for i in 0..4 {
+        for f in files(c.data_dir(i)) {
+            haystacks.push((f.display().to_string(), std::fs::read(&f).unwrap()));
+        }
+        haystacks.push((format!("log of node {i}"), c.log(i).into_bytes()));
+    }
+    let (hits, scanned) = scan(&haystacks, &needles);
+    assert!(hits.is_empty(), "personal data after erasure: {hits:?}");
+    assert!(scanned > 1_000_000, "scanned {scanned} bytes");
+}
