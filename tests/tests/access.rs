@@ -118,6 +118,7 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
         give(&as_patient, &chain, DocumentFile::new(DocumentKind::Consent, subject.clone(), consent).unwrap(), &[&patient])
             .unwrap();
 
+    eprintln!("step: Consented reads at two nodes");
     // Consented reads at two nodes, and a refused one.
     let hospital = Gateway::new(&c.urls[0], hospital_key.clone());
     let granted = entry_of(&hospital.access("TREAT", &consent_id, None).unwrap());
@@ -125,6 +126,7 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     hospital1.access("TREAT", &consent_id, None).unwrap();
     assert_eq!(refused(hospital.access("HRESCH", &consent_id, None)), (403, "purpose_not_consented".into()));
 
+    eprintln!("step: A family read under");
     // A family read under an executed agreement and a grant.
     let institution = cairn_client::keys::load(&c.dir.path().join("dev/admins/org1/node.key")).unwrap();
     let period = Period { start_ms: now - HOUR_MS, end_ms: now + 24 * HOUR_MS };
@@ -175,6 +177,7 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     let as_family = Gateway::new(&c.urls[3], family.clone());
     as_family.access("FAMRQT", &grant, None).unwrap();
 
+    eprintln!("step: Break-glass: refused");
     // Break-glass: refused without a justification; a read under a short time box is
     // flagged; after the box the read is refused.
     let hospital2 = Gateway::new(&c.urls[2], hospital_key.clone());
@@ -199,6 +202,7 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
             Err(GatewayError::Refused { ref code, .. }) if code == "expired")
     });
 
+    eprintln!("step: Restriction: the consented");
     // Restriction: the consented read is refused and logged, until the patient lifts it.
     let restriction = give(
         &as_patient,
@@ -215,6 +219,7 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     let lift = DocumentFile::new(DocumentKind::Revocation, subject.clone(), revocation_json(restriction).unwrap()).unwrap();
     give(&as_patient, &chain, lift, &[&patient]).unwrap();
 
+    eprintln!("step: kill -9 of the node");
     // kill -9 of the node that answered, right after the answer: the event is there after
     // the restart.
     let hospital3 = Gateway::new(&c.urls[3], hospital_key.clone());
@@ -223,6 +228,7 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     c.start_node(3);
     c.wait_ready();
 
+    eprintln!("step: The patient's list, at another");
     // The patient's list, at another node: every kind, with purpose and basis, each
     // verified against the chain once committed.
     let list = |g: &Gateway| -> DisclosureList { g.disclosures(&subject).unwrap() };
@@ -277,6 +283,7 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     // Nobody else sees the list.
     assert_eq!(refused(hospital.disclosures(&subject)).0, 404);
 
+    eprintln!("step: The review: open");
     // The review: open and overdue in the metrics of the node that took the declaration,
     // closed by a regulator, once.
     let home = 2;
@@ -295,6 +302,7 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     assert_eq!(refused(reviewer.close_review(&declaration, "unjustified", "again")).0, 409);
     assert_eq!(c.metric(home, "cairn_break_glass_reviews_overdue"), Some(0.0));
 
+    eprintln!("step: Erasure of the patient");
     // Erasure of the patient: the entries still count and verify, at every node.
     let counts = |c: &Cluster| -> Vec<u64> {
         (0..4)
@@ -316,6 +324,7 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     assert_eq!(counts(&c), before, "every entry still counts and verifies after the erasure");
     assert_eq!(refused(as_patient2.disclosures(&subject)).0, 404, "the binding went with the patient");
 
+    eprintln!("step: Forensic scan");
     // Forensic scan of every file of every node (vaults and stores included) and their
     // logs: no subject reference, no patient or family key.
     let mut needles: Vec<Vec<u8>> = vec![subject_ref.as_bytes().to_vec()];
