@@ -288,6 +288,18 @@ impl Gateway {
         v.get("id").and_then(|i| i.as_str()).map(str::to_string).ok_or_else(|| GatewayError::Unexpected(v.to_string()))
     }
 
+    /// Rectification: erases reading `old` because `replaced_by` (a reading of the same
+    /// subject, stored first) corrects it; the certificate names `replaced_by`. Returns
+    /// the erasure request's id.
+    pub fn rectify(&self, old: &RecordId, replaced_by: &RecordId) -> Result<String, GatewayError> {
+        let body = serde_json::json!({"records": [old], "trigger": "rectified", "replaced_by": replaced_by});
+        let body = serde_json::to_vec(&body).map_err(|e| GatewayError::Local(e.to_string()))?;
+        let (_, answer) = self.call("POST", "/v1/erasures", "application/json", &[], &body)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&answer).map_err(|e| GatewayError::Unexpected(e.to_string()))?;
+        v.get("id").and_then(|i| i.as_str()).map(str::to_string).ok_or_else(|| GatewayError::Unexpected(v.to_string()))
+    }
+
     /// Places (`on`) or lifts a legal hold at every custodian; returns how many records.
     pub fn hold(&self, what: &Erase, on: bool) -> Result<u64, GatewayError> {
         let body = serde_json::to_vec(&scope_json(what)).map_err(|e| GatewayError::Local(e.to_string()))?;

@@ -70,6 +70,12 @@ pub enum ErasureTrigger {
     RetentionExpired,
     /// Consent was withdrawn.
     ConsentWithdrawn,
+    /// The record was corrected (rectification, GDPR Art. 16, PIPA Art. 36): the
+    /// corrected reading is `replaced_by`, stored before this erasure was accepted.
+    Rectified {
+        /// The record holding the corrected reading.
+        replaced_by: crate::record::RecordId,
+    },
 }
 
 /// One custodian's statement that a record is erased.

@@ -40,11 +40,16 @@ pub struct ErasureBody {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 256)]
     subject: Option<String>,
-    /// Why: `subject_request` (default), `purpose_achieved`, or `consent_withdrawn` (with a
-    /// subject only).
+    /// Why: `subject_request` (default), `purpose_achieved`, `consent_withdrawn` (with a
+    /// subject only) or `rectified` (one record, with `replaced_by`).
     #[serde(default)]
     #[schema(value_type = Option<TriggerName>)]
     trigger: Option<String>,
+    /// With `rectified`: the record holding the corrected reading (stored first, same
+    /// subject).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-f]{32}$")]
+    replaced_by: Option<RecordId>,
 }
 
 /// The erasure triggers a gateway may name (retention expiry is the node's own).
@@ -57,6 +62,8 @@ pub enum TriggerName {
     PurposeAchieved,
     /// The subject withdrew the consent the records were collected under.
     ConsentWithdrawn,
+    /// The record was corrected: `replaced_by` names the corrected reading.
+    Rectified,
 }
 
 /// The body of `POST /v1/holds` and `POST /v1/holds/release`.
@@ -98,7 +105,13 @@ pub enum Progress {
 fn trigger_schema() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(["subject_request", "purpose_achieved", "retention_expired", "consent_withdrawn"]))
+        .enum_values(Some([
+            "subject_request",
+            "purpose_achieved",
+            "retention_expired",
+            "consent_withdrawn",
+            "rectified",
+        ]))
         .build()
 }
 
@@ -247,18 +260,33 @@ pub(super) async fn erasures(State(s): State<Arc<ApiState>>, signed: SignedGatew
     let SignedGateway { gateway, body, now_ms } = signed;
     let req: ErasureBody = scoped_body(&body)?;
     let bad_trigger = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_trigger", why).field("trigger");
-    let trigger = match req.trigger.as_deref() {
-        None | Some("subject_request") => ErasureTrigger::SubjectRequest,
-        Some("purpose_achieved") => ErasureTrigger::PurposeAchieved,
-        Some("consent_withdrawn") => ErasureTrigger::ConsentWithdrawn,
-        Some(other) => {
+    let trigger = match (req.trigger.as_deref(), req.replaced_by) {
+        (Some("rectified"), Some(replaced_by)) => ErasureTrigger::Rectified { replaced_by },
+        (Some("rectified"), None) => {
+            return Err(bad_trigger("a rectification names the corrected record in \"replaced_by\"".into()));
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_scope", "\"replaced_by\" goes with trigger rectified")
+                .field("replaced_by"));
+        }
+        (None | Some("subject_request"), None) => ErasureTrigger::SubjectRequest,
+        (Some("purpose_achieved"), None) => ErasureTrigger::PurposeAchieved,
+        (Some("consent_withdrawn"), None) => ErasureTrigger::ConsentWithdrawn,
+        (Some(other), None) => {
             return Err(bad_trigger(format!(
-                "{other:?}: a gateway asks for subject_request, purpose_achieved or consent_withdrawn (retention expiry is the node's)"
+                "{other:?}: a gateway asks for subject_request, purpose_achieved, consent_withdrawn or rectified (retention expiry is the node's)"
             )));
         }
     };
     let scope = scope_of(req.records, req.subject, gateway)?;
     let job = match (trigger, scope) {
+        (ErasureTrigger::Rectified { replaced_by }, ErasureScope::Records(rids)) => match rids.as_slice() {
+            [old] => accept::rectified(&s.records, gateway, *old, replaced_by, now_ms).await,
+            _ => return Err(bad_trigger("a rectification erases exactly one record".into())),
+        },
+        (ErasureTrigger::Rectified { .. }, ErasureScope::Subject { .. }) => {
+            return Err(bad_trigger("a rectification names the one record it replaces, not a subject".into()));
+        }
         (ErasureTrigger::ConsentWithdrawn, ErasureScope::Subject { local, .. }) => {
             accept::consent_withdrawn(&s.records, gateway, gateway, local, now_ms).await
         }

@@ -473,3 +473,31 @@ async fn a_legal_hold_blocks_every_erasure_trigger_and_pauses_one_accepted_befor
     let mut pacing = Pacing::default();
     rounds_until(&sim, 0, &mut pacing, job.id, "erased once the hold is lifted", |j| j.complete()).await;
 }
+
+/// Rectification: a corrected reading replaces one of the same subject; the old one is
+/// erased at every custodian, and its certificate names the trigger and the corrected
+/// record (it verifies). A record cannot replace itself, nor one of another subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rectified_reading_is_erased_with_a_certificate_naming_the_corrected_record() {
+    let sim = Sim::start(4, 2).await;
+    let (old, g) = anchored_record(&sim, "Patient/r").await;
+    let (new, _) = anchored_record(&sim, "Patient/r").await;
+    let (elsewhere, _) = anchored_record(&sim, "Patient/s").await;
+    let now = crate::clock::now_ms();
+    assert!(matches!(accept::rectified(&sim.nodes[0], g, old, old, now).await, Err(ErasureError::Invalid(_))));
+    assert!(matches!(accept::rectified(&sim.nodes[0], g, old, elsewhere, now).await, Err(ErasureError::Invalid(_))));
+    let other = other_gateway().public().key_id();
+    assert!(matches!(accept::rectified(&sim.nodes[0], other, old, new, now).await, Err(ErasureError::NotFound(_))));
+    let job = accept::rectified(&sim.nodes[0], g, old, new, now).await.unwrap();
+    assert_eq!(job.records.len(), 1);
+    let mut pacing = Pacing::default();
+    let job = rounds_until(&sim, 0, &mut pacing, job.id, "certified", Job::complete).await;
+    let certs = job.certificates().unwrap();
+    assert_eq!(certs[0].record.rid, old);
+    assert_eq!(certs[0].trigger, ErasureTrigger::Rectified { replaced_by: new });
+    certs[0].verify(sim.ledger.genesis_for_tests()).unwrap();
+    for n in &sim.nodes {
+        assert!(matches!(n.vault.get(old).await, Err(VaultError::NotFound(_))));
+    }
+    assert!(sim.nodes[0].read_anywhere(new, g).await.is_ok(), "the corrected reading stays");
+}

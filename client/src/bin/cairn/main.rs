@@ -185,9 +185,14 @@ enum Command {
         /// Erase every record this gateway wrote for this subject reference.
         #[arg(long, conflicts_with = "rids")]
         subject: Option<String>,
-        /// Why: subject_request, purpose_achieved or consent_withdrawn (with --subject).
+        /// Why: subject_request, purpose_achieved, consent_withdrawn (with --subject) or
+        /// rectified (one record, with --replaced-by).
         #[arg(long, default_value = "subject_request")]
         trigger: String,
+        /// With --trigger rectified: the record holding the corrected reading (submit it
+        /// first, under the same subject); the certificate names it.
+        #[arg(long)]
+        replaced_by: Option<String>,
         /// Write the certificates here as <rid>.json (waits for them).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -582,10 +587,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let n = with_retries(|| gateway.hold(&what, !release))?;
             eprintln!("{} {n} records at every custodian", if release { "released" } else { "held" });
         }
-        Command::Erase { gateway, subject, trigger, out, wait_s, genesis, rids } => {
+        Command::Erase { gateway, subject, trigger, replaced_by, out, wait_s, genesis, rids } => {
             let gateway = gateway.connect()?;
             let what = scope(subject, &rids)?;
-            let id = with_retries(|| gateway.erase(&what, Some(&trigger)))?;
+            let id = match (trigger.as_str(), replaced_by, &what) {
+                ("rectified", Some(new), Erase::Records(old)) if old.len() == 1 => {
+                    let new: RecordId = new.parse().map_err(|_| Usage("--replaced-by is a record id".into()))?;
+                    let old = old.first().copied().ok_or_else(|| Usage("one record id".into()))?;
+                    with_retries(|| gateway.rectify(&old, &new))?
+                }
+                ("rectified", _, _) => {
+                    return Err(Usage("--trigger rectified takes one record id and --replaced-by".into()).into());
+                }
+                (_, Some(_), _) => return Err(Usage("--replaced-by goes with --trigger rectified".into()).into()),
+                _ => with_retries(|| gateway.erase(&what, Some(&trigger)))?,
+            };
             writeln!(std::io::stdout().lock(), "{id}")?;
             eprintln!("erasure request {id} accepted");
             if let Some(out) = out {

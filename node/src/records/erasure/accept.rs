@@ -160,6 +160,43 @@ pub async fn consent_withdrawn(
     create(records, requested_by, gateway, scope, ErasureTrigger::ConsentWithdrawn, now_ms, found).await
 }
 
+/// Rectification (GDPR Art. 16, PIPA Art. 36): erases reading `old` of `gateway` because
+/// `replaced_by` — a reading of the same gateway and subject, stored before — corrects
+/// it. The certificate names the corrected record (`ErasureTrigger::Rectified`), so the
+/// link between the two outlives the old one.
+///
+/// # Errors
+/// `NotFound` for either record (or one that is not a reading); `Invalid` when they are
+/// the same record or of different subjects; the errors of [`accept`].
+pub async fn rectified(
+    records: &Records,
+    gateway: KeyId,
+    old: RecordId,
+    replaced_by: RecordId,
+    now_ms: u64,
+) -> Result<Job, ErasureError> {
+    if old == replaced_by {
+        return Err(ErasureError::Invalid("a record cannot replace itself".into()));
+    }
+    let mut subjects = Vec::new();
+    for rid in [old, replaced_by] {
+        match records.read_anywhere(rid, gateway).await {
+            Ok((answer, _)) if answer.record.kind.is_reading() => subjects.push(answer.record.subject),
+            Ok(_) | Err(RecordsError::NotFound(_)) => return Err(ErasureError::NotFound(rid)),
+            Err(e) => return Err(ErasureError::Unavailable(e.to_string())),
+        }
+    }
+    match subjects.as_slice() {
+        [Some(a), Some(b)] if a == b => {}
+        _ => {
+            return Err(ErasureError::Invalid(
+                "the corrected reading must be filed under the same subject as the one it replaces".into(),
+            ));
+        }
+    }
+    accept(records, gateway, ErasureScope::Records(vec![old]), ErasureTrigger::Rectified { replaced_by }, now_ms).await
+}
+
 /// Fixes a request's times and hash, stores its job and wakes the coordinator.
 pub(super) async fn create(
     records: &Records,
