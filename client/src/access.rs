@@ -94,7 +94,8 @@ impl Gateway {
         if let Some(d) = to_day {
             q.push(format!("to_day={d}"));
         }
-        let target = if q.is_empty() { "/v1/access-log".to_string() } else { format!("/v1/access-log?{}", q.join("&")) };
+        let target =
+            if q.is_empty() { "/v1/access-log".to_string() } else { format!("/v1/access-log?{}", q.join("&")) };
         let (_, answer) = self.call("GET", &target, "application/json", &[], b"")?;
         parse(&answer)
     }

@@ -214,7 +214,8 @@ impl AccessReceipt {
         if access_leaf(&self.handle, &self.commitment) != self.leaf {
             return Err(invalid("receipt.leaf", "not blake3(\"cairn/leaf/access/v1\" || handle || C)"));
         }
-        let mut checks = vec![format!("leaf {} binds entry {} and commitment {}", self.leaf, self.handle, self.commitment)];
+        let mut checks =
+            vec![format!("leaf {} binds entry {} and commitment {}", self.leaf, self.handle, self.commitment)];
         let inclusion = BatchInclusion {
             batch: &self.batch,
             leaf_index: self.leaf_index,

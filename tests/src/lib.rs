@@ -47,6 +47,30 @@ pub fn binary(name: &str) -> PathBuf {
     profile_dir.join(name)
 }
 
+/// Builds `cairn-node` in release with `features` and copies it beside the other
+/// binaries as `name` (for benchmarks that compare builds in one run); call it before
+/// the first [`binary`], which then builds the ordinary `cairn-node` again.
+pub fn node_variant(features: &str, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from).unwrap_or_default();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    for (var, _) in std::env::vars_os() {
+        if var.to_str().is_some_and(|n| n.starts_with("CARGO_PKG_") || n.starts_with("CARGO_MANIFEST_")) {
+            build.env_remove(var);
+        }
+    }
+    let status = build
+        .args(["build", "--quiet", "--release", "-p", "cairn-node", "--bin", "cairn-node", "--features", features])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building cairn-node with {features} failed");
+    let to = profile_dir.join(name);
+    std::fs::copy(profile_dir.join("cairn-node"), &to).unwrap();
+    to
+}
+
 /// The CA certificate of the last consortium laid out by this process (`ca.pem`), passed
 /// to every `cairn` run as `CAIRN_CA`.
 static CA: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
@@ -103,6 +127,8 @@ pub mod cluster {
         pub urls: Vec<String>,
         /// Environment variables set for every node process.
         pub env: Vec<(String, String)>,
+        /// The node binary to run (default: the workspace's `cairn-node`).
+        pub node_binary: Option<PathBuf>,
         children: Vec<Option<Child>>,
     }
 
@@ -148,7 +174,7 @@ pub mod cluster {
             let ca = d.join("ca.pem");
             http::trust_ca_file(&ca).unwrap();
             *super::CA.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ca);
-            Cluster { dir, configs, urls, env: Vec::new(), children: (0..n).map(|_| None).collect() }
+            Cluster { dir, configs, urls, env: Vec::new(), node_binary: None, children: (0..n).map(|_| None).collect() }
         }
 
         /// Makes the nodes serve plain HTTP instead of HTTPS (`[http] plaintext = true`),
@@ -211,7 +237,8 @@ pub mod cluster {
         pub fn start_node(&mut self, i: usize) {
             let log =
                 std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir(i).join("node.log")).unwrap();
-            let child = Command::new(super::binary("cairn-node"))
+            let binary = self.node_binary.clone().unwrap_or_else(|| super::binary("cairn-node"));
+            let child = Command::new(binary)
                 .arg("run")
                 .arg("--config")
                 .arg(&self.configs[i])

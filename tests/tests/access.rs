@@ -114,9 +114,13 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
         deny_purposes: Vec::new(),
     })
     .unwrap();
-    let consent_id =
-        give(&as_patient, &chain, DocumentFile::new(DocumentKind::Consent, subject.clone(), consent).unwrap(), &[&patient])
-            .unwrap();
+    let consent_id = give(
+        &as_patient,
+        &chain,
+        DocumentFile::new(DocumentKind::Consent, subject.clone(), consent).unwrap(),
+        &[&patient],
+    )
+    .unwrap();
 
     eprintln!("step: Consented reads at two nodes");
     // Consented reads at two nodes, and a refused one.
@@ -214,9 +218,11 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     assert_eq!(refused(hospital1.access("TREAT", &consent_id, None)), (403, "restricted".into()));
     let as_family_1 = Gateway::new(&c.urls[1], family.clone());
     assert_eq!(refused(as_family_1.access("FAMRQT", &grant, None)), (403, "restricted".into()));
-    let lift = DocumentFile::new(DocumentKind::Revocation, subject.clone(), revocation_json(restriction).unwrap()).unwrap();
+    let lift =
+        DocumentFile::new(DocumentKind::Revocation, subject.clone(), revocation_json(restriction).unwrap()).unwrap();
     assert_eq!(refused(give(&hospital, &chain, lift, &[&hospital_key])).0, 403, "only the patient's side lifts it");
-    let lift = DocumentFile::new(DocumentKind::Revocation, subject.clone(), revocation_json(restriction).unwrap()).unwrap();
+    let lift =
+        DocumentFile::new(DocumentKind::Revocation, subject.clone(), revocation_json(restriction).unwrap()).unwrap();
     give(&as_patient, &chain, lift, &[&patient]).unwrap();
 
     eprintln!("step: kill -9 of the node");

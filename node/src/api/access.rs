@@ -105,7 +105,9 @@ pub(super) async fn disclosures(
 fn regulator(signed: &SignedCaller) -> Result<(), ApiError> {
     match &signed.caller {
         Caller::Member(m) if m.role == Role::Regulator => Ok(()),
-        _ => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_role", "a regulator key reads the access log and reviews")),
+        _ => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_role", "a regulator key reads the access log and reviews"))
+        }
     }
 }
 
@@ -229,7 +231,10 @@ pub struct ReviewList {
 /// The break-glass declarations this node took, with their reviews.
 #[utoipa::path(get, path = "/v1/reviews", tag = "access", security(("cairnSignature" = [])),
     responses((status = 200, body = ReviewList), (status = 403, body = ErrorBody)))]
-pub(super) async fn reviews(State(s): State<Arc<ApiState>>, signed: SignedCaller) -> Result<Json<ReviewList>, ApiError> {
+pub(super) async fn reviews(
+    State(s): State<Arc<ApiState>>,
+    signed: SignedCaller,
+) -> Result<Json<ReviewList>, ApiError> {
     regulator(&signed)?;
     let mut reviews: Vec<ReviewOut> =
         s.records.reviews().await?.into_iter().map(|r| review_out(r, signed.now_ms)).collect();
@@ -259,16 +264,21 @@ pub(super) async fn close_review(
     signed: SignedCaller,
 ) -> Result<Json<ReviewOut>, ApiError> {
     regulator(&signed)?;
-    let id: RecordId = id
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "a declaration id is 32 hex digits").field("id"))?;
+    let id: RecordId = id.parse().map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "a declaration id is 32 hex digits").field("id")
+    })?;
     let body: VerdictBody = serde_json::from_slice(&signed.body).map_err(body_error)?;
     if body.note.trim().is_empty() || body.note.len() > 4096 {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "a note of 1 to 4096 bytes")
-            .field("note"));
+        return Err(
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "a note of 1 to 4096 bytes").field("note")
+        );
     }
-    let closed =
-        Closed { verdict: body.verdict, by: signed.caller.public_key().key_id(), at_ms: signed.now_ms, note: body.note };
+    let closed = Closed {
+        verdict: body.verdict,
+        by: signed.caller.public_key().key_id(),
+        at_ms: signed.now_ms,
+        note: body.note,
+    };
     match s.records.close_review(id, closed).await {
         Ok(r) => Ok(Json(review_out(r, signed.now_ms))),
         Err(e @ review::CloseError::NotFound(_)) => Err(ApiError::not_found(e.to_string())),

@@ -36,8 +36,8 @@ use super::gateway::{MAX_WAIT_MS, WaitQuery};
 use super::openapi::{AgreementCertificateDoc, DocumentReceiptDoc};
 use crate::records::access::read::{AccessRequest, Released};
 use crate::records::consent::decide::Reader;
-use cairn_proto::access::Accessor;
 use crate::records::consent::{ConsentError, DocumentQuery, StoredDocument};
+use cairn_proto::access::Accessor;
 
 impl From<ConsentError> for ApiError {
     fn from(e: ConsentError) -> Self {

@@ -266,8 +266,12 @@ pub(super) async fn erasures(State(s): State<Arc<ApiState>>, signed: SignedGatew
             return Err(bad_trigger("a rectification names the corrected record in \"replaced_by\"".into()));
         }
         (_, Some(_)) => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_scope", "\"replaced_by\" goes with trigger rectified")
-                .field("replaced_by"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_scope",
+                "\"replaced_by\" goes with trigger rectified",
+            )
+            .field("replaced_by"));
         }
         (None | Some("subject_request"), None) => ErasureTrigger::SubjectRequest,
         (Some("purpose_achieved"), None) => ErasureTrigger::PurposeAchieved,

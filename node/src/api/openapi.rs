@@ -108,7 +108,18 @@ format_schema!(
     AccessReceiptDoc,
     "AccessReceipt",
     "proof that an access event's leaf is committed on chain, verifiable offline (cairn_proto::access::AccessReceipt; docs/access.md)",
-    ["version", "handle", "commitment", "leaf", "batch", "leaf_index", "batch_proof", "log_index", "log_proof", "block"]
+    [
+        "version",
+        "handle",
+        "commitment",
+        "leaf",
+        "batch",
+        "leaf_index",
+        "batch_proof",
+        "log_index",
+        "log_proof",
+        "block"
+    ]
 );
 
 /// The request signature (DESIGN.md §9, `cairn_proto::request`).

@@ -176,11 +176,7 @@ fn run(mut vault: Vault<SledStore, FileRootSlot>, mut rx: mpsc::Receiver<Command
                     .record_ids()
                     .iter()
                     .map(|rid| vault.get(rid))
-                    .filter(|r| {
-                        r.as_ref().map_or(true, |r| {
-                            !r.header.content_type.is_reading()
-                        })
-                    })
+                    .filter(|r| r.as_ref().map_or(true, |r| !r.header.content_type.is_reading()))
                     .collect();
                 fatal = answer(reply, docs);
             }

@@ -175,12 +175,9 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
     let consent_batch_store = open(CONSENT_BATCHES_FILE)?;
     let access_batch_store = open(ACCESS_BATCHES_FILE)?;
     let (access_batches, access_batcher) = anchor::channel(4096, BatchKind::AccessEvents);
-    let access_log = AccessLogHandle::spawn(
-        &file.data_dir.join(ACCESS_LOG_FILE),
-        me.0,
-        file.access.log_retention_days * 86_400_000,
-    )
-    .map_err(|e| refused("opening the access log", e))?;
+    let access_log =
+        AccessLogHandle::spawn(&file.data_dir.join(ACCESS_LOG_FILE), me.0, file.access.log_retention_days * 86_400_000)
+            .map_err(|e| refused("opening the access log", e))?;
     let reviews = ReviewStore::open(&file.data_dir.join(REVIEW_FILE)).map_err(|e| refused("opening a store", e))?;
     let access = AccessLog::new(access_log, access_batches, reviews);
     let (anchors, anchorer) = anchor::channel(4096, BatchKind::Anchors);

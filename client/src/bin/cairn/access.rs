@@ -90,8 +90,7 @@ pub fn break_glass(
     justification: String,
     minutes: u64,
 ) -> anyhow::Result<()> {
-    let json = break_glass_json(&organisation, &purpose, &justification, minutes)
-        .map_err(|e| Usage(format!("{e}")))?;
+    let json = break_glass_json(&organisation, &purpose, &justification, minutes).map_err(|e| Usage(format!("{e}")))?;
     eprintln!("break-glass: every read is logged, flagged, shown to the patient and reviewed");
     sign_and_give(&signer, DocumentFile::new(DocumentKind::BreakGlass, subject.subject()?, json)?)
 }

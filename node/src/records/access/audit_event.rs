@@ -43,9 +43,11 @@ pub fn audit_event(handle: &Hash32, e: &AccessEvent) -> Value {
         Accessor::FamilyMember { key: k } => json!({"who": {"identifier": key(k)}, "type": {"text": "family member"}}),
         Accessor::Patient { key: k } => json!({"who": {"identifier": key(k)}, "type": {"text": "patient"}}),
     };
-    let mut agent = who;
-    agent["requestor"] = json!(true);
-    agent["purposeOfUse"] = json!([{"coding": [{"system": ACT_REASON, "code": e.purpose}]}]);
+    let agent = with(
+        with(who, "requestor", json!(true)),
+        "purposeOfUse",
+        json!([{"coding": [{"system": ACT_REASON, "code": e.purpose}]}]),
+    );
     let mut entities: Vec<Value> = e
         .records
         .iter()
@@ -83,10 +85,19 @@ pub fn audit_event(handle: &Hash32, e: &AccessEvent) -> Value {
         "entity": entities,
     });
     if let Some(reason) = &e.reason {
-        event["outcomeDesc"] = json!(reason);
+        event = with(event, "outcomeDesc", json!(reason));
     }
     if e.outcome == Outcome::BreakGlass {
-        event["meta"] = json!({"security": [{"system": ACT_REASON, "code": "BTG", "display": "break the glass"}]});
+        let label = json!({"security": [{"system": ACT_REASON, "code": "BTG", "display": "break the glass"}]});
+        event = with(event, "meta", label);
     }
     event
+}
+
+/// `object` with member `key` set to `value`.
+fn with(mut object: Value, key: &str, value: Value) -> Value {
+    if let Some(map) = object.as_object_mut() {
+        map.insert(key.to_string(), value);
+    }
+    object
 }

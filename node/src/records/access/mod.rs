@@ -222,10 +222,16 @@ impl Records {
     /// Logs `event` about `subject` durably and queues its leaf; returns the entry handle.
     /// Nothing may be released to the caller before this returns `Ok`.
     pub async fn log_access(&self, subject: &Subject, event: AccessEvent) -> Result<Hash32, ConsentError> {
+        // Only for the access benchmark's comparison build (BENCHMARKS.md): a node built
+        // with this feature releases data without logging it and must never be deployed.
+        if cfg!(feature = "bench-unlogged") {
+            return Ok(Hash32([0; 32]));
+        }
         let key = self.writing_key(subject, event.recorded_ms).await?;
         let outcome = event.outcome;
         let logged = self.access.log.log(vec![NewEntry { key, event }]).await.map_err(RecordsError::from)?;
-        let logged = logged.first().copied().ok_or_else(|| RecordsError::Fatal("the access log wrote nothing".into()))?;
+        let logged =
+            logged.first().copied().ok_or_else(|| RecordsError::Fatal("the access log wrote nothing".into()))?;
         self.access.batches.add(vec![logged.leaf]).await;
         let c = &self.counters;
         let counter = match outcome {
@@ -307,7 +313,9 @@ impl Records {
                 _ => silent.push(*peer),
             }
         }
-        all.sort_by_key(|e| (e.entry.as_ref().map_or(u64::from(e.day) * store::DAY_MS, |x| x.event.recorded_ms), e.handle));
+        all.sort_by_key(|e| {
+            (e.entry.as_ref().map_or(u64::from(e.day) * store::DAY_MS, |x| x.event.recorded_ms), e.handle)
+        });
         Ok((all, silent))
     }
 

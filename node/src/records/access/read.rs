@@ -1,14 +1,14 @@
 //! A read through a consent, a family grant or a break-glass declaration, from the
 //! decision to the logged event: nothing is released before its event is durable.
 
+use cairn_proto::Hash32;
 use cairn_proto::access::{AccessAction, AccessEvent, Accessor, Outcome};
 use cairn_proto::record::RecordId;
-use cairn_proto::Hash32;
 
+use super::super::Records;
 use super::super::consent::decide::{self, Permit, Reader, Terms};
 use super::super::consent::{ConsentError, DocumentQuery};
 use super::super::read::ReadAnswer;
-use super::super::Records;
 
 /// A read as the API hands it over.
 #[derive(Debug, Clone)]
@@ -70,27 +70,29 @@ impl Records {
         };
         let (policy, _) = self.ledger.policy();
         let chain = self.ledger.chain();
-        let event = |outcome: Outcome, records: Vec<RecordId>, withheld: usize, reason: Option<&str>, trace: Vec<String>| {
-            AccessEvent {
-                version: 1,
-                recorded_ms: req.now_ms,
-                node: self.me,
-                action: if req.rid.is_some() { AccessAction::Read } else { AccessAction::Search },
-                outcome,
-                purpose: req.purpose.clone(),
-                accessor: req.accessor.clone(),
-                basis: Some(req.basis),
-                records,
-                withheld: withheld as u64,
-                reason: reason.map(str::to_string),
-                justification: justification.clone().filter(|_| outcome == Outcome::BreakGlass),
-                trace,
-            }
-        };
+        let event =
+            |outcome: Outcome, records: Vec<RecordId>, withheld: usize, reason: Option<&str>, trace: Vec<String>| {
+                AccessEvent {
+                    version: 1,
+                    recorded_ms: req.now_ms,
+                    node: self.me,
+                    action: if req.rid.is_some() { AccessAction::Read } else { AccessAction::Search },
+                    outcome,
+                    purpose: req.purpose.clone(),
+                    accessor: req.accessor.clone(),
+                    basis: Some(req.basis),
+                    records,
+                    withheld: withheld as u64,
+                    reason: reason.map(str::to_string),
+                    justification: justification.clone().filter(|_| outcome == Outcome::BreakGlass),
+                    trace,
+                }
+            };
         let permit = match decide::decide(&set, &policy, &chain, &req.reader, &req.purpose, &req.basis, req.now_ms) {
             Ok(p) => p,
             Err(r) => {
-                self.log_access(&subject, event(Outcome::Refused, Vec::new(), 0, Some(r.code), r.trace.clone())).await?;
+                self.log_access(&subject, event(Outcome::Refused, Vec::new(), 0, Some(r.code), r.trace.clone()))
+                    .await?;
                 return Err(r.into());
             }
         };
@@ -116,6 +118,4 @@ impl Records {
         let entry = self.log_access(&subject, event(outcome, rids, withheld, None, permit.trace.clone())).await?;
         Ok(Released { records, withheld, permit, entry })
     }
-
 }
-

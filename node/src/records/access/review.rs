@@ -68,7 +68,14 @@ impl Versioned for Review {
 
 impl Review {
     /// A new, open review.
-    pub fn open(declaration: RecordId, organisation: String, purpose: String, declared_ms: u64, ends_ms: u64, due_ms: u64) -> Self {
+    pub fn open(
+        declaration: RecordId,
+        organisation: String,
+        purpose: String,
+        declared_ms: u64,
+        ends_ms: u64,
+        due_ms: u64,
+    ) -> Self {
         Self { version: 1, declaration, organisation, purpose, declared_ms, ends_ms, due_ms, closed: None }
     }
 }

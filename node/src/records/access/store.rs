@@ -224,7 +224,11 @@ impl Writer {
 
     /// The first k with no row under `key`: rows are written in order from 0 and never
     /// removed, so an exponential then binary search finds it in O(log n) lookups.
-    fn probe(&self, table: &impl redb::ReadableTable<&'static [u8; 32], &'static [u8]>, key: &LogKey) -> Result<u64, StoreError> {
+    fn probe(
+        &self,
+        table: &impl redb::ReadableTable<&'static [u8; 32], &'static [u8]>,
+        key: &LogKey,
+    ) -> Result<u64, StoreError> {
         let has = |k: u64| -> Result<bool, StoreError> {
             Ok(table.get(&key.handle(&self.me, k).0).map_err(db_err)?.is_some())
         };

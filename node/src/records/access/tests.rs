@@ -57,7 +57,9 @@ async fn entries_share_one_key_list_with_proofs_and_outlive_the_subjects_erasure
     let subject = Subject { gateway: g, reference: reference.into() };
     // Three events at two nodes: the first creates the subject's log key at every node.
     let mut handles = Vec::new();
-    for (i, outcome, purpose) in [(0, Outcome::Granted, "TREAT"), (1, Outcome::Refused, "HRESCH"), (0, Outcome::BreakGlass, "ETREAT")] {
+    for (i, outcome, purpose) in
+        [(0, Outcome::Granted, "TREAT"), (1, Outcome::Refused, "HRESCH"), (0, Outcome::BreakGlass, "ETREAT")]
+    {
         handles.push(sim.nodes[i].log_access(&subject, event(sim.id(i), outcome, purpose)).await.unwrap());
     }
     let mut keys = BTreeSet::new();
@@ -104,9 +106,8 @@ async fn entries_share_one_key_list_with_proofs_and_outlive_the_subjects_erasure
 
     // The subject is erased: the key record goes with the readings.
     let scope = ErasureScope::Subject { gateway: g, local: reference.into() };
-    let job = accept::accept(&sim.nodes[0], g, scope, ErasureTrigger::SubjectRequest, crate::clock::now_ms())
-        .await
-        .unwrap();
+    let job =
+        accept::accept(&sim.nodes[0], g, scope, ErasureTrigger::SubjectRequest, crate::clock::now_ms()).await.unwrap();
     assert!(job.records.iter().any(|r| r.anchor.rid == key_id), "the log key is erased with the subject");
     let mut pacing = Pacing::default();
     let records = sim.nodes[0].clone();
@@ -193,7 +194,10 @@ async fn an_old_disk_copy_and_the_current_root_link_no_entry_to_the_patient() {
     assert!(!opened.is_empty(), "the current root opens the kept records");
     assert!(!opened.contains_key(&rid));
     let linked = |opened: &std::collections::BTreeMap<RecordId, Vec<u8>>| {
-        opened.values().filter_map(|p| stored_log_key(ContentType::AccessLogKey, p)).any(|k| rows.contains(&k.handle(&me, 0)))
+        opened
+            .values()
+            .filter_map(|p| stored_log_key(ContentType::AccessLogKey, p))
+            .any(|k| rows.contains(&k.handle(&me, 0)))
     };
     assert!(!linked(&opened), "an entry linked with the current root");
     // Positive control: the copy's own root opens the key, and its handles are the rows.

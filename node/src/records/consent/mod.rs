@@ -31,9 +31,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use self::decide::{Doc, DocSet, Permit, Refusal, Terms};
+use super::access::{LogKey, stored_log_key};
 use super::read::{ReadAnswer, RecordView};
 use super::wire::{Request, Response};
-use super::access::{LogKey, stored_log_key};
 use super::{Records, RecordsError};
 use crate::vault::{NewRecord, StoredRecord, SubjectRef};
 
@@ -588,9 +588,10 @@ impl Records {
             }
             Terms::BreakGlass(b) => {
                 let signer = only_signer("a break-glass declaration")?;
-                let accessor = membership.members.iter().any(|m| {
-                    m.public_key == signer && m.role == Role::Accessor && m.organisation == b.organisation
-                });
+                let accessor = membership
+                    .members
+                    .iter()
+                    .any(|m| m.public_key == signer && m.role == Role::Accessor && m.organisation == b.organisation);
                 if !accessor {
                     return Err(refused(
                         "not_an_accessor",
@@ -607,7 +608,9 @@ impl Records {
                     return Err(invalid("period.start_ms", "in the future"));
                 }
                 let most = self.settings.break_glass_ms;
-                if b.period.end_ms.saturating_sub(b.period.start_ms.max(now_ms.saturating_sub(REVOCATION_SKEW_MS))) > most {
+                if b.period.end_ms.saturating_sub(b.period.start_ms.max(now_ms.saturating_sub(REVOCATION_SKEW_MS)))
+                    > most
+                {
                     return Err(invalid(
                         "period",
                         format!("longer than this node's break-glass time box ({} minutes)", most / 60_000),
