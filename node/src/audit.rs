@@ -7,7 +7,11 @@
 //! subject index lists only live records), then scans every byte of every file (vault,
 //! ledger, anchor and erasure batches, consensus WAL, configuration, logs) for an erased
 //! record id, raw or in hex, except `erasures.redb`, whose certificates name the records
-//! they prove erased.
+//! they prove erased (the report lists every file it did not search, and why).
+//!
+//! The access log (`access-log.redb`, ADR 018): every row is counted, and each is either
+//! linked to a live subject (its handle derives from a log key the vault still holds) or
+//! linked to no one (its subject was erased, or the key is held elsewhere).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,8 +19,10 @@ use std::path::{Path, PathBuf};
 use cairn_proto::Hash32;
 use cairn_proto::record::RecordId;
 
+use crate::records::access::store::AccessLogStore;
+use crate::records::access::{LogKey, stored_log_key};
 use crate::records::erasure::ErasureStore;
-use crate::run::{ERASURES_FILE, VAULT_DIR};
+use crate::run::{ACCESS_LOG_FILE, ERASURES_FILE, VAULT_DIR};
 use crate::vault::{Vault, VaultConfig};
 
 /// What the audit looked at and found.
@@ -32,6 +38,10 @@ pub struct ResidueReport {
     pub vault: String,
     /// Files scanned and their bytes.
     pub files: Vec<(PathBuf, u64)>,
+    /// Files not searched, and why.
+    pub skipped: Vec<(PathBuf, String)>,
+    /// The access log, in words.
+    pub access_log: String,
     /// Anything that still links an erased record.
     pub findings: Vec<String>,
 }
@@ -66,6 +76,37 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), AuditError> {
     Ok(())
 }
 
+/// Counts the rows of `access-log.redb`: kept or past retention, and linked to a live
+/// log key or to no one.
+fn access_log(data_dir: &Path, live_keys: &[LogKey]) -> Result<String, AuditError> {
+    let path = data_dir.join(ACCESS_LOG_FILE);
+    if !path.exists() {
+        return Ok("no access log".into());
+    }
+    let me =
+        crate::identity::NodeIdentity::load(data_dir).map_err(|e| failed("the node key", e))?.public_key().key_id();
+    let rows = AccessLogStore::rows(&path).map_err(|e| failed("the access log", e))?;
+    let mut linked = HashSet::new();
+    for key in live_keys {
+        for k in 0.. {
+            let handle = key.handle(&me, k);
+            if !rows.contains_key(&handle) {
+                break;
+            }
+            linked.insert(handle);
+        }
+    }
+    let kept = rows.values().filter(|r| r.sealed.is_some()).count();
+    Ok(format!(
+        "{} entries ({kept} with their event, {} past the log's retention); {} linked to a subject whose log key \
+         this vault holds, {} linked to no one",
+        rows.len(),
+        rows.len() - kept,
+        linked.len(),
+        rows.len() - linked.len()
+    ))
+}
+
 /// Audits the data directory of a stopped node; `progress` is told of each file scanned.
 pub fn residue(data_dir: &Path, mut progress: impl FnMut(&Path, u64)) -> Result<ResidueReport, AuditError> {
     let mut report = ResidueReport::default();
@@ -85,9 +126,13 @@ pub fn residue(data_dir: &Path, mut progress: impl FnMut(&Path, u64)) -> Result<
 
     let vault = Vault::open_dir(&data_dir.join(VAULT_DIR), VaultConfig::default())
         .map_err(|e| failed("opening the vault (is the node still running? stop it first)", e))?;
+    let mut log_keys = Vec::new();
     for rid in vault.record_ids() {
         let record = vault.get(&rid).map_err(|e| failed("vault", e))?;
         report.live_records += 1;
+        if let Some(k) = stored_log_key(record.header.content_type, &record.payload) {
+            log_keys.push(k);
+        }
         if erased_leaves.contains(&record.leaf) {
             report.findings.push(format!("the vault still holds record {rid}, whose erasure this node signed"));
         }
@@ -106,6 +151,7 @@ pub fn residue(data_dir: &Path, mut progress: impl FnMut(&Path, u64)) -> Result<
         }
     };
     drop(vault);
+    report.access_log = access_log(data_dir, &log_keys)?;
 
     // Each erased id raw (16 bytes) and in hex (32 characters); one pass per length.
     let raw: HashMap<Vec<u8>, RecordId> = erased_ids.iter().map(|r| (r.0.to_vec(), *r)).collect();
@@ -115,6 +161,8 @@ pub fn residue(data_dir: &Path, mut progress: impl FnMut(&Path, u64)) -> Result<
     files.sort();
     for path in files {
         if path.file_name().is_some_and(|n| n == ERASURES_FILE) {
+            let why = "its erasure certificates and jobs name the records they prove erased, by design";
+            report.skipped.push((path, why.into()));
             continue;
         }
         let bytes = std::fs::read(&path).map_err(|e| failed(format!("reading {}", path.display()), e))?;

@@ -165,6 +165,10 @@ fn main() -> anyhow::Result<()> {
                 report.files.len(),
                 report.bytes()
             );
+            println!("access log: {}", report.access_log);
+            for (path, why) in &report.skipped {
+                println!("file not searched: {} ({why})", path.display());
+            }
             println!(
                 "not searched: subject references (the node keeps none after a request: it only hashes it) and \
                  record leaves (on chain by design; without the destroyed commitment secret a leaf links to nothing)"

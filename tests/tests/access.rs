@@ -348,4 +348,14 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     let (hits, scanned) = scan(&haystacks, &needles);
     assert!(hits.is_empty(), "personal data after erasure: {hits:?}");
     assert!(scanned > 1_000_000, "scanned {scanned} bytes");
+
+    // The residue audit of a stopped node counts its entries, all linked to no one, and
+    // names the file it does not search.
+    c.kill(0);
+    let out = run_ok("cairn-node", &["audit", "residue", "--config", c.configs[0].to_str().unwrap()]);
+    let expect = format!("access log: {} entries", before[0]);
+    assert!(out.contains(&expect) && out.contains("0 linked to a subject"), "{out}");
+    assert!(out.contains(&format!("{} linked to no one", before[0])), "{out}");
+    assert!(out.contains("file not searched:") && out.contains("erasures.redb"), "{out}");
+    assert!(out.contains("found: nothing"), "{out}");
 }

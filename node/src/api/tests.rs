@@ -153,6 +153,10 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("/v1/documents/{id}/receipt", "get"),
     ("/v1/documents/{id}/certificate", "get"),
     ("/v1/access/records", "get"),
+    ("/v1/disclosures", "post"),
+    ("/v1/access-log", "get"),
+    ("/v1/reviews", "get"),
+    ("/v1/reviews/{id}", "post"),
     ("/v1/access/records/{rid}", "get"),
 ];
 

@@ -105,6 +105,26 @@ pub struct Walked {
     pub row: Row,
 }
 
+/// Reading a stopped node's access log (the residue audit).
+#[derive(Debug)]
+pub struct AccessLogStore;
+
+impl AccessLogStore {
+    /// Every row of the access log at `path`, by handle.
+    pub fn rows(path: &Path) -> Result<HashMap<Hash32, Row>, StoreError> {
+        let db = redb::Database::open(path)
+            .map_err(|e| StoreError::new("access log", format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ENTRIES).map_err(db_err)?;
+        let mut out = HashMap::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            out.insert(Hash32(*k.value()), decode_row(v.value())?);
+        }
+        Ok(out)
+    }
+}
+
 /// The access log's mailbox (one writer thread).
 #[derive(Debug, Clone)]
 pub struct AccessLogHandle {
