@@ -5,6 +5,7 @@ pub mod access;
 pub mod admin;
 pub mod consent;
 pub mod csv;
+pub mod export;
 pub mod gateway;
 pub mod http;
 pub mod keys;

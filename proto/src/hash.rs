@@ -67,6 +67,10 @@ pub mod domain {
     pub const DOCUMENT_EVENT: &str = "cairn/document-event/v1";
     /// Keyed commitment to a document's expiry (its period ended).
     pub const DOCUMENT_EXPIRY: &str = "cairn/document-expiry/v1";
+    /// Signed: a validator's export manifest (`crate::export`).
+    pub const SIG_EXPORT: &str = "cairn/sig/export/v1";
+    /// Hash of one export entry's bytes (`crate::export::item_hash`).
+    pub const EXPORT_ITEM: &str = "cairn/export-item/v1";
     /// Commitment to an access event (`crate::access::access_commitment`).
     pub const ACCESS_EVENT: &str = "cairn/access-event/v1";
     /// Signed (ZIP-215): a consensus vote.
@@ -105,6 +109,8 @@ pub mod domain {
         DOCUMENT_EVENT,
         DOCUMENT_EXPIRY,
         ACCESS_EVENT,
+        SIG_EXPORT,
+        EXPORT_ITEM,
         SIG_VOTE,
         SIG_PROPOSAL,
         SIG_VALIDATOR_PROOF,

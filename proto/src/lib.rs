@@ -13,6 +13,7 @@ pub mod consensus;
 pub mod consent;
 pub mod encoding;
 pub mod erasure;
+pub mod export;
 pub mod genesis;
 pub mod hash;
 pub mod identity;

@@ -309,6 +309,58 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     assert_eq!(c.metric(home, "cairn_break_glass_reviews_overdue"), Some(0.0));
 
     eprintln!("step: Erasure of the patient");
+    eprintln!("step: export");
+    // Export: everything held about the patient, resources byte for byte, every proof
+    // verifying offline; a tampered entry is refused by name.
+    let exported = as_patient2.export(&subject).unwrap();
+    let v = cairn_client::export::verify_export(&genesis, &exported, |_, _| {}).unwrap();
+    assert_eq!(v.readings, 3);
+    assert!(v.documents >= 7, "binding, consent, agreement, grant, declaration, restriction, lift: {}", v.documents);
+    assert!(v.disclosures >= l.entries.len(), "{} < {}", v.disclosures, l.entries.len());
+    let bundle: Value = serde_json::from_slice(&exported).unwrap();
+    assert_eq!(bundle["resourceType"], "Bundle");
+    let text = String::from_utf8(exported.clone()).unwrap();
+    for line in body.lines() {
+        assert!(text.contains(&format!("\"resource\":{line}")), "a reading not byte for byte: {line}");
+    }
+    let first = body.lines().next().unwrap();
+    let tampered = text.replacen(first, &first.replacen("\"status\":\"final\"", "\"status\":\"amended\"", 1), 1);
+    assert_ne!(tampered, text);
+    let err = cairn_client::export::verify_export(&genesis, tampered.as_bytes(), |_, _| {}).unwrap_err();
+    assert!(
+        err.item.starts_with("urn:cairn:record:") && err.problem.contains("not what the validator signed"),
+        "{err}"
+    );
+    // The same through the CLI.
+    let export_file = c.dir.path().join("export.json");
+    run_ok(
+        "cairn",
+        &[
+            "export",
+            "--node",
+            &c.urls[0],
+            "--key",
+            key_file.to_str().unwrap(),
+            "--gateway",
+            &gw.to_string(),
+            "--subject",
+            &subject_ref,
+            "--out",
+            export_file.to_str().unwrap(),
+        ],
+    );
+    let out = run_ok(
+        "cairn",
+        &["verify-export", "--genesis", c.genesis_path().to_str().unwrap(), export_file.to_str().unwrap()],
+    );
+    assert!(out.contains("ok: 3 readings"), "{out}");
+    std::fs::write(&export_file, tampered).unwrap();
+    let out = cairn_tests::run(
+        "cairn",
+        &["verify-export", "--genesis", c.genesis_path().to_str().unwrap(), export_file.to_str().unwrap()],
+    );
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("urn:cairn:record:"));
+
     // Erasure of the patient: the entries still count and verify, at every node.
     let counts = |c: &Cluster| -> Vec<u64> {
         (0..4)
@@ -324,7 +376,8 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
             .collect()
     };
     let before = counts(&c);
-    assert_eq!(before.iter().sum::<u64>(), l.entries.len() as u64);
+    // The list above, and the two exports since (each an access event).
+    assert_eq!(before.iter().sum::<u64>(), l.entries.len() as u64 + 2);
     let id = gateway.erase(&Erase::Subject(subject_ref.clone()), Some("subject_request")).unwrap();
     c.wait_for("the patient's erasure", 2 * MINUTE, |_| gateway.certificates(&id).unwrap().is_some());
     assert_eq!(counts(&c), before, "every entry still counts and verifies after the erasure");

@@ -4,6 +4,7 @@
 //! | Route | Caller | Answer |
 //! |---|---|---|
 //! | `POST /v1/disclosures` [`SubjectBody`] | a key bound to the subject (patient or representative) | [`DisclosureList`]: every access event at every validator, with proofs |
+//! | `POST /v1/export` [`SubjectBody`] | the same | a FHIR `Bundle` of everything held about the subject, with proofs, signed by this validator (`cairn_proto::export`) |
 //! | `GET /v1/access-log?from_day=&to_day=` | a regulator key | [`AccessLogOut`]: this node's entries (day, outcome, leaf, proof), no content |
 //! | `GET /v1/reviews` | a regulator key | [`ReviewList`]: break-glass declarations taken here and their verdicts |
 //! | `POST /v1/reviews/{id}` [`VerdictBody`] | a regulator key | the closed [`ReviewOut`] |
@@ -100,6 +101,32 @@ pub(super) async fn disclosures(
         })
         .collect();
     Ok(Json(DisclosureList { entries, missing }))
+}
+
+/// Everything held about a patient — readings byte for byte, consent-layer documents, the
+/// access log — as a FHIR R4 `Bundle` (type `collection`), each item followed by its proof
+/// and the whole signed by this validator (docs/access.md "Export"; `cairn verify-export`).
+/// The export is logged as an access event.
+#[utoipa::path(post, path = "/v1/export", tag = "access", security(("cairnSignature" = [])),
+    request_body(content = SubjectBody, content_type = "application/json"),
+    responses((status = 200, body = Object, content_type = "application/fhir+json", description = "a FHIR Bundle"),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn export(
+    State(s): State<Arc<ApiState>>,
+    signed: SignedCaller,
+) -> Result<axum::response::Response, ApiError> {
+    let body: SubjectBody = serde_json::from_slice(&signed.body).map_err(body_error)?;
+    let subject = Subject { gateway: body.gateway, reference: body.reference };
+    let Caller::Person(caller) = &signed.caller else {
+        return Err(ApiError::not_found("no export of that subject for this key".into()));
+    };
+    let (text, _) = s.records.export(&subject, caller, signed.now_ms).await.map_err(|e| match e {
+        crate::records::consent::ConsentError::NotFound(_) => {
+            ApiError::not_found("no export of that subject for this key".into())
+        }
+        e => e.into(),
+    })?;
+    Ok(axum::response::IntoResponse::into_response(([("content-type", "application/fhir+json")], text)))
 }
 
 fn regulator(signed: &SignedCaller) -> Result<(), ApiError> {

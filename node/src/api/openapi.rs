@@ -187,6 +187,7 @@ fn router_and_document() -> (Router<Arc<ApiState>>, Document) {
         .routes(routes!(consent::access_list))
         .routes(routes!(consent::access_record))
         .routes(routes!(access::disclosures))
+        .routes(routes!(access::export))
         .routes(routes!(access::access_log))
         .routes(routes!(access::reviews))
         .routes(routes!(access::close_review))

@@ -154,6 +154,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("/v1/documents/{id}/certificate", "get"),
     ("/v1/access/records", "get"),
     ("/v1/disclosures", "post"),
+    ("/v1/export", "post"),
     ("/v1/access-log", "get"),
     ("/v1/reviews", "get"),
     ("/v1/reviews/{id}", "post"),

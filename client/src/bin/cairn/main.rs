@@ -302,6 +302,27 @@ enum Command {
         #[arg(long)]
         genesis: Option<PathBuf>,
     },
+    /// As the patient (or a bound representative): everything held about you — readings
+    /// byte for byte, consents, grants, agreements, the access log — as a FHIR Bundle with
+    /// proofs, signed by the node, written to --out.
+    Export {
+        #[command(flatten)]
+        signer: consent::Signer,
+        #[command(flatten)]
+        subject: consent::SubjectArgs,
+        /// Where to write the Bundle (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify an export offline against the genesis file: the node's signature over every
+    /// entry's bytes and each item's proof; a tampered entry is named.
+    VerifyExport {
+        /// The chain's genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// The export (a FHIR Bundle, JSON).
+        export: PathBuf,
+    },
     /// As the patient: restrict the processing of your records (place), or lift it.
     #[command(subcommand)]
     Restriction(access::RestrictionCommand),
@@ -645,6 +666,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(c) => consent::policy(c)?,
         Command::Disclosures { signer, subject, genesis } => access::disclosures(signer, subject, genesis)?,
         Command::Restriction(c) => access::restriction(c)?,
+        Command::Export { signer, subject, out } => access::export(signer, subject, out)?,
+        Command::VerifyExport { genesis, export } => access::verify_export(&genesis, &export)?,
         Command::BreakGlass { signer, subject, organisation, purpose, justification, minutes } => {
             access::break_glass(signer, subject, organisation, purpose, justification, minutes)?
         }

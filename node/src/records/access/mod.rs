@@ -20,6 +20,7 @@
 //! key found is walked, so no entry is lost.
 
 pub mod audit_event;
+pub mod export;
 pub mod read;
 pub mod review;
 pub mod store;

@@ -127,6 +127,14 @@ impl Erasures {
         (self.key.public(), self.key.sign(cairn_proto::hash::domain::SIG_IDENTITY, statement))
     }
 
+    /// Signs an export manifest with this node's validator key (`cairn_proto::export`).
+    pub fn sign_export(
+        &self,
+        manifest: cairn_proto::export::ExportManifest,
+    ) -> Result<cairn_proto::export::SignedExportManifest, cairn_proto::encoding::EncodeError> {
+        cairn_proto::export::SignedExportManifest::sign(manifest, &self.key)
+    }
+
     /// This node's key id (the custodian named in its receipts).
     pub fn custodian(&self) -> KeyId {
         self.key.public().key_id()
