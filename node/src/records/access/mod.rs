@@ -159,15 +159,10 @@ pub struct LoggedEntry {
 }
 
 impl Records {
-    /// The subject's log keys held here, by record id.
-    async fn log_keys_here(&self, subject: &Subject) -> Result<Vec<(RecordId, LogKey)>, RecordsError> {
-        self.held_log_keys(subject).await
-    }
-
     /// The subject's log keys known to this node and at least f others (as for consent
     /// documents: any f + 1 validators hold every key made at n − f).
     pub async fn log_keys(&self, subject: &Subject) -> Result<Vec<(RecordId, LogKey)>, ConsentError> {
-        let mut keys: BTreeMap<RecordId, LogKey> = self.log_keys_here(subject).await?.into_iter().collect();
+        let mut keys: BTreeMap<RecordId, LogKey> = self.held_log_keys(subject).await?.into_iter().collect();
         let peers: Vec<KeyId> = self.validators.iter().filter(|k| **k != self.me).copied().collect();
         let asks = peers.iter().map(|p| self.ask(*p, Request::LogKeys(subject.clone())));
         let mut answered = 0;
@@ -177,7 +172,7 @@ impl Records {
                 keys.extend(list.into_iter().map(|(id, k)| (id, LogKey(k))));
             }
         }
-        let f = (self.validators.len().saturating_sub(1)) / 3;
+        let f = self.faults();
         if answered < f {
             return Err(ConsentError::Unavailable(format!(
                 "{answered} other validators answered; the access log needs {f} to find the subject's log key"
@@ -190,7 +185,7 @@ impl Records {
     /// the lowest id known to f + 1 validators, else a new key stored at every reachable
     /// validator (at least n − f).
     async fn writing_key(&self, subject: &Subject, now_ms: u64) -> Result<LogKey, ConsentError> {
-        if let Some((_, k)) = self.log_keys_here(subject).await?.into_iter().next() {
+        if let Some((_, k)) = self.held_log_keys(subject).await?.into_iter().next() {
             return Ok(k);
         }
         let _one = self.access.creating.lock().await;

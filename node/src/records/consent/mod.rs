@@ -271,7 +271,7 @@ impl Records {
     }
 
     /// Validators a decision must hear from besides this one: f = ⌊(n − 1) / 3⌋.
-    fn faults(&self) -> usize {
+    pub(crate) fn faults(&self) -> usize {
         (self.validators.len().saturating_sub(1)) / 3
     }
 
