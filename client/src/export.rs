@@ -4,8 +4,12 @@
 
 use std::collections::HashMap;
 
+use cairn_proto::access::AccessAction;
 use cairn_proto::consent::{Document, DocumentKind, Subject};
-use cairn_proto::export::{ExportError, SIGNATURE_URL, SignedExportManifest, binary_data, export_error, item_hash};
+use cairn_proto::erasure::ErasureCertificate;
+use cairn_proto::export::{
+    ERASURE_URL, ExportError, SIGNATURE_URL, SignedExportManifest, binary_data, export_error, item_hash,
+};
 use cairn_proto::genesis::Genesis;
 use cairn_proto::receipt::AnchorReceipt;
 use serde::Deserialize;
@@ -46,6 +50,11 @@ pub struct VerifiedExport {
     pub documents: usize,
     /// Access-log entries (each with a verified proof).
     pub disclosures: usize,
+    /// Erasure certificates of the subject's erased records (each verified).
+    pub erasures: usize,
+    /// Records the subject's log names as erased whose certificate the export does not
+    /// hold yet (custodians still erasing when exported: export again later).
+    pub erasures_pending: usize,
     /// Readings and access-log entries not yet committed on chain when exported (no
     /// proof yet: export again later to get one); the validator's signature covers them.
     pub pending: usize,
@@ -100,7 +109,17 @@ pub fn verify_export(
         return Err(export_error(&missing.url, "signed, but missing from the bundle"));
     }
     // Each item's proof against the chain.
-    let mut out = VerifiedExport { readings: 0, documents: 0, disclosures: 0, pending: 0, node: signed.manifest.node };
+    let mut out = VerifiedExport {
+        readings: 0,
+        documents: 0,
+        disclosures: 0,
+        erasures: 0,
+        erasures_pending: 0,
+        pending: 0,
+        node: signed.manifest.node,
+    };
+    // Every record an erase event of the log names, by (request hash, record id).
+    let mut erased: Vec<String> = Vec::new();
     let total = items.iter().filter(|e| !e.full_url.starts_with("urn:cairn:proof:")).count();
     let mut done = 0;
     for e in items.iter().filter(|e| !e.full_url.starts_with("urn:cairn:proof:")) {
@@ -140,11 +159,24 @@ pub fn verify_export(
                 d.verify(genesis).map_err(|err| export_error(url, err.to_string()))?;
                 out.disclosures += 1;
             }
+            if let AccessAction::Erase { request, .. } = d.entry.event.action {
+                erased.extend(d.entry.event.records.iter().map(|rid| format!("{ERASURE_URL}{request}:{rid}")));
+            }
+        } else if let Some(names) = url.strip_prefix(ERASURE_URL) {
+            let c: ErasureCertificate =
+                serde_json::from_slice(&binary_data(e.resource.get()).map_err(|err| export_error(url, err))?)
+                    .map_err(|err| export_error(url, format!("not an erasure certificate: {err}")))?;
+            if names != format!("{}:{}", c.request_hash, c.record.rid) {
+                return Err(export_error(url, "the certificate is for another request or record"));
+            }
+            c.verify(genesis).map_err(|err| export_error(url, err.to_string()))?;
+            out.erasures += 1;
         } else {
             return Err(export_error(url, "an entry of no known kind"));
         }
         done += 1;
         progress(done, total);
     }
+    out.erasures_pending = erased.iter().filter(|url| !by_url.contains_key(url.as_str())).count();
     Ok(out)
 }

@@ -88,6 +88,13 @@ impl Metrics {
         );
         line(
             &mut s,
+            "cairn_erasure_events_unlogged_total",
+            "counter",
+            "Erasures accepted whose event could not be written in the subject's access log.",
+            g(&records.erasure_events_unlogged),
+        );
+        line(
+            &mut s,
             "cairn_consent_documents_total",
             "counter",
             "Consent-layer documents (bindings, consents, grants, agreements, revocations) taken by this node.",

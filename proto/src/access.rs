@@ -38,6 +38,15 @@ pub enum AccessAction {
     Search,
     /// The patient's export of everything held about them (right of access).
     Export,
+    /// Records of the subject were erased (`AuditEvent.action` `D`): logged by the
+    /// coordinating validator when it accepts the request, so the subject's export can
+    /// carry the certificates (ADR 018).
+    Erase {
+        /// Hash of the erasure request, as its certificates name it.
+        request: Hash32,
+        /// Why.
+        trigger: crate::erasure::ErasureTrigger,
+    },
 }
 
 /// How the decision ended (FHIR `AuditEvent.outcome`).
@@ -72,6 +81,16 @@ pub enum Accessor {
     /// The patient or their representative (their own export).
     Patient {
         /// The key's id.
+        key: KeyId,
+    },
+    /// The gateway that asked for an erasure of records it wrote.
+    Gateway {
+        /// The gateway's key id.
+        key: KeyId,
+    },
+    /// A validator acting on its own (an erasure on retention expiry).
+    Node {
+        /// The validator's key id.
         key: KeyId,
     },
 }

@@ -2,7 +2,9 @@
 //! docs/access.md "Export"): a FHIR R4 `Bundle` of type `collection` holding the patient's
 //! readings (byte for byte as the gateway sent them), their consent-layer documents (a
 //! FHIR `Consent` as given; other documents as `Binary`), their access log as
-//! `AuditEvent`s, each followed by a `Binary` proof entry, and last an
+//! `AuditEvent`s, each followed by a `Binary` proof entry, the erasure certificate of
+//! each record of theirs erased (a `Binary` at `urn:cairn:erasure:{request hash}:{record
+//! id}`, its own proof), and last an
 //! `urn:cairn:export-signature` entry: the exporting validator's signature over a
 //! manifest of every other entry's URL and the hash of its resource's exact bytes. The
 //! manifest makes a tampered entry fail by name; the proofs tie each item to the chain.
@@ -19,6 +21,8 @@ use crate::version::versioned;
 pub use crate::hash::domain::{EXPORT_ITEM, SIG_EXPORT};
 /// The URL of the signature entry.
 pub const SIGNATURE_URL: &str = "urn:cairn:export-signature";
+/// The URL prefix of an erasure certificate's entry, followed by `{request hash}:{record id}`.
+pub const ERASURE_URL: &str = "urn:cairn:erasure:";
 
 /// `blake3("cairn/export-item/v1" || resource bytes)`.
 pub fn item_hash(resource: &[u8]) -> Hash32 {

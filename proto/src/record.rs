@@ -49,6 +49,12 @@ pub enum ContentType {
     /// A subject's access-log key (the node's `StoredLogKey`, bcs; ADR 018): never served
     /// through the record routes, erased with the subject.
     AccessLogKey,
+    /// A validator's access-log day key (the node's `StoredDayKey`, bcs; ADR 018): every
+    /// event that node logs on that day is sealed under it and the subject's log key
+    /// together; it has no subject, its only custodian is that validator, and its
+    /// retention is the access log's, so the retention sweep erases it — with a
+    /// certificate — when the day's entries expire.
+    AccessLogDayKey,
 }
 
 impl ContentType {

@@ -308,19 +308,50 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     assert_eq!(refused(reviewer.close_review(&declaration, "unjustified", "again")).0, 409);
     assert_eq!(c.metric(home, "cairn_break_glass_reviews_overdue"), Some(0.0));
 
-    eprintln!("step: Erasure of the patient");
+    eprintln!("step: one reading erased");
+    // A fourth reading, erased on its own: the coordinator logs the erasure in the
+    // patient's access log, and the export carries its certificate.
+    let canary = random_hex(8);
+    let extra = observation(&subject_ref, 99, &canary) + "\n";
+    let extra_rid = gateway.submit(extra.as_bytes(), BodyFormat::JsonLines, "TREAT", 30, None).unwrap().records[0].rid;
+    let mut erased = None;
+    c.wait_for("the fourth reading's erasure accepted", MINUTE, |_| {
+        erased = gateway.erase(&Erase::Records(vec![extra_rid]), Some("subject_request")).ok();
+        erased.is_some()
+    });
+    let erased = erased.unwrap();
+    c.wait_for("the fourth reading's erasure", 2 * MINUTE, |_| gateway.certificates(&erased).unwrap().is_some());
+    c.wait_for("every entry committed", MINUTE, |_| {
+        let l = list(&as_patient2);
+        l.missing.is_empty() && l.entries.iter().all(|e| e.receipt.is_some())
+    });
+    let l = list(&as_patient2);
+    let erase_events: Vec<&Value> =
+        l.entries.iter().filter_map(|e| e.audit_event.as_ref()).filter(|a| a["action"] == "D").collect();
+    assert_eq!(erase_events.len(), 1, "the erasure is in the patient's log");
+    assert!(erase_events[0].to_string().contains(&extra_rid.to_string()), "{}", erase_events[0]);
+
     eprintln!("step: export");
     // Export: everything held about the patient, resources byte for byte, every proof
     // verifying offline; a tampered entry is refused by name.
     let exported = as_patient2.export(&subject).unwrap();
     let v = cairn_client::export::verify_export(&genesis, &exported, |_, _| {}).unwrap();
-    assert_eq!(v.readings, 3);
+    assert_eq!(v.readings, 3, "the erased reading is not exported");
+    assert_eq!((v.erasures, v.erasures_pending), (1, 0), "its certificate is");
+    let text = String::from_utf8(exported.clone()).unwrap();
+    assert!(!text.contains(&canary), "the erased reading's content is not in the export");
+    // A certificate altered in the export is refused by its URL.
+    let at = text.find("\"fullUrl\":\"urn:cairn:erasure:").unwrap();
+    let data_at = at + text[at..].find("\"data\":\"").unwrap() + 8;
+    let mut forged = text.clone().into_bytes();
+    forged[data_at + 10] = if forged[data_at + 10] == b'A' { b'B' } else { b'A' };
+    let err = cairn_client::export::verify_export(&genesis, &forged, |_, _| {}).unwrap_err();
+    assert!(err.item.starts_with("urn:cairn:erasure:"), "{err}");
     assert!(v.documents >= 7, "binding, consent, agreement, grant, declaration, restriction, lift: {}", v.documents);
     assert!(v.disclosures + v.pending >= l.entries.len(), "{} < {}", v.disclosures, l.entries.len());
     assert!(v.disclosures >= l.entries.len(), "every entry listed above was committed: {}", v.disclosures);
     let bundle: Value = serde_json::from_slice(&exported).unwrap();
     assert_eq!(bundle["resourceType"], "Bundle");
-    let text = String::from_utf8(exported.clone()).unwrap();
     for line in body.lines() {
         assert!(text.contains(&format!("\"resource\":{line}")), "a reading not byte for byte: {line}");
     }
@@ -354,7 +385,7 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
         "cairn",
         &["verify-export", "--genesis", c.genesis_path().to_str().unwrap(), export_file.to_str().unwrap()],
     );
-    assert!(out.contains("ok: 3 readings"), "{out}");
+    assert!(out.contains("ok: 3 readings") && out.contains("ok: 1 erasure certificates"), "{out}");
     std::fs::write(&export_file, tampered).unwrap();
     let out = cairn_tests::run(
         "cairn",
@@ -382,7 +413,14 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     };
     c.wait_for("every access event committed", MINUTE, |c| counts(c).is_some());
     let before = counts(&c).unwrap();
-    // The list above, and the two exports since (each an access event).
+    // Each row names the node's day key it is sealed under; within retention it is held.
+    let log = Gateway::new(&c.urls[0], regulator_key.clone()).access_log(None, None).unwrap();
+    let day_keys: Vec<&Value> = log["day_keys"].as_array().unwrap().iter().collect();
+    assert!(!day_keys.is_empty() && day_keys.iter().all(|d| d["held"] == true && d["certificate"].is_null()));
+    for row in log["rows"].as_array().unwrap() {
+        assert!(day_keys.iter().any(|d| d["record"] == row["sealed_under"]), "{row}");
+    }
+    // The list above (with the erasure), and the two exports since (each an access event).
     assert_eq!(before.iter().sum::<u64>(), l.entries.len() as u64 + 2);
     let id = gateway.erase(&Erase::Subject(subject_ref.clone()), Some("subject_request")).unwrap();
     c.wait_for("the patient's erasure", 2 * MINUTE, |_| gateway.certificates(&id).unwrap().is_some());

@@ -26,7 +26,7 @@ use super::ApiState;
 use super::auth::{Caller, SignedCaller};
 use super::consent::SubjectBody;
 use super::error::{ApiError, ErrorBody, Path, Query};
-use super::openapi::{AccessEntryDoc, AccessReceiptDoc};
+use super::openapi::{AccessEntryDoc, AccessReceiptDoc, ErasureCertificateDoc};
 use crate::records::access::audit_event::audit_event;
 use crate::records::access::review::{self, Closed, Verdict};
 use crate::records::consent::DocumentQuery;
@@ -161,6 +161,9 @@ pub struct LogRow {
     outcome: Outcome,
     /// Whether the event is still kept (false past the log's retention).
     kept: bool,
+    /// The record of the node's day key the event is sealed under (see `day_keys`).
+    #[schema(value_type = String)]
+    sealed_under: RecordId,
     /// Its proof on chain, once committed.
     #[schema(value_type = Option<AccessReceiptDoc>)]
     receipt: Option<cairn_proto::access::AccessReceipt>,
@@ -177,6 +180,25 @@ pub struct AccessLogOut {
     refused: u64,
     /// Break-glass.
     break_glass: u64,
+    /// The day keys of those rows (ADR 018): each day's events are sealed under one, which
+    /// the retention sweep erases, with a certificate, when the day's entries expire.
+    day_keys: Vec<DayKeyOut>,
+}
+
+/// One day key of the node's access log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DayKeyOut {
+    /// Days since the Unix epoch.
+    day: u32,
+    /// The vault record that keeps (or kept) it.
+    #[schema(value_type = String)]
+    record: RecordId,
+    /// Still held: the day's entries are within retention.
+    held: bool,
+    /// Once erased, its erasure certificate (trigger `retention_expired`;
+    /// docs/formats/erasure-certificate.md), verifiable with `cairn verify-erasure`.
+    #[schema(value_type = Option<ErasureCertificateDoc>)]
+    certificate: Option<cairn_proto::erasure::ErasureCertificate>,
 }
 
 /// This node's access log in a range of days: counts and every entry's proof, no content
@@ -194,14 +216,30 @@ pub(super) async fn access_log(
         s.records.access_rows().await?.into_iter().filter(|(_, r)| (from..=to).contains(&r.day)).collect();
     rows.sort_by_key(|(h, r)| (r.day, *h));
     let receipts = s.records.access_receipts(&rows).await?;
-    let mut out = AccessLogOut { rows: Vec::with_capacity(rows.len()), granted: 0, refused: 0, break_glass: 0 };
+    let day_keys = s
+        .records
+        .day_key_states(&rows)
+        .await?
+        .into_iter()
+        .map(|d| DayKeyOut { day: d.day, record: d.record, held: d.held, certificate: d.certificate })
+        .collect();
+    let mut out =
+        AccessLogOut { rows: Vec::with_capacity(rows.len()), granted: 0, refused: 0, break_glass: 0, day_keys };
     for ((handle, row), receipt) in rows.into_iter().zip(receipts) {
         match row.outcome {
             Outcome::Granted => out.granted += 1,
             Outcome::Refused => out.refused += 1,
             Outcome::BreakGlass => out.break_glass += 1,
         }
-        out.rows.push(LogRow { handle, day: row.day, outcome: row.outcome, kept: row.sealed.is_some(), receipt });
+        let kept = row.sealed.is_some();
+        out.rows.push(LogRow {
+            handle,
+            day: row.day,
+            outcome: row.outcome,
+            kept,
+            sealed_under: row.sealed_under,
+            receipt,
+        });
     }
     Ok(Json(out))
 }

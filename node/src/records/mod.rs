@@ -123,6 +123,9 @@ pub struct Counters {
     pub records_erased: AtomicU64,
     /// Erasure certificates assembled (and verified) by this node as coordinator.
     pub erasure_certificates: AtomicU64,
+    /// Erasures accepted whose `erase` event could not be written in the subject's
+    /// access log (ADR 018).
+    pub erasure_events_unlogged: AtomicU64,
     /// Consent-layer documents this node took.
     pub documents: AtomicU64,
     /// Read decisions: permitted, refused.
@@ -345,6 +348,10 @@ impl Records {
                     Err(e) => Response::Error(self.note(e).to_string()),
                 }
             }
+            Request::ErasureCertificates(request) => match self.erasures.store.certificates_of(&request) {
+                Ok(list) => Response::ErasureCertificates(list),
+                Err(e) => Response::Error(self.note(RecordsError::from(e)).to_string()),
+            },
         }
     }
 }

@@ -8,6 +8,7 @@ use cairn_client::access::{break_glass_json, restriction_json};
 use cairn_client::consent::{DocumentFile, revocation_json};
 use cairn_proto::consent::DocumentKind;
 use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::consent::{Signer, SubjectArgs, id, print_json, sign_and_give};
 use super::{Usage, read_genesis};
@@ -136,8 +137,16 @@ pub fn access_log(signer: Signer, from_day: Option<u32>, to_day: Option<u32>) ->
 /// written to `out` (the caller must be bound to the subject).
 pub fn export(signer: Signer, subject: SubjectArgs, out: PathBuf) -> anyhow::Result<()> {
     let g = signer.connect()?;
-    eprintln!("exporting (the node gathers the readings, documents and access log from every validator)…");
-    let bytes = g.export(&subject.subject()?)?;
+    // One request: the node gathers everything from every validator before it answers,
+    // so the spinner shows the time spent, not a fraction.
+    let spinner = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    spinner.set_message("exporting: the node gathers the readings, documents, access log and certificates…");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let bytes = g.export(&subject.subject()?);
+    spinner.finish_and_clear();
+    let bytes = bytes?;
     std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
         "wrote {} bytes to {}; check it with `cairn verify-export --genesis GENESIS {}`",
@@ -152,15 +161,27 @@ pub fn export(signer: Signer, subject: SubjectArgs, out: PathBuf) -> anyhow::Res
 pub fn verify_export(genesis: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
     let genesis = read_genesis(genesis)?;
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("verifying {bar:30} {pos}/{len} items, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let verified = cairn_client::export::verify_export(&genesis, &text, |done, total| {
-        eprint!("\r{done}/{total} items verified");
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
     });
-    eprintln!();
+    bar.finish_and_clear();
     let v = verified.context("the export does not verify")?;
     println!("ok: signed by validator {} over the exact bytes of every entry", v.node);
     println!("ok: {} readings, each with an anchor receipt that verifies against the chain", v.readings);
     println!("ok: {} consent-layer documents, each signed by its parties for this chain", v.documents);
     println!("ok: {} access-log entries, each committed on chain", v.disclosures);
+    println!("ok: {} erasure certificates of erased records, each verified as `cairn verify-erasure` does", v.erasures);
+    if v.erasures_pending > 0 {
+        println!(
+            "not yet certified when exported: {} erased record(s) the log names (custodians still erasing; export again later)",
+            v.erasures_pending
+        );
+    }
     if v.pending > 0 {
         println!(
             "not yet committed when exported: {} item(s) (covered by the signature only; export again later for their proofs)",

@@ -2,6 +2,7 @@
 //! disclosure"; docs/access.md gives the mapping field by field).
 
 use cairn_proto::access::{AccessAction, AccessEvent, Accessor, Outcome};
+use cairn_proto::erasure::ErasureTrigger;
 use cairn_proto::{Hash32, KeyId};
 use serde_json::{Value, json};
 
@@ -11,6 +12,18 @@ const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
 const CAIRN_KEY: &str = "urn:cairn:key-id";
 const CAIRN_RECORD: &str = "urn:cairn:record-id";
+const CAIRN_ERASURE: &str = "urn:cairn:erasure-request";
+
+/// An erasure trigger's code (as `POST /v1/erasures` names it).
+pub fn trigger_code(t: &ErasureTrigger) -> &'static str {
+    match t {
+        ErasureTrigger::SubjectRequest => "subject_request",
+        ErasureTrigger::PurposeAchieved => "purpose_achieved",
+        ErasureTrigger::RetentionExpired => "retention_expired",
+        ErasureTrigger::ConsentWithdrawn => "consent_withdrawn",
+        ErasureTrigger::Rectified { .. } => "rectified",
+    }
+}
 
 fn rfc3339(ms: u64) -> String {
     i64::try_from(ms)
@@ -29,6 +42,7 @@ pub fn audit_event(handle: &Hash32, e: &AccessEvent) -> Value {
         AccessAction::Read => ("read", "R"),
         AccessAction::Search => ("search-type", "E"),
         AccessAction::Export => ("search-type", "E"),
+        AccessAction::Erase { .. } => ("delete", "D"),
     };
     // FHIR R4 AuditEvent.outcome: 0 success, 4 minor failure (refused by policy).
     let outcome = match e.outcome {
@@ -42,6 +56,8 @@ pub fn audit_event(handle: &Hash32, e: &AccessEvent) -> Value {
         }),
         Accessor::FamilyMember { key: k } => json!({"who": {"identifier": key(k)}, "type": {"text": "family member"}}),
         Accessor::Patient { key: k } => json!({"who": {"identifier": key(k)}, "type": {"text": "patient"}}),
+        Accessor::Gateway { key: k } => json!({"who": {"identifier": key(k)}, "type": {"text": "gateway"}}),
+        Accessor::Node { key: k } => json!({"who": {"identifier": key(k)}, "type": {"text": "validator"}}),
     };
     let agent = with(
         with(who, "requestor", json!(true)),
@@ -82,8 +98,18 @@ pub fn audit_event(handle: &Hash32, e: &AccessEvent) -> Value {
         "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": e.purpose}]}],
         "agent": [agent],
         "source": {"observer": {"identifier": key(&e.node)}, "type": [{"code": "4", "display": "Application Server"}]},
-        "entity": entities,
+        "entity": entities.clone(),
     });
+    if let AccessAction::Erase { request, trigger } = &e.action {
+        // The request's hash names its certificates; the trigger says why.
+        entities.push(json!({
+            "what": {"identifier": {"system": CAIRN_ERASURE, "value": request.to_string()}},
+            "role": {"system": OBJECT_ROLE, "code": "20", "display": "Job"},
+            "description": "the erasure request (its certificates name this hash)",
+            "detail": [{"type": "trigger", "valueString": trigger_code(trigger)}],
+        }));
+        event = with(event, "entity", json!(entities));
+    }
     if let Some(reason) = &e.reason {
         event = with(event, "outcomeDesc", json!(reason));
     }

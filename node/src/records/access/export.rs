@@ -1,6 +1,7 @@
 //! The patient's export (ADR 018; docs/access.md "Export"): every reading of the subject
 //! (byte for byte, with its anchor receipt), every consent-layer document (with its
-//! signatures), every access-log entry (with its proof), in one FHIR `Bundle`, signed by
+//! signatures), every access-log entry (with its proof), the certificate of every erased
+//! record whose erasure the subject's log names (it proves itself), in one FHIR `Bundle`, signed by
 //! this validator over the exact bytes of every entry (`cairn_proto::export`). The export
 //! itself is an access event, logged before the answer.
 
@@ -8,7 +9,7 @@ use std::collections::BTreeSet;
 
 use cairn_proto::access::{AccessAction, AccessEvent, Accessor, Disclosure, Outcome};
 use cairn_proto::consent::{DocumentKind, Subject};
-use cairn_proto::export::{ExportItem, ExportManifest, SIGNATURE_URL, binary, item_hash};
+use cairn_proto::export::{ERASURE_URL, ExportItem, ExportManifest, SIGNATURE_URL, binary, item_hash};
 use cairn_proto::record::RecordId;
 use cairn_proto::{KeyId, PublicKey};
 use serde::Serialize;
@@ -70,6 +71,8 @@ pub struct Exported {
     pub documents: usize,
     /// Access-log entries.
     pub disclosures: usize,
+    /// Erasure certificates of erased records.
+    pub erasures: usize,
 }
 
 impl Records {
@@ -129,13 +132,36 @@ impl Records {
         }
         // The access log, with proofs.
         let (log, _missing) = self.disclosures(subject).await?;
+        let mut erasures = Vec::new();
         for e in log {
             let Some(entry) = e.entry else { continue };
+            if let AccessAction::Erase { request, .. } = entry.event.action {
+                erasures.push((e.node, request));
+            }
             let event = raw(&audit_event(&e.handle, &entry.event))?;
             let d = Disclosure { entry, receipt: e.receipt };
             let proof = serde_json::to_vec(&d).map_err(|e| RecordsError::Fatal(e.to_string()))?;
             pair(&mut entries, format!("urn:cairn:audit:{}", e.handle), event, Some(raw(&binary(&proof))?));
             counted.disclosures += 1;
+        }
+        // The certificates of the subject's erased records, from the validator that
+        // coordinated each request (its erase event names the request's hash). A request
+        // whose custodians are still erasing has none yet.
+        for (node, request) in erasures {
+            let certificates = if node == self.me {
+                self.erasures.store.certificates_of(&request).map_err(RecordsError::from)?
+            } else {
+                match self.ask(node, Request::ErasureCertificates(request)).await {
+                    Ok(Response::ErasureCertificates(list)) => list,
+                    _ => Vec::new(),
+                }
+            };
+            for c in certificates.into_iter().filter(|c| c.request_hash == request) {
+                let bytes = serde_json::to_vec(&c).map_err(|e| RecordsError::Fatal(e.to_string()))?;
+                let url = format!("{ERASURE_URL}{request}:{}", c.record.rid);
+                pair(&mut entries, url, raw(&binary(&bytes))?, None);
+                counted.erasures += 1;
+            }
         }
         // The export is itself an access event, logged before the answer.
         let event = AccessEvent {

@@ -11,11 +11,18 @@
 //!
 //! - handle `= blake3_keyed(K, "cairn/log-entry/v1" || node || k)` (the row's key);
 //! - salt `= blake3_keyed(K, "cairn/log-salt/v1" || node || k)` (the commitment's key);
-//! - the event is sealed (XChaCha20-Poly1305) under `blake3_keyed(K, "cairn/log-seal/v1")`
-//!   with the handle as associated data.
+//! - the event is sealed (XChaCha20-Poly1305) with the handle as associated data under
+//!   `blake3_keyed(K, "cairn/log-seal/v2" || D)`, where `D` is this node's **day key** for
+//!   the event's day ([`DayKey`]).
 //!
 //! Once `K` is gone, the rows still count (day, outcome) and their leaves still verify,
 //! but no handle can be derived, no event opened, and no two rows linked to each other.
+//!
+//! **Retention.** A day key is a vault record of this node alone (no subject,
+//! `ContentType::AccessLogDayKey`) whose retention ends with that of the day's entries
+//! (`[access] log_retention_days` after the day ends). The retention sweep then erases
+//! it like any record — keystore epoch, signed receipt on chain, erasure certificate —
+//! and no copy of a sealed event, on this disk or an old one, opens again.
 //! Two nodes that create a subject's first key at the same moment leave two keys; every
 //! key found is walked, so no entry is lost.
 
@@ -77,9 +84,13 @@ impl LogKey {
     pub fn salt(&self, node: &KeyId, k: u64) -> Hash32 {
         self.derive("cairn/log-salt/v1", node, k)
     }
-    /// The key events are sealed under.
-    pub fn seal_key(&self) -> Key32 {
-        Key32::from_bytes(*blake3::keyed_hash(&self.0, b"cairn/log-seal/v1").as_bytes())
+    /// The key events logged on `day`'s key are sealed under (both keys are needed).
+    pub fn seal_key(&self, day: &DayKey) -> Key32 {
+        let mut input = b"cairn/log-seal/v2".to_vec();
+        input.extend_from_slice(&day.key);
+        let key = Key32::from_bytes(*blake3::keyed_hash(&self.0, &input).as_bytes());
+        zeroize::Zeroize::zeroize(&mut input);
+        key
     }
     /// A digest naming the key in memory (never stored).
     pub fn digest(&self) -> Hash32 {
@@ -110,6 +121,58 @@ impl Versioned for StoredLogKey {
     }
 }
 
+/// One validator's access-log key for one day (ADR 018): 32 random bytes kept as a vault
+/// record of that validator alone, erased by the retention sweep when the day's entries
+/// expire.
+#[derive(Clone)]
+pub struct DayKey {
+    /// The vault record that keeps it.
+    pub rid: RecordId,
+    /// Days since the Unix epoch.
+    pub day: u32,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for DayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DayKey").field("rid", &self.rid).field("day", &self.day).finish_non_exhaustive()
+    }
+}
+
+impl Drop for DayKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+/// A day key as its vault record keeps it (bcs).
+#[derive(Serialize, Deserialize)]
+struct StoredDayKey {
+    version: u8,
+    day: u32,
+    key: [u8; 32],
+}
+
+impl Drop for StoredDayKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+impl Versioned for StoredDayKey {
+    const VERSION: u8 = 1;
+    fn version(&self) -> u8 {
+        self.version
+    }
+}
+
+/// Reads a day key from record `rid`'s payload; `None` for other records.
+pub fn stored_day_key(rid: RecordId, kind: ContentType, payload: &[u8]) -> Option<DayKey> {
+    (kind == ContentType::AccessLogDayKey)
+        .then(|| decode_versioned::<StoredDayKey>(payload, 1024).ok().map(|s| DayKey { rid, day: s.day, key: s.key }))
+        .flatten()
+}
+
 /// Reads a log key from a record's payload; `None` for other records.
 pub fn stored_log_key(kind: ContentType, payload: &[u8]) -> Option<LogKey> {
     (kind == ContentType::AccessLogKey)
@@ -128,12 +191,14 @@ pub struct AccessLog {
     pub reviews: ReviewStore,
     /// Held while a subject's first log key is made, so one node makes one.
     creating: Mutex<()>,
+    /// Held while a day's key is made, so the node makes one a day.
+    creating_day: Mutex<()>,
 }
 
 impl AccessLog {
     /// Puts the parts together.
     pub fn new(log: AccessLogHandle, batches: AnchorHandle, reviews: ReviewStore) -> Self {
-        Self { log, batches, reviews, creating: Mutex::new(()) }
+        Self { log, batches, reviews, creating: Mutex::new(()), creating_day: Mutex::new(()) }
     }
 }
 
@@ -156,6 +221,19 @@ pub struct LoggedEntry {
     pub entry: Option<AccessEntry>,
     /// Its proof on chain.
     pub receipt: Option<AccessReceipt>,
+}
+
+/// A day key of this node as a regulator sees it.
+#[derive(Debug, Clone)]
+pub struct DayKeyState {
+    /// Days since the Unix epoch.
+    pub day: u32,
+    /// The vault record that keeps (or kept) it.
+    pub record: RecordId,
+    /// Still held (the day's events can be opened with their subjects' keys).
+    pub held: bool,
+    /// Its erasure certificate, once erased (trigger `retention_expired`).
+    pub certificate: Option<cairn_proto::erasure::ErasureCertificate>,
 }
 
 impl Records {
@@ -215,6 +293,39 @@ impl Records {
         Ok(key)
     }
 
+    /// This node's key for `day`: held here, or a new one stored in this node's vault
+    /// (anchored like any record) whose retention ends with the day's entries'.
+    async fn day_key(&self, day: u32, now_ms: u64) -> Result<DayKey, RecordsError> {
+        if let Some(k) = self.held_day_key(day).await? {
+            return Ok(k);
+        }
+        let _one = self.access.creating_day.lock().await;
+        if let Some(k) = self.held_day_key(day).await? {
+            return Ok(k);
+        }
+        let mut stored = StoredDayKey { version: 1, day, key: [0; 32] };
+        crypto::fill_random(&mut stored.key)?;
+        let payload = zeroize::Zeroizing::new(
+            cairn_proto::encoding::encode(&stored).map_err(|e| RecordsError::Fatal(e.to_string()))?,
+        );
+        let manifest = Manifest::new(vec![self.me]).map_err(|e| RecordsError::Fatal(e.to_string()))?;
+        let record = NewRecord {
+            gateway: self.me,
+            content_type: ContentType::AccessLogDayKey,
+            purpose: "HOPERAT".into(),
+            received_at_ms: now_ms,
+            retain_until_ms: store::expires_ms(day, self.settings.log_retention_ms),
+            subject: None,
+            manifest,
+            payload: payload.to_vec(),
+        };
+        let put = self.seal_and_replicate(&[self.me], vec![record]).await?;
+        let rid = put.first().map(|p| p.rid).ok_or_else(|| RecordsError::Fatal("the vault stored nothing".into()))?;
+        let key = DayKey { rid, day, key: stored.key };
+        self.day_key_stored(key.clone()).await?;
+        Ok(key)
+    }
+
     /// Logs `event` about `subject` durably and queues its leaf; returns the entry handle.
     /// Nothing may be released to the caller before this returns `Ok`.
     pub async fn log_access(&self, subject: &Subject, event: AccessEvent) -> Result<Hash32, ConsentError> {
@@ -224,8 +335,9 @@ impl Records {
             return Ok(Hash32([0; 32]));
         }
         let key = self.writing_key(subject, event.recorded_ms).await?;
+        let day = self.day_key(store::day_of(event.recorded_ms), event.recorded_ms).await?;
         let outcome = event.outcome;
-        let logged = self.access.log.log(vec![NewEntry { key, event }]).await.map_err(RecordsError::from)?;
+        let logged = self.access.log.log(vec![NewEntry { key, day, event }]).await.map_err(RecordsError::from)?;
         let logged =
             logged.first().copied().ok_or_else(|| RecordsError::Fatal("the access log wrote nothing".into()))?;
         self.access.batches.add(vec![logged.leaf]).await;
@@ -244,6 +356,7 @@ impl Records {
         let walked = self.access.log.walk(keys.clone()).await?;
         let rows: Vec<(Hash32, Row)> = walked.iter().map(|w| (w.handle, w.row.clone())).collect();
         let receipts = self.access_receipts(&rows).await?;
+        let days = self.held_day_keys().await?;
         Ok(walked
             .into_iter()
             .zip(receipts)
@@ -253,7 +366,7 @@ impl Records {
                 day: w.row.day,
                 outcome: w.row.outcome,
                 leaf: w.row.leaf(&w.handle),
-                entry: keys.get(w.key).and_then(|key| open_row(key, &self.me, &w)),
+                entry: keys.get(w.key).and_then(|key| open_row(key, days.get(&w.row.sealed_under)?, &self.me, &w)),
                 receipt,
             })
             .collect())
@@ -343,6 +456,30 @@ impl Records {
             .map_err(|e| RecordsError::Fatal(format!("the review task failed: {e}")))??)
     }
 
+    /// The day keys `rows` are sealed under, by day: whether each is still held and, once
+    /// the retention sweep erased it, its erasure certificate.
+    pub async fn day_key_states(&self, rows: &[(Hash32, Row)]) -> Result<Vec<DayKeyState>, RecordsError> {
+        let days: BTreeMap<RecordId, u32> = rows.iter().map(|(_, r)| (r.sealed_under, r.day)).collect();
+        let held = self.held_day_keys().await?;
+        let mut certificates = std::collections::HashMap::new();
+        for job in self.erasures.store.jobs(|j| j.records.iter().any(|r| days.contains_key(&r.anchor.rid)))? {
+            for c in job.certificates().unwrap_or_default() {
+                certificates.insert(c.record.rid, c);
+            }
+        }
+        let mut out: Vec<DayKeyState> = days
+            .into_iter()
+            .map(|(record, day)| DayKeyState {
+                day,
+                record,
+                held: held.contains_key(&record),
+                certificate: certificates.remove(&record),
+            })
+            .collect();
+        out.sort_by_key(|d| (d.day, d.record));
+        Ok(out)
+    }
+
     /// The rows of this node's access log: what a regulator counts and verifies (no
     /// event content).
     pub async fn access_rows(&self) -> Result<Vec<(Hash32, Row)>, RecordsError> {
@@ -350,10 +487,10 @@ impl Records {
     }
 }
 
-/// Opens a walked row's event with the key it was found under.
-fn open_row(key: &LogKey, node: &KeyId, w: &store::Walked) -> Option<AccessEntry> {
+/// Opens a walked row's event with the key it was found under and its day key.
+fn open_row(key: &LogKey, day: &DayKey, node: &KeyId, w: &store::Walked) -> Option<AccessEntry> {
     let sealed = w.row.sealed.as_ref()?;
-    let plain = crypto::open(&key.seal_key(), w.handle.as_bytes(), sealed)?;
+    let plain = crypto::open(&key.seal_key(day), w.handle.as_bytes(), sealed)?;
     let event: AccessEvent = decode_versioned(&plain, 1 << 20).ok()?;
     Some(AccessEntry { version: 1, handle: w.handle, salt: key.salt(node, w.k), event })
 }

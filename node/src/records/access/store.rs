@@ -4,9 +4,11 @@
 //!
 //! A row holds, in clear, only what names no one: the day, the outcome class, the
 //! commitment `C` (keyed by a salt only the log key derives) and when the entry expires;
-//! the event itself is sealed under a key derived from the subject's log key. Rows are
-//! never removed: an entry past the log's retention keeps its handle, day, outcome and
-//! commitment (so it still counts and its leaf still verifies) and loses its sealed event.
+//! the event itself is sealed under a key derived from the subject's log key and this
+//! node's day key, whose record id the row names. Rows are never removed: an entry past
+//! the log's retention keeps its handle, day, outcome and commitment (so it still counts
+//! and its leaf still verifies) and loses its sealed event, while the retention sweep
+//! erases its day key with a certificate (so no stale copy of the event opens either).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,9 +21,10 @@ use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::LogKey;
+use super::{DayKey, LogKey};
 use crate::records::StoreError;
 use crate::vault::crypto;
+use cairn_proto::record::RecordId;
 
 const ENTRIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("access_entries");
 const ROW_LIMIT: usize = 1 << 20;
@@ -29,6 +32,17 @@ const ROW_LIMIT: usize = 1 << 20;
 const GROUP_LIMIT: usize = 1024;
 /// Milliseconds in a day.
 pub const DAY_MS: u64 = 86_400_000;
+
+/// The day (since the Unix epoch) of a time in Unix milliseconds.
+pub fn day_of(ms: u64) -> u32 {
+    u32::try_from(ms / DAY_MS).unwrap_or(u32::MAX)
+}
+
+/// When the retention of `day`'s entries ends, and with it its day key's: `retention_ms`
+/// after the day ends (Unix milliseconds).
+pub fn expires_ms(day: u32, retention_ms: u64) -> u64 {
+    (u64::from(day) + 1).saturating_mul(DAY_MS).saturating_add(retention_ms)
+}
 
 /// One row of the access log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,15 +54,17 @@ pub struct Row {
     pub outcome: Outcome,
     /// The commitment `C`.
     pub commitment: Hash32,
-    /// When the entry's retention ends, Unix milliseconds.
+    /// When the entry's retention ends, Unix milliseconds: [`expires_ms`] of its day.
     pub expires_ms: u64,
-    /// The event, sealed under the log key's seal key (nonce, ciphertext, tag); `None`
-    /// once the entry expired.
+    /// The vault record of the day key the event is sealed under.
+    pub sealed_under: RecordId,
+    /// The event, sealed under the log key and the day key (nonce, ciphertext, tag);
+    /// `None` once the entry expired.
     pub sealed: Option<Vec<u8>>,
 }
 
 impl Versioned for Row {
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
     fn version(&self) -> u8 {
         self.version
     }
@@ -70,6 +86,8 @@ fn db_err(e: impl std::fmt::Display) -> StoreError {
 pub struct NewEntry {
     /// The key it is logged under.
     pub key: LogKey,
+    /// This node's key for the event's day.
+    pub day: DayKey,
     /// The event.
     pub event: AccessEvent,
 }
@@ -285,13 +303,18 @@ impl Writer {
                     let salt = e.key.salt(&self.me, k);
                     let commitment = access_commitment(&salt.0, &e.event).map_err(db_err)?;
                     let plain = encode(&e.event).map_err(db_err)?;
-                    let sealed = crypto::seal(&e.key.seal_key(), handle.as_bytes(), &plain).map_err(db_err)?;
+                    let day = day_of(e.event.recorded_ms);
+                    if day != e.day.day {
+                        return Err(db_err("an event was given another day's key"));
+                    }
+                    let sealed = crypto::seal(&e.key.seal_key(&e.day), handle.as_bytes(), &plain).map_err(db_err)?;
                     let row = Row {
-                        version: 1,
-                        day: u32::try_from(e.event.recorded_ms / DAY_MS).unwrap_or(u32::MAX),
+                        version: 2,
+                        day,
                         outcome: e.event.outcome,
                         commitment,
-                        expires_ms: e.event.recorded_ms.saturating_add(self.retention_ms),
+                        expires_ms: expires_ms(day, self.retention_ms),
+                        sealed_under: e.day.rid,
                         sealed: Some(sealed),
                     };
                     table.insert(&handle.0, encode(&row).map_err(db_err)?.as_slice()).map_err(db_err)?;

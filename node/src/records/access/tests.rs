@@ -10,9 +10,12 @@ use cairn_proto::consent::Subject;
 use cairn_proto::erasure::{ErasureScope, ErasureTrigger};
 use cairn_proto::record::{ContentType, Manifest, RecordId};
 
-use super::store::{AccessLogHandle, NewEntry};
-use super::{LogKey, StoredLogKey, stored_log_key};
+use crate::records::wire::{Request, Response};
+
+use super::store::{AccessLogHandle, NewEntry, day_of, expires_ms};
+use super::{DayKey, LogKey, StoredLogKey, open_row, stored_log_key};
 use crate::records::erasure::coordinator::round;
+use crate::records::erasure::retention::sweep_retention;
 use crate::records::erasure::{Pacing, accept};
 use crate::records::sim::{Sim, gateway};
 use crate::vault::tests::adversary::{copy_dir, harvest, recover};
@@ -175,8 +178,10 @@ async fn an_old_disk_copy_and_the_current_root_link_no_entry_to_the_patient() {
         (rid, v.root_key())
     };
     let log = AccessLogHandle::spawn(&live.path().join("access-log.redb"), me, u64::MAX / 2).unwrap();
+    let day = DayKey { rid: RecordId([3; 16]), day: day_of(crate::clock::now_ms()), key: rand_bytes() };
     for outcome in [Outcome::Granted, Outcome::Refused] {
-        log.log(vec![NewEntry { key: key.clone(), event: event(me, outcome, "TREAT") }]).await.unwrap();
+        let e = event(me, outcome, "TREAT");
+        log.log(vec![NewEntry { key: key.clone(), day: day.clone(), event: e }]).await.unwrap();
     }
     let rows: BTreeSet<_> = log.all().await.unwrap().into_iter().map(|(h, _)| h).collect();
     let before = tempfile::tempdir().unwrap();
@@ -209,4 +214,136 @@ fn rand_bytes() -> [u8; 32] {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).unwrap();
     b
+}
+
+/// Past the log's retention, a day's entries lose their events and the node's key for
+/// that day is erased like a record — by the retention sweep, with a certificate that
+/// verifies — so no kept copy of a sealed event opens again; the rows still count and
+/// their receipts still verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_entries_are_erased_with_a_certificate_of_their_day_key() {
+    let sim = Sim::start(4, 2).await;
+    let subject = Subject { gateway: gateway().public().key_id(), reference: "Patient/expiring".into() };
+    let node = &sim.nodes[0];
+    for outcome in [Outcome::Granted, Outcome::Refused] {
+        node.log_access(&subject, event(sim.id(0), outcome, "TREAT")).await.unwrap();
+    }
+    let genesis = sim.ledger.genesis_for_tests().clone();
+    sim.until("both entries committed", async || {
+        let (list, _) = node.disclosures(&subject).await.unwrap();
+        list.len() == 2 && list.iter().all(|e| e.receipt.is_some())
+    })
+    .await;
+    let day = day_of(crate::clock::now_ms());
+    let day_key = node.held_day_key(day).await.unwrap().expect("the day's key was made");
+    let log_key = node.held_log_keys(&subject).await.unwrap().remove(0).1;
+    let walked = node.access.log.walk(vec![log_key.clone()]).await.unwrap();
+    assert_eq!(walked.len(), 2);
+    assert!(walked.iter().all(|w| w.row.sealed_under == day_key.rid));
+    assert!(walked.iter().all(|w| open_row(&log_key, &day_key, &sim.id(0), w).is_some()), "positive control");
+    // The subject's log key alone does not open an event.
+    let other = DayKey { rid: day_key.rid, day, key: [0; 32] };
+    assert!(walked.iter().all(|w| open_row(&log_key, &other, &sim.id(0), w).is_none()));
+
+    // The day before the end of retention nothing happens; at its end the sweep starts
+    // the day key's erasure (trigger retention_expired).
+    let end = expires_ms(day, node.settings.log_retention_ms);
+    assert!(end > crate::clock::now_ms() + 5 * 365 * 86_400_000, "six years by default");
+    let jobs = sweep_retention(node, end - 1).await.unwrap();
+    assert!(jobs.iter().all(|j| j.records.iter().all(|r| r.anchor.rid != day_key.rid)));
+    assert!(node.disclosures(&subject).await.unwrap().0.iter().all(|e| e.entry.is_some()));
+    let mut job = None;
+    sim.until("the day key's erasure started", async || {
+        job = sweep_retention(node, end)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|j| j.records.iter().any(|r| r.anchor.rid == day_key.rid));
+        job.is_some()
+    })
+    .await;
+    let job = job.unwrap();
+    assert_eq!(job.trigger, ErasureTrigger::RetentionExpired);
+    let mut pacing = Pacing::default();
+    sim.until("the day key's erasure certified", async || {
+        round(node, &mut pacing).await.unwrap();
+        node.erasures.store.job(&job.id).unwrap().unwrap().complete()
+    })
+    .await;
+    let certificates = node.erasures.store.certificates_of(&job.request_hash).unwrap();
+    assert_eq!(certificates.len(), 1);
+    certificates[0].verify(&genesis).unwrap();
+    assert_eq!(certificates[0].record.rid, day_key.rid);
+    assert_eq!(certificates[0].trigger, ErasureTrigger::RetentionExpired);
+
+    // The key is gone from the index and the vault; the rows remain, without events, and
+    // still verify; a copy of a sealed event taken before no longer opens here.
+    assert!(node.held_day_key(day).await.unwrap().is_none());
+    assert!(node.vault.documents().await.unwrap().iter().all(|r| r.header.rid != day_key.rid));
+    let (list, _) = node.disclosures(&subject).await.unwrap();
+    assert_eq!(list.len(), 2);
+    for e in &list {
+        assert!(e.entry.is_none(), "an expired entry keeps no event");
+        e.receipt.clone().expect("committed").verify(&genesis).unwrap();
+    }
+    let rows = node.access_rows().await.unwrap();
+    assert!(rows.iter().all(|(_, r)| r.sealed.is_none() && r.sealed_under == day_key.rid));
+    let days = node.held_day_keys().await.unwrap();
+    assert!(walked.iter().all(|w| !days.contains_key(&w.row.sealed_under)));
+}
+
+/// Erasing some of a subject's readings is written in the subject's access log by the
+/// coordinator (action `erase`, naming the request's hash and the records), and the
+/// request's certificates can be had from it by that hash — what the export carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_of_some_readings_is_in_the_subjects_log_with_its_certificates() {
+    let sim = Sim::start(4, 2).await;
+    let g = gateway().public().key_id();
+    let reference = "Patient/partly-erased";
+    let ingested = sim.ingest(0, &gateway(), reference, 2).await.unwrap();
+    let subject = Subject { gateway: g, reference: reference.into() };
+    let gone = ingested[0].rid;
+    let mut job = None;
+    sim.until("the erasure accepted", async || {
+        job = accept::accept(
+            &sim.nodes[1],
+            g,
+            ErasureScope::Records(vec![gone]),
+            ErasureTrigger::SubjectRequest,
+            crate::clock::now_ms(),
+        )
+        .await
+        .ok();
+        job.is_some()
+    })
+    .await;
+    let job = job.unwrap();
+    let (list, _) = sim.nodes[3].disclosures(&subject).await.unwrap();
+    let erase: Vec<_> = list.iter().filter_map(|e| e.entry.as_ref()).collect();
+    assert_eq!(erase.len(), 1, "one event: the erasure");
+    let e = &erase[0].event;
+    assert_eq!(e.action, AccessAction::Erase { request: job.request_hash, trigger: ErasureTrigger::SubjectRequest });
+    assert_eq!(e.records, vec![gone]);
+    assert_eq!(e.accessor, Accessor::Gateway { key: g });
+    assert_eq!(e.node, sim.id(1));
+    assert!(sim.nodes[1].erasures.store.certificates_of(&job.request_hash).unwrap().is_empty(), "not yet certified");
+    let mut pacing = Pacing::default();
+    let coordinator = sim.nodes[1].clone();
+    sim.until("the erasure certified", async || {
+        round(&coordinator, &mut pacing).await.unwrap();
+        coordinator.erasures.store.job(&job.id).unwrap().unwrap().complete()
+    })
+    .await;
+    let genesis = sim.ledger.genesis_for_tests().clone();
+    let asked = sim.nodes[3].ask(sim.id(1), Request::ErasureCertificates(job.request_hash)).await.unwrap();
+    let Response::ErasureCertificates(certificates) = asked else { panic!("{asked:?}") };
+    assert_eq!(certificates.len(), 1);
+    certificates[0].verify(&genesis).unwrap();
+    assert_eq!(certificates[0].record.rid, gone);
+    // A whole-subject erasure logs nothing: it takes the log key with it.
+    let before = sim.nodes[0].access_rows().await.unwrap().len() + sim.nodes[1].access_rows().await.unwrap().len();
+    let scope = ErasureScope::Subject { gateway: g, local: reference.into() };
+    accept::accept(&sim.nodes[0], g, scope, ErasureTrigger::SubjectRequest, crate::clock::now_ms()).await.unwrap();
+    let after = sim.nodes[0].access_rows().await.unwrap().len() + sim.nodes[1].access_rows().await.unwrap().len();
+    assert_eq!(before, after);
 }

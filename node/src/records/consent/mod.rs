@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use self::decide::{Doc, DocSet, Permit, Refusal, Terms};
-use super::access::{LogKey, stored_log_key};
+use super::access::{DayKey, LogKey, stored_day_key, stored_log_key};
 use super::read::{ReadAnswer, RecordView};
 use super::wire::{Request, Response};
 use super::{Records, RecordsError};
@@ -135,6 +135,10 @@ struct Index {
     /// Access-log keys (ADR 018), which live beside the documents.
     log_keys: HashMap<Subject, BTreeMap<RecordId, LogKey>>,
     subject_of: HashMap<RecordId, Subject>,
+    /// This node's access-log day keys, by record id (ADR 018).
+    day_keys: HashMap<RecordId, DayKey>,
+    /// The record id of each day's key.
+    day_key_of: BTreeMap<u32, RecordId>,
 }
 
 impl Index {
@@ -147,7 +151,14 @@ impl Index {
         self.subject_of.insert(id, subject.clone());
         self.log_keys.entry(subject).or_default().insert(id, key);
     }
+    fn insert_day_key(&mut self, key: DayKey) {
+        self.day_key_of.insert(key.day, key.rid);
+        self.day_keys.insert(key.rid, key);
+    }
     fn remove(&mut self, id: &RecordId) {
+        if let Some(k) = self.day_keys.remove(id) {
+            self.day_key_of.remove(&k.day);
+        }
         if let Some(s) = self.subject_of.remove(id) {
             if let Some(m) = self.by_subject.get_mut(&s) {
                 m.remove(id);
@@ -185,6 +196,10 @@ impl Records {
                     index.insert(r.header.rid, d);
                 } else if let (Some(k), Some(s)) = (stored_log_key(r.header.content_type, &r.payload), &r.subject) {
                     index.insert_key(r.header.rid, subject_of(s), k);
+                } else if let Some(k) = stored_day_key(r.header.rid, r.header.content_type, &r.payload)
+                    && r.header.gateway == self.me
+                {
+                    index.insert_day_key(k);
                 }
             }
             index.loaded = true;
@@ -214,6 +229,23 @@ impl Records {
     pub(crate) async fn held_log_keys(&self, subject: &Subject) -> Result<Vec<(RecordId, LogKey)>, RecordsError> {
         let index = self.index().await?;
         Ok(index.log_keys.get(subject).map(|m| m.iter().map(|(i, k)| (*i, k.clone())).collect()).unwrap_or_default())
+    }
+
+    /// Notes this node's new access-log day key.
+    pub(crate) async fn day_key_stored(&self, key: DayKey) -> Result<(), RecordsError> {
+        self.index().await?.insert_day_key(key);
+        Ok(())
+    }
+
+    /// This node's access-log key for `day`, if it was made and is not erased.
+    pub(crate) async fn held_day_key(&self, day: u32) -> Result<Option<DayKey>, RecordsError> {
+        let index = self.index().await?;
+        Ok(index.day_key_of.get(&day).and_then(|rid| index.day_keys.get(rid)).cloned())
+    }
+
+    /// Every access-log day key of this node not erased, by record id.
+    pub(crate) async fn held_day_keys(&self) -> Result<HashMap<RecordId, DayKey>, RecordsError> {
+        Ok(self.index().await?.day_keys.clone())
     }
 
     /// Forgets documents and log keys among records just erased here.

@@ -7,12 +7,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cairn_proto::KeyId;
+use cairn_proto::access::{AccessAction, AccessEvent, Accessor, Outcome};
+use cairn_proto::consent::Subject;
 use cairn_proto::erasure::{ErasureRequest, ErasureScope, ErasureTrigger};
 use cairn_proto::record::RecordId;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::job::{Job, JobRecord};
 use super::{DEADLINE_MS, ErasureError, MAX_RECORDS};
+use crate::clock::now_ms;
+use crate::records::consent::ConsentError;
 use crate::records::read::ReadAnswer;
 use crate::records::wire::{Request, Response};
 use crate::records::{Records, RecordsError};
@@ -215,6 +219,16 @@ pub(super) async fn create(
     if !held.is_empty() {
         return Err(ErasureError::Held(held));
     }
+    // The subjects whose records are erased here, for their access logs (below).
+    let mut by_subject: BTreeMap<Subject, Vec<RecordId>> = BTreeMap::new();
+    if !matches!(scope, ErasureScope::Subject { .. }) {
+        for a in &found {
+            if let Some(reference) = &a.record.subject {
+                let subject = Subject { gateway: a.record.gateway, reference: reference.clone() };
+                by_subject.entry(subject).or_default().push(a.record.rid);
+            }
+        }
+    }
     let mut anchors = Vec::with_capacity(found.len());
     for answer in found {
         match answer.receipt {
@@ -261,7 +275,59 @@ pub(super) async fn create(
     }
     info!(id = %job.id_hex(), records = job.records.len(), trigger = ?trigger, "erasure request accepted");
     er.wake.notify_one();
+    log_erasure(records, &job, by_subject).await?;
     Ok(job)
+}
+
+/// Writes the stored job into the access log of each subject whose readings it covers
+/// (`AccessAction::Erase`, ADR 018): the subject's disclosure list shows it and their
+/// export carries its certificates. A request over a whole subject logs nothing: it
+/// erases the subject's log key too.
+///
+/// The erasure goes ahead whatever happens here (it is not a disclosure, and its deadline
+/// is the law's): when the subject's log key cannot be found or made (more than f
+/// validators out of reach) the event is not written, the node warns and counts it
+/// (`cairn_erasure_events_unlogged_total`), and that subject's export will lack the
+/// certificates. Only a failing store is an error (fatal).
+async fn log_erasure(
+    records: &Records,
+    job: &Job,
+    by_subject: BTreeMap<Subject, Vec<RecordId>>,
+) -> Result<(), ErasureError> {
+    let automatic = job.requested_by == records.me;
+    let accessor =
+        if automatic { Accessor::Node { key: records.me } } else { Accessor::Gateway { key: job.requested_by } };
+    // v3 ActReason: the subject's own right, or the operator's records management.
+    let purpose = match job.trigger {
+        ErasureTrigger::RetentionExpired | ErasureTrigger::PurposeAchieved => "HOPERAT",
+        _ => "PATRQT",
+    };
+    for (subject, rids) in by_subject {
+        let event = AccessEvent {
+            version: 1,
+            recorded_ms: now_ms(),
+            node: records.me,
+            action: AccessAction::Erase { request: job.request_hash, trigger: job.trigger },
+            outcome: Outcome::Granted,
+            purpose: purpose.into(),
+            accessor: accessor.clone(),
+            basis: None,
+            records: rids,
+            withheld: 0,
+            reason: None,
+            justification: None,
+            trace: vec![format!("erasure request {} accepted", job.id_hex())],
+        };
+        match records.log_access(&subject, event).await {
+            Ok(_) => {}
+            Err(ConsentError::Records(e)) if e.is_fatal() => return Err(ErasureError::Fatal(e.to_string())),
+            Err(_) => {
+                records.counters.erasure_events_unlogged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!(id = %job.id_hex(), "an erasure could not be written in its subject's access log");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Places or lifts legal holds on the records of `scope` written by `gateway`, at every

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use cairn_proto::encoding::encode;
-use cairn_proto::erasure::SignedErasureReceipt;
+use cairn_proto::erasure::{ErasureCertificate, SignedErasureReceipt};
 use cairn_proto::record::RecordId;
 use cairn_proto::version::decode_versioned;
 use cairn_proto::{Hash32, KeyId};
@@ -207,6 +207,12 @@ impl ErasureStore {
             }
         }
         Ok(out)
+    }
+
+    /// The certificates of the request with hash `request` coordinated here, once every
+    /// custodian committed its receipt; empty before (or for a request not known here).
+    pub fn certificates_of(&self, request: &Hash32) -> Result<Vec<ErasureCertificate>, StoreError> {
+        Ok(self.jobs(|j| j.request_hash == *request)?.into_iter().find_map(|j| j.certificates()).unwrap_or_default())
     }
 
     /// Places (`on`) or lifts legal holds.
