@@ -178,5 +178,11 @@ pub fn verify_export(
         progress(done, total);
     }
     out.erasures_pending = erased.iter().filter(|url| !by_url.contains_key(url.as_str())).count();
+    // A certificate no erase event of the subject's log names is not theirs to hold.
+    if let Some(stray) =
+        items.iter().map(|e| e.full_url.as_str()).find(|u| u.starts_with(ERASURE_URL) && !erased.iter().any(|x| x == u))
+    {
+        return Err(export_error(stray, "no erasure in the subject's access log names this record"));
+    }
     Ok(out)
 }

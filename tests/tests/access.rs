@@ -418,7 +418,7 @@ fn every_disclosure_is_logged_durably_shown_to_the_patient_and_outlives_erasure(
     let day_keys: Vec<&Value> = log["day_keys"].as_array().unwrap().iter().collect();
     assert!(!day_keys.is_empty() && day_keys.iter().all(|d| d["held"] == true && d["certificate"].is_null()));
     for row in log["rows"].as_array().unwrap() {
-        assert!(day_keys.iter().any(|d| d["record"] == row["sealed_under"]), "{row}");
+        assert!(day_keys.iter().any(|d| d["reference"] == row["sealed_under"]), "{row}");
     }
     // The list above (with the erasure), and the two exports since (each an access event).
     assert_eq!(before.iter().sum::<u64>(), l.entries.len() as u64 + 2);

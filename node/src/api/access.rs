@@ -161,9 +161,11 @@ pub struct LogRow {
     outcome: Outcome,
     /// Whether the event is still kept (false past the log's retention).
     kept: bool,
-    /// The record of the node's day key the event is sealed under (see `day_keys`).
+    /// The node's day key the event is sealed under, by reference (see `day_keys`).
     #[schema(value_type = String)]
-    sealed_under: RecordId,
+    sealed_under: cairn_proto::Hash32,
+    /// The entry records an erasure of the subject's records (not a disclosure).
+    erasure: bool,
     /// Its proof on chain, once committed.
     #[schema(value_type = Option<AccessReceiptDoc>)]
     receipt: Option<cairn_proto::access::AccessReceipt>,
@@ -174,12 +176,15 @@ pub struct LogRow {
 pub struct AccessLogOut {
     /// Rows in the days asked, oldest day first.
     rows: Vec<LogRow>,
-    /// Granted, refused and break-glass counts over those rows.
+    /// Granted, refused and break-glass disclosure counts over those rows (erasures
+    /// written in subjects' logs are counted apart).
     granted: u64,
     /// Refused.
     refused: u64,
     /// Break-glass.
     break_glass: u64,
+    /// Erasures written in subjects' logs.
+    erasures: u64,
     /// The day keys of those rows (ADR 018): each day's events are sealed under one, which
     /// the retention sweep erases, with a certificate, when the day's entries expire.
     day_keys: Vec<DayKeyOut>,
@@ -190,9 +195,12 @@ pub struct AccessLogOut {
 pub struct DayKeyOut {
     /// Days since the Unix epoch.
     day: u32,
-    /// The vault record that keeps (or kept) it.
+    /// How rows name it: `blake3("cairn/day-key-ref/v1" || record id)`.
     #[schema(value_type = String)]
-    record: RecordId,
+    reference: cairn_proto::Hash32,
+    /// The vault record that keeps (or kept) it; null if this node no longer knows it.
+    #[schema(value_type = Option<String>)]
+    record: Option<RecordId>,
     /// Still held: the day's entries are within retention.
     held: bool,
     /// Once erased, its erasure certificate (trigger `retention_expired`;
@@ -221,12 +229,25 @@ pub(super) async fn access_log(
         .day_key_states(&rows)
         .await?
         .into_iter()
-        .map(|d| DayKeyOut { day: d.day, record: d.record, held: d.held, certificate: d.certificate })
+        .map(|d| DayKeyOut {
+            day: d.day,
+            reference: d.reference,
+            record: d.record,
+            held: d.held,
+            certificate: d.certificate,
+        })
         .collect();
-    let mut out =
-        AccessLogOut { rows: Vec::with_capacity(rows.len()), granted: 0, refused: 0, break_glass: 0, day_keys };
+    let mut out = AccessLogOut {
+        rows: Vec::with_capacity(rows.len()),
+        granted: 0,
+        refused: 0,
+        break_glass: 0,
+        erasures: 0,
+        day_keys,
+    };
     for ((handle, row), receipt) in rows.into_iter().zip(receipts) {
         match row.outcome {
+            _ if row.erasure => out.erasures += 1,
             Outcome::Granted => out.granted += 1,
             Outcome::Refused => out.refused += 1,
             Outcome::BreakGlass => out.break_glass += 1,
@@ -238,6 +259,7 @@ pub(super) async fn access_log(
             outcome: row.outcome,
             kept,
             sealed_under: row.sealed_under,
+            erasure: row.erasure,
             receipt,
         });
     }

@@ -348,7 +348,7 @@ impl Records {
                     Err(e) => Response::Error(self.note(e).to_string()),
                 }
             }
-            Request::ErasureCertificates(request) => match self.erasures.store.certificates_of(&request) {
+            Request::ErasureCertificates(request, rids) => match self.erasures.store.certificates_of(&request, &rids) {
                 Ok(list) => Response::ErasureCertificates(list),
                 Err(e) => Response::Error(self.note(RecordsError::from(e)).to_string()),
             },

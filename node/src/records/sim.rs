@@ -203,7 +203,7 @@ fn kind(r: &Request) -> &'static str {
         Request::Documents(_) => "documents",
         Request::LogKeys(_) => "log keys",
         Request::AccessEntries(_) => "access entries",
-        Request::ErasureCertificates(_) => "erasure certificates",
+        Request::ErasureCertificates(..) => "erasure certificates",
     }
 }
 

@@ -72,9 +72,9 @@ pub enum Request {
     LogKeys(cairn_proto::consent::Subject),
     /// The access-log entries this peer logged under these log keys, with receipts.
     AccessEntries(Vec<[u8; 32]>),
-    /// The certificates of the erasure request with this hash that this peer coordinated
-    /// (for a subject's export; ADR 018).
-    ErasureCertificates(Hash32),
+    /// The certificates of these records under the erasure request with this hash, which
+    /// this peer coordinated (for a subject's export; ADR 018).
+    ErasureCertificates(Hash32, Vec<RecordId>),
 }
 
 impl Request {
@@ -95,7 +95,7 @@ impl Request {
             | Request::Documents(_)
             | Request::LogKeys(_)
             | Request::AccessEntries(_)
-            | Request::ErasureCertificates(_) => SHORT_ASK,
+            | Request::ErasureCertificates(..) => SHORT_ASK,
         }
     }
 }
@@ -145,7 +145,7 @@ pub enum Response {
     LogKeys(Vec<(RecordId, [u8; 32])>),
     /// Access-log entries, this peer's own.
     AccessEntries(Vec<super::access::LoggedEntry>),
-    /// An erasure request's certificates, one per record; empty while custodians are
-    /// still erasing (or if this peer did not coordinate it).
+    /// Certificates of the records asked for, those certified so far (none if this peer
+    /// did not coordinate the request).
     ErasureCertificates(Vec<cairn_proto::erasure::ErasureCertificate>),
 }

@@ -136,7 +136,7 @@ impl Records {
         for e in log {
             let Some(entry) = e.entry else { continue };
             if let AccessAction::Erase { request, .. } = entry.event.action {
-                erasures.push((e.node, request));
+                erasures.push((e.node, request, entry.event.records.clone()));
             }
             let event = raw(&audit_event(&e.handle, &entry.event))?;
             let d = Disclosure { entry, receipt: e.receipt };
@@ -147,16 +147,21 @@ impl Records {
         // The certificates of the subject's erased records, from the validator that
         // coordinated each request (its erase event names the request's hash). A request
         // whose custodians are still erasing has none yet.
-        for (node, request) in erasures {
+        // Only the records the event names: a request may cover other subjects' records.
+        let mut exported: BTreeSet<(cairn_proto::Hash32, RecordId)> = BTreeSet::new();
+        for (node, request, rids) in erasures {
             let certificates = if node == self.me {
-                self.erasures.store.certificates_of(&request).map_err(RecordsError::from)?
+                self.erasures.store.certificates_of(&request, &rids).map_err(RecordsError::from)?
             } else {
-                match self.ask(node, Request::ErasureCertificates(request)).await {
+                match self.ask(node, Request::ErasureCertificates(request, rids.clone())).await {
                     Ok(Response::ErasureCertificates(list)) => list,
                     _ => Vec::new(),
                 }
             };
-            for c in certificates.into_iter().filter(|c| c.request_hash == request) {
+            for c in certificates.into_iter().filter(|c| c.request_hash == request && rids.contains(&c.record.rid)) {
+                if !exported.insert((request, c.record.rid)) {
+                    continue;
+                }
                 let bytes = serde_json::to_vec(&c).map_err(|e| RecordsError::Fatal(e.to_string()))?;
                 let url = format!("{ERASURE_URL}{request}:{}", c.record.rid);
                 pair(&mut entries, url, raw(&binary(&bytes))?, None);

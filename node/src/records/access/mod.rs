@@ -36,7 +36,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use cairn_proto::access::{AccessEntry, AccessEvent, AccessReceipt, Outcome};
+use cairn_proto::access::{AccessAction, AccessEntry, AccessEvent, AccessReceipt, Outcome};
 use cairn_proto::consent::Subject;
 use cairn_proto::record::{ContentType, Manifest, RecordId};
 use cairn_proto::version::{Versioned, decode_versioned};
@@ -139,6 +139,18 @@ impl std::fmt::Debug for DayKey {
     }
 }
 
+impl DayKey {
+    /// How an access-log row names this key: `blake3("cairn/day-key-ref/v1" || rid)`.
+    pub fn reference(&self) -> Hash32 {
+        day_key_reference(&self.rid)
+    }
+}
+
+/// How an access-log row names the day key kept in vault record `rid`.
+pub fn day_key_reference(rid: &RecordId) -> Hash32 {
+    cairn_proto::hash::hash_parts("cairn/day-key-ref/v1", &[&rid.0])
+}
+
 impl Drop for DayKey {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.key);
@@ -228,8 +240,10 @@ pub struct LoggedEntry {
 pub struct DayKeyState {
     /// Days since the Unix epoch.
     pub day: u32,
-    /// The vault record that keeps (or kept) it.
-    pub record: RecordId,
+    /// How rows name it ([`DayKey::reference`]).
+    pub reference: Hash32,
+    /// The vault record that keeps (or kept) it, when known here.
+    pub record: Option<RecordId>,
     /// Still held (the day's events can be opened with their subjects' keys).
     pub held: bool,
     /// Its erasure certificate, once erased (trigger `retention_expired`).
@@ -335,19 +349,42 @@ impl Records {
             return Ok(Hash32([0; 32]));
         }
         let key = self.writing_key(subject, event.recorded_ms).await?;
+        let handle = self.log_under(key, event).await?;
+        Ok(handle)
+    }
+
+    /// Logs an erasure (`AccessAction::Erase`) in the subject's log, only if the subject
+    /// has one: no log key is made for it (a key made by an erasure would outlive the
+    /// subject's last reading with the subject's reference). Returns whether it was logged.
+    pub async fn log_erasure_event(&self, subject: &Subject, event: AccessEvent) -> Result<bool, ConsentError> {
+        if cfg!(feature = "bench-unlogged") {
+            return Ok(true);
+        }
+        let known = match self.held_log_keys(subject).await?.into_iter().next() {
+            Some((_, k)) => Some(k),
+            None => self.log_keys(subject).await?.into_iter().next().map(|(_, k)| k),
+        };
+        let Some(key) = known else { return Ok(false) };
+        self.log_under(key, event).await?;
+        Ok(true)
+    }
+
+    /// Writes `event` under `key` and this node's day key, durably, and queues its leaf.
+    async fn log_under(&self, key: LogKey, event: AccessEvent) -> Result<Hash32, ConsentError> {
         let day = self.day_key(store::day_of(event.recorded_ms), event.recorded_ms).await?;
-        let outcome = event.outcome;
+        let counter = match (&event.action, event.outcome) {
+            (AccessAction::Erase { .. }, _) => None,
+            (_, Outcome::Granted) => Some(&self.counters.access_permitted),
+            (_, Outcome::Refused) => Some(&self.counters.access_refused),
+            (_, Outcome::BreakGlass) => Some(&self.counters.break_glass_reads),
+        };
         let logged = self.access.log.log(vec![NewEntry { key, day, event }]).await.map_err(RecordsError::from)?;
         let logged =
             logged.first().copied().ok_or_else(|| RecordsError::Fatal("the access log wrote nothing".into()))?;
         self.access.batches.add(vec![logged.leaf]).await;
-        let c = &self.counters;
-        let counter = match outcome {
-            Outcome::Granted => &c.access_permitted,
-            Outcome::Refused => &c.access_refused,
-            Outcome::BreakGlass => &c.break_glass_reads,
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(c) = counter {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(logged.handle)
     }
 
@@ -356,7 +393,8 @@ impl Records {
         let walked = self.access.log.walk(keys.clone()).await?;
         let rows: Vec<(Hash32, Row)> = walked.iter().map(|w| (w.handle, w.row.clone())).collect();
         let receipts = self.access_receipts(&rows).await?;
-        let days = self.held_day_keys().await?;
+        let days: std::collections::HashMap<Hash32, DayKey> =
+            self.held_day_keys().await?.into_values().map(|k| (k.reference(), k)).collect();
         Ok(walked
             .into_iter()
             .zip(receipts)
@@ -459,24 +497,26 @@ impl Records {
     /// The day keys `rows` are sealed under, by day: whether each is still held and, once
     /// the retention sweep erased it, its erasure certificate.
     pub async fn day_key_states(&self, rows: &[(Hash32, Row)]) -> Result<Vec<DayKeyState>, RecordsError> {
-        let days: BTreeMap<RecordId, u32> = rows.iter().map(|(_, r)| (r.sealed_under, r.day)).collect();
-        let held = self.held_day_keys().await?;
-        let mut certificates = std::collections::HashMap::new();
-        for job in self.erasures.store.jobs(|j| j.records.iter().any(|r| days.contains_key(&r.anchor.rid)))? {
-            for c in job.certificates().unwrap_or_default() {
-                certificates.insert(c.record.rid, c);
+        let days: BTreeMap<Hash32, u32> = rows.iter().map(|(_, r)| (r.sealed_under, r.day)).collect();
+        // Held keys, then erased ones through the jobs that erased them (by reference).
+        let mut found: std::collections::HashMap<Hash32, (RecordId, bool, Option<_>)> =
+            self.held_day_keys().await?.into_values().map(|k| (k.reference(), (k.rid, true, None))).collect();
+        let named = |rid: &RecordId| days.contains_key(&day_key_reference(rid));
+        for job in self.erasures.store.jobs(|j| j.records.iter().any(|r| named(&r.anchor.rid)))? {
+            for (i, r) in job.records.iter().enumerate().filter(|(_, r)| named(&r.anchor.rid)) {
+                let entry = found.entry(day_key_reference(&r.anchor.rid)).or_insert((r.anchor.rid, false, None));
+                entry.2 = job.certificate(i);
             }
         }
         let mut out: Vec<DayKeyState> = days
             .into_iter()
-            .map(|(record, day)| DayKeyState {
-                day,
-                record,
-                held: held.contains_key(&record),
-                certificate: certificates.remove(&record),
+            .map(|(reference, day)| {
+                let (record, held, certificate) =
+                    found.remove(&reference).map_or((None, false, None), |(r, h, c)| (Some(r), h, c));
+                DayKeyState { day, reference, record, held, certificate }
             })
             .collect();
-        out.sort_by_key(|d| (d.day, d.record));
+        out.sort_by_key(|d| (d.day, d.reference));
         Ok(out)
     }
 

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use cairn_proto::access::{AccessEvent, Outcome, access_commitment, access_leaf};
+use cairn_proto::access::{AccessAction, AccessEvent, Outcome, access_commitment, access_leaf};
 use cairn_proto::encoding::encode;
 use cairn_proto::version::{Versioned, decode_versioned};
 use cairn_proto::{Hash32, KeyId};
@@ -24,7 +24,6 @@ use tokio::sync::{mpsc, oneshot};
 use super::{DayKey, LogKey};
 use crate::records::StoreError;
 use crate::vault::crypto;
-use cairn_proto::record::RecordId;
 
 const ENTRIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("access_entries");
 const ROW_LIMIT: usize = 1 << 20;
@@ -56,8 +55,11 @@ pub struct Row {
     pub commitment: Hash32,
     /// When the entry's retention ends, Unix milliseconds: [`expires_ms`] of its day.
     pub expires_ms: u64,
-    /// The vault record of the day key the event is sealed under.
-    pub sealed_under: RecordId,
+    /// The day key the event is sealed under, by [`DayKey::reference`] (a hash of its
+    /// record id: the residue audit looks for erased record ids in every file).
+    pub sealed_under: Hash32,
+    /// The entry records an erasure of the subject's records, not a disclosure.
+    pub erasure: bool,
     /// The event, sealed under the log key and the day key (nonce, ciphertext, tag);
     /// `None` once the entry expired.
     pub sealed: Option<Vec<u8>>,
@@ -314,7 +316,8 @@ impl Writer {
                         outcome: e.event.outcome,
                         commitment,
                         expires_ms: expires_ms(day, self.retention_ms),
-                        sealed_under: e.day.rid,
+                        sealed_under: e.day.reference(),
+                        erasure: matches!(e.event.action, AccessAction::Erase { .. }),
                         sealed: Some(sealed),
                     };
                     table.insert(&handle.0, encode(&row).map_err(db_err)?.as_slice()).map_err(db_err)?;

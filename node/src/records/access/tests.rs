@@ -239,7 +239,7 @@ async fn expired_entries_are_erased_with_a_certificate_of_their_day_key() {
     let log_key = node.held_log_keys(&subject).await.unwrap().remove(0).1;
     let walked = node.access.log.walk(vec![log_key.clone()]).await.unwrap();
     assert_eq!(walked.len(), 2);
-    assert!(walked.iter().all(|w| w.row.sealed_under == day_key.rid));
+    assert!(walked.iter().all(|w| w.row.sealed_under == day_key.reference()));
     assert!(walked.iter().all(|w| open_row(&log_key, &day_key, &sim.id(0), w).is_some()), "positive control");
     // The subject's log key alone does not open an event.
     let other = DayKey { rid: day_key.rid, day, key: [0; 32] };
@@ -270,7 +270,7 @@ async fn expired_entries_are_erased_with_a_certificate_of_their_day_key() {
         node.erasures.store.job(&job.id).unwrap().unwrap().complete()
     })
     .await;
-    let certificates = node.erasures.store.certificates_of(&job.request_hash).unwrap();
+    let certificates = node.erasures.store.certificates_of(&job.request_hash, &[day_key.rid]).unwrap();
     assert_eq!(certificates.len(), 1);
     certificates[0].verify(&genesis).unwrap();
     assert_eq!(certificates[0].record.rid, day_key.rid);
@@ -287,9 +287,13 @@ async fn expired_entries_are_erased_with_a_certificate_of_their_day_key() {
         e.receipt.clone().expect("committed").verify(&genesis).unwrap();
     }
     let rows = node.access_rows().await.unwrap();
-    assert!(rows.iter().all(|(_, r)| r.sealed.is_none() && r.sealed_under == day_key.rid));
-    let days = node.held_day_keys().await.unwrap();
-    assert!(walked.iter().all(|w| !days.contains_key(&w.row.sealed_under)));
+    assert!(rows.iter().all(|(_, r)| r.sealed.is_none() && r.sealed_under == day_key.reference()));
+    assert!(node.held_day_keys().await.unwrap().is_empty());
+    // The regulator's view: the day key, not held, with its certificate.
+    let states = node.day_key_states(&rows).await.unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!((states[0].record, states[0].held, states[0].day), (Some(day_key.rid), false, day));
+    assert_eq!(states[0].certificate.as_ref(), Some(&certificates[0]));
 }
 
 /// Erasing some of a subject's readings is written in the subject's access log by the
@@ -300,9 +304,30 @@ async fn an_erasure_of_some_readings_is_in_the_subjects_log_with_its_certificate
     let sim = Sim::start(4, 2).await;
     let g = gateway().public().key_id();
     let reference = "Patient/partly-erased";
-    let ingested = sim.ingest(0, &gateway(), reference, 2).await.unwrap();
+    let ingested = sim.ingest(0, &gateway(), reference, 3).await.unwrap();
     let subject = Subject { gateway: g, reference: reference.into() };
     let gone = ingested[0].rid;
+    // A subject nobody read has no access log, and an erasure makes none.
+    let mut first_job = None;
+    sim.until("a first erasure accepted", async || {
+        first_job = accept::accept(
+            &sim.nodes[1],
+            g,
+            ErasureScope::Records(vec![ingested[2].rid]),
+            ErasureTrigger::SubjectRequest,
+            crate::clock::now_ms(),
+        )
+        .await
+        .ok();
+        first_job.is_some()
+    })
+    .await;
+    assert!(sim.nodes[3].disclosures(&subject).await.unwrap().0.is_empty());
+    for n in &sim.nodes {
+        assert!(n.held_log_keys(&subject).await.unwrap().is_empty(), "no log key made for an erasure");
+    }
+    // Once the subject was read, the next erasure is in their log.
+    sim.nodes[0].log_access(&subject, event(sim.id(0), Outcome::Granted, "TREAT")).await.unwrap();
     let mut job = None;
     sim.until("the erasure accepted", async || {
         job = accept::accept(
@@ -319,14 +344,18 @@ async fn an_erasure_of_some_readings_is_in_the_subjects_log_with_its_certificate
     .await;
     let job = job.unwrap();
     let (list, _) = sim.nodes[3].disclosures(&subject).await.unwrap();
-    let erase: Vec<_> = list.iter().filter_map(|e| e.entry.as_ref()).collect();
-    assert_eq!(erase.len(), 1, "one event: the erasure");
+    let erase: Vec<_> =
+        list.iter().filter_map(|e| e.entry.as_ref()).filter(|e| e.event.action != AccessAction::Search).collect();
+    assert_eq!(erase.len(), 1, "one event besides the read: the erasure");
     let e = &erase[0].event;
     assert_eq!(e.action, AccessAction::Erase { request: job.request_hash, trigger: ErasureTrigger::SubjectRequest });
     assert_eq!(e.records, vec![gone]);
     assert_eq!(e.accessor, Accessor::Gateway { key: g });
     assert_eq!(e.node, sim.id(1));
-    assert!(sim.nodes[1].erasures.store.certificates_of(&job.request_hash).unwrap().is_empty(), "not yet certified");
+    assert!(
+        sim.nodes[1].erasures.store.certificates_of(&job.request_hash, &[gone]).unwrap().is_empty(),
+        "not yet certified"
+    );
     let mut pacing = Pacing::default();
     let coordinator = sim.nodes[1].clone();
     sim.until("the erasure certified", async || {
@@ -335,11 +364,14 @@ async fn an_erasure_of_some_readings_is_in_the_subjects_log_with_its_certificate
     })
     .await;
     let genesis = sim.ledger.genesis_for_tests().clone();
-    let asked = sim.nodes[3].ask(sim.id(1), Request::ErasureCertificates(job.request_hash)).await.unwrap();
+    let asked = sim.nodes[3].ask(sim.id(1), Request::ErasureCertificates(job.request_hash, vec![gone])).await.unwrap();
     let Response::ErasureCertificates(certificates) = asked else { panic!("{asked:?}") };
     assert_eq!(certificates.len(), 1);
     certificates[0].verify(&genesis).unwrap();
     assert_eq!(certificates[0].record.rid, gone);
+    // Only the records asked for: a request may cover other subjects' records.
+    let kept = ingested[1].rid;
+    assert!(sim.nodes[1].erasures.store.certificates_of(&job.request_hash, &[kept]).unwrap().is_empty());
     // A whole-subject erasure logs nothing: it takes the log key with it.
     let before = sim.nodes[0].access_rows().await.unwrap().len() + sim.nodes[1].access_rows().await.unwrap().len();
     let scope = ErasureScope::Subject { gateway: g, local: reference.into() };

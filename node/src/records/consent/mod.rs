@@ -156,7 +156,9 @@ impl Index {
         self.day_keys.insert(key.rid, key);
     }
     fn remove(&mut self, id: &RecordId) {
-        if let Some(k) = self.day_keys.remove(id) {
+        if let Some(k) = self.day_keys.remove(id)
+            && self.day_key_of.get(&k.day) == Some(id)
+        {
             self.day_key_of.remove(&k.day);
         }
         if let Some(s) = self.subject_of.remove(id) {

@@ -11,6 +11,7 @@ use cairn_proto::access::{AccessAction, AccessEvent, Accessor, Outcome};
 use cairn_proto::consent::Subject;
 use cairn_proto::erasure::{ErasureRequest, ErasureScope, ErasureTrigger};
 use cairn_proto::record::RecordId;
+use futures::StreamExt as _;
 use tracing::{info, warn};
 
 use super::job::{Job, JobRecord};
@@ -275,25 +276,22 @@ pub(super) async fn create(
     }
     info!(id = %job.id_hex(), records = job.records.len(), trigger = ?trigger, "erasure request accepted");
     er.wake.notify_one();
-    log_erasure(records, &job, by_subject).await?;
+    log_erasure(records, &job, by_subject).await;
     Ok(job)
 }
 
 /// Writes the stored job into the access log of each subject whose readings it covers
 /// (`AccessAction::Erase`, ADR 018): the subject's disclosure list shows it and their
 /// export carries its certificates. A request over a whole subject logs nothing: it
-/// erases the subject's log key too.
+/// erases the subject's log key too. Neither is a log key made for the event: a subject
+/// with no access log (never read, never exported) gets no event.
 ///
 /// The erasure goes ahead whatever happens here (it is not a disclosure, and its deadline
-/// is the law's): when the subject's log key cannot be found or made (more than f
-/// validators out of reach) the event is not written, the node warns and counts it
+/// is the law's): when the subject's log key cannot be looked up (more than f validators
+/// out of reach) the event is not written, the node warns and counts it
 /// (`cairn_erasure_events_unlogged_total`), and that subject's export will lack the
-/// certificates. Only a failing store is an error (fatal).
-async fn log_erasure(
-    records: &Records,
-    job: &Job,
-    by_subject: BTreeMap<Subject, Vec<RecordId>>,
-) -> Result<(), ErasureError> {
+/// certificates. A failing store stops the node. Up to [`LOG_PARALLEL`] subjects at once.
+async fn log_erasure(records: &Records, job: &Job, by_subject: BTreeMap<Subject, Vec<RecordId>>) {
     let automatic = job.requested_by == records.me;
     let accessor =
         if automatic { Accessor::Node { key: records.me } } else { Accessor::Gateway { key: job.requested_by } };
@@ -302,7 +300,7 @@ async fn log_erasure(
         ErasureTrigger::RetentionExpired | ErasureTrigger::PurposeAchieved => "HOPERAT",
         _ => "PATRQT",
     };
-    for (subject, rids) in by_subject {
+    let log = |(subject, rids): (Subject, Vec<RecordId>)| {
         let event = AccessEvent {
             version: 1,
             recorded_ms: now_ms(),
@@ -318,17 +316,23 @@ async fn log_erasure(
             justification: None,
             trace: vec![format!("erasure request {} accepted", job.id_hex())],
         };
-        match records.log_access(&subject, event).await {
+        async move { records.log_erasure_event(&subject, event).await }
+    };
+    let mut results = futures::stream::iter(by_subject.into_iter().map(log)).buffer_unordered(LOG_PARALLEL);
+    while let Some(result) = results.next().await {
+        match result {
             Ok(_) => {}
-            Err(ConsentError::Records(e)) if e.is_fatal() => return Err(ErasureError::Fatal(e.to_string())),
+            Err(ConsentError::Records(e)) if e.is_fatal() => records.note_fatal(e.for_log()),
             Err(_) => {
                 records.counters.erasure_events_unlogged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 warn!(id = %job.id_hex(), "an erasure could not be written in its subject's access log");
             }
         }
     }
-    Ok(())
 }
+
+/// Subjects whose `erase` events one request writes at once.
+const LOG_PARALLEL: usize = 16;
 
 /// Places or lifts legal holds on the records of `scope` written by `gateway`, at every
 /// custodian of each (all must confirm). Returns how many records.

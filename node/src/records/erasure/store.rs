@@ -209,10 +209,21 @@ impl ErasureStore {
         Ok(out)
     }
 
-    /// The certificates of the request with hash `request` coordinated here, once every
-    /// custodian committed its receipt; empty before (or for a request not known here).
-    pub fn certificates_of(&self, request: &Hash32) -> Result<Vec<ErasureCertificate>, StoreError> {
-        Ok(self.jobs(|j| j.request_hash == *request)?.into_iter().find_map(|j| j.certificates()).unwrap_or_default())
+    /// The certificates of the records `rids` under the request with hash `request`
+    /// coordinated here, each once every custodian of it committed its receipt (records
+    /// not named, not certified yet, or of a request not known here give none).
+    pub fn certificates_of(&self, request: &Hash32, rids: &[RecordId]) -> Result<Vec<ErasureCertificate>, StoreError> {
+        let mut out = Vec::new();
+        for job in self.jobs(|j| j.request_hash == *request)? {
+            for (i, r) in job.records.iter().enumerate() {
+                if rids.contains(&r.anchor.rid)
+                    && let Some(c) = job.certificate(i)
+                {
+                    out.push(c);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Places (`on`) or lifts legal holds.
