@@ -12,6 +12,11 @@
 //! the request's. Latency is from sending the request to the receipt being served;
 //! throughput is all readings over the time from the first request to the last receipt.
 //! At the end every record's receipt is fetched and verified offline.
+//!
+//! Besides throughput and latency the `RESULT` line gives the four nodes' CPU time (user
+//! + system, from `/proc/<pid>/stat`) per reading and per request over the ingest phase,
+//! instructions per reading where `perf stat` can count them, and the throughput of each
+//! fifth of the run by acknowledgements (flat cost: the last fifth against the first).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use cairn_client::gateway::{BodyFormat, Gateway, GatewayError};
 use cairn_proto::record::RecordId;
-use cairn_tests::bench::{self, percentile_ms};
+use cairn_tests::bench::{self, CpuMeter, fifth_rates, percentile_ms};
 use cairn_tests::cluster::Cluster;
 
 fn observation(i: usize) -> String {
@@ -63,8 +68,12 @@ fn main() {
     let probe_rx = Arc::new(Mutex::new(probe_rx));
     let finals: Arc<Mutex<Vec<(Duration, Instant)>>> = Arc::default();
     let acks: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let acked_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let all_rids: Arc<Mutex<Vec<(usize, RecordId)>>> = Arc::default();
     let (next, busy) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let pids: Vec<u32> = (0..4).filter_map(|i| c.pid(i)).collect();
+    assert_eq!(pids.len(), 4, "four node processes to measure");
+    let meter = CpuMeter::start(&pids);
     let start = Instant::now();
     std::thread::scope(|s| {
         let mut waiters = Vec::new();
@@ -89,6 +98,7 @@ fn main() {
         for t in 0..submitters {
             let (next, busy, bodies, gateways) = (next.clone(), busy.clone(), &bodies, &gateways);
             let (probe_tx, acks, all_rids) = (probe_tx.clone(), acks.clone(), all_rids.clone());
+            let acked_at = acked_at.clone();
             senders.push(s.spawn(move || {
                 loop {
                     let r = next.fetch_add(1, Relaxed);
@@ -106,6 +116,7 @@ fn main() {
                         }
                     };
                     acks.lock().unwrap().push(sent.elapsed());
+                    acked_at.lock().unwrap().push(Instant::now());
                     if r % sample_every == 0 {
                         probe_tx.send((node, answer.records[0].rid, sent)).unwrap();
                     }
@@ -135,6 +146,7 @@ fn main() {
             h.join().unwrap();
         }
     });
+    let (cpu_us, instructions) = meter.stop();
     let finals = finals.lock().unwrap();
     let last_final = finals.iter().map(|(_, t)| *t).max().unwrap();
     let secs = last_final.duration_since(start).as_secs_f64();
@@ -143,6 +155,11 @@ fn main() {
     let mut acks = acks.lock().unwrap().clone();
     acks.sort();
     let readings = requests * per_request;
+    let fifths = fifth_rates(start, &mut acked_at.lock().unwrap(), per_request);
+    let fifth_text = fifths.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join("/");
+    let last_over_first = fifths.last().zip(fifths.first()).map_or(f64::NAN, |(l, f)| l / f);
+    let per_reading = |x: u64| x as f64 / readings as f64;
+    let instructions_text = instructions.map_or("n/a".to_string(), |i| format!("{:.0}", per_reading(i)));
 
     // Every record has a receipt that verifies offline.
     let genesis = c.genesis();
@@ -159,13 +176,15 @@ fn main() {
     }
     assert_eq!(verified, readings);
     println!(
-        "RESULT per_request={per_request} interval={interval}ms submitters={submitters} readings={readings} seconds={secs:.1} readings_per_s={:.0} ack_p50_ms={:.0} ack_p99_ms={:.0} receipt_p50_ms={:.0} receipt_p99_ms={:.0} receipt_max_ms={:.0} busy_429={} verified={verified}",
+        "RESULT per_request={per_request} interval={interval}ms submitters={submitters} readings={readings} seconds={secs:.1} readings_per_s={:.0} ack_p50_ms={:.0} ack_p99_ms={:.0} receipt_p50_ms={:.0} receipt_p99_ms={:.0} receipt_max_ms={:.0} busy_429={} verified={verified} node_cpu_us_per_reading={:.1} node_cpu_us_per_request={:.1} instructions_per_reading={instructions_text} fifth_rates={fifth_text} last_fifth_over_first={last_over_first:.2}",
         readings as f64 / secs,
         percentile_ms(&acks, 0.5),
         percentile_ms(&acks, 0.99),
         percentile_ms(&lat, 0.5),
         percentile_ms(&lat, 0.99),
         percentile_ms(&lat, 1.0),
-        busy.load(Relaxed)
+        busy.load(Relaxed),
+        per_reading(cpu_us),
+        cpu_us as f64 / requests as f64,
     );
 }

@@ -502,6 +502,90 @@ pub mod bench {
         }
     }
 
+    /// CPU time (user + system, in µs) that process `pid` has used, from
+    /// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of `getconf CLK_TCK`).
+    pub fn cpu_us(pid: u32) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces: count fields after its ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks * 1_000_000 / clock_ticks())
+    }
+
+    /// Clock ticks per second (`getconf CLK_TCK`; 100 where it cannot be asked).
+    fn clock_ticks() -> u64 {
+        static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        *TCK.get_or_init(|| {
+            std::process::Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+                .unwrap_or(100)
+        })
+    }
+
+    /// The summed CPU time of a set of processes over an interval, and, where `perf stat`
+    /// can count them on this machine, the instructions they retired in it.
+    #[derive(Debug)]
+    pub struct CpuMeter {
+        pids: Vec<u32>,
+        start_us: u64,
+        perf: Option<std::process::Child>,
+    }
+
+    impl CpuMeter {
+        /// Starts measuring `pids` now.
+        pub fn start(pids: &[u32]) -> CpuMeter {
+            let list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            let perf = std::process::Command::new("perf")
+                .args(["stat", "-x", ",", "-e", "instructions:u,instructions:k", "-p", &list])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .ok();
+            let start_us = pids.iter().filter_map(|p| cpu_us(*p)).sum();
+            CpuMeter { pids: pids.to_vec(), start_us, perf }
+        }
+
+        /// µs of CPU used since the start, and the instructions retired (None where
+        /// `perf` is missing or the machine has no hardware counters, as in most VMs).
+        pub fn stop(self) -> (u64, Option<u64>) {
+            let used = self.pids.iter().filter_map(|p| cpu_us(*p)).sum::<u64>().saturating_sub(self.start_us);
+            let instructions = self.perf.and_then(|child| {
+                let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+                let out = child.wait_with_output().ok()?;
+                let text = String::from_utf8_lossy(&out.stderr);
+                let counts: Vec<u64> = text
+                    .lines()
+                    .filter(|l| l.contains("instructions"))
+                    .filter_map(|l| l.split(',').next()?.trim().parse().ok())
+                    .collect();
+                (!counts.is_empty()).then(|| counts.iter().sum())
+            });
+            (used, instructions)
+        }
+    }
+
+    /// Rates of the five fifths of a run: `times` are the instants at which each of a
+    /// run's equal-sized units (requests) completed, `per_unit` readings each; a fifth's
+    /// rate is its readings over the time from the previous fifth's end (or `start`).
+    pub fn fifth_rates(start: std::time::Instant, times: &mut [std::time::Instant], per_unit: usize) -> Vec<f64> {
+        times.sort();
+        let n = times.len();
+        let mut from = start;
+        let mut rates = Vec::new();
+        for k in 1..=5 {
+            let (lo, hi) = ((k - 1) * n / 5, k * n / 5);
+            let Some(end) = hi.checked_sub(1).and_then(|i| times.get(i)) else { continue };
+            let secs = end.duration_since(from).as_secs_f64().max(1e-9);
+            rates.push(((hi - lo) * per_unit) as f64 / secs);
+            from = *end;
+        }
+        rates
+    }
+
     /// The `p` quantile (0 to 1) of sorted durations, in milliseconds.
     pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
         let i = ((sorted.len() as f64 - 1.0) * p) as usize;

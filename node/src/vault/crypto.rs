@@ -45,6 +45,19 @@ impl Key32 {
     pub fn derive(&self, context: &str) -> Key32 {
         Key32(blake3::derive_key(context, &self.0))
     }
+    /// The `n`-th of a series of 16-byte opaque handles for one purpose (the chunks of a
+    /// subject index): `blake3::derive_key(context, self ‖ n as u64 big-endian)`. Handles
+    /// of one series look unrelated to each other and to the key.
+    pub fn handle_at(&self, context: &str, n: u64) -> [u8; 16] {
+        let mut material = Zeroizing::new([0u8; 40]);
+        let (key, index) = material.split_at_mut(32);
+        key.copy_from_slice(&self.0);
+        index.copy_from_slice(&n.to_be_bytes());
+        let full = Zeroizing::new(blake3::derive_key(context, material.as_slice()));
+        let mut h = [0u8; 16];
+        h.iter_mut().zip(full.iter()).for_each(|(d, s)| *d = *s);
+        h
+    }
     /// A 16-byte opaque handle for one purpose: nothing about the key can be learnt from it.
     pub fn handle(&self, context: &str) -> [u8; 16] {
         let full = Zeroizing::new(blake3::derive_key(context, &self.0));

@@ -13,11 +13,12 @@ use zeroize::Zeroizing;
 use super::crypto::{Key32, seal};
 use super::error::VaultError;
 use super::fault::{self, FaultPoint};
+use super::index;
 use super::keytree::{ChildRef, Entry, OpenBucket, SlotAddr, SlotUse, Tree, corrupt};
 use super::kv::{KvStore, WriteBatch};
 use super::layout::{self, aad, label};
 use super::root::{RootState, RootStore};
-use super::store::{Journal, Vault, seal_index};
+use super::store::{Journal, Vault};
 use super::{ErasureEvidence, SubjectRef};
 
 impl<K: KvStore, R: RootStore> Vault<K, R> {
@@ -100,7 +101,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             };
             let subject = subject.clone();
             let old_key = self.subject_key(addr)?;
-            commit_remove.push(layout::subject_index(&old_key.handle(label::SUBJECT_HANDLE)));
+            commit_remove.extend(index::store_keys(&self.kv, &old_key)?);
             if drop_addr == Some(addr) {
                 cleared.insert(addr);
                 continue;
@@ -109,9 +110,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             let index: Vec<RecordId> =
                 self.read_index(&old_key)?.into_iter().filter(|r| !removed.contains(r)).collect();
             let key = Key32::random()?;
-            let (k, v) = seal_index(&key, &index)?;
-            rollback_remove.push(k.clone());
-            new_indexes.put(k, v);
+            rollback_remove.extend(index::write(&key, &index, &mut new_indexes)?);
             rewritten.insert(addr, Entry::Subject { subject, key });
         }
 

@@ -19,7 +19,7 @@ pub fn bucket(bucket: u32, generation: u64) -> Vec<u8> {
     [&b"e"[..], &bucket.to_be_bytes(), &generation.to_be_bytes()].concat()
 }
 
-/// Subject index: `s || handle`.
+/// Subject index head or chunk (or the whole-list index of older vaults): `s || handle`.
 pub fn subject_index(handle: &[u8; 16]) -> Vec<u8> {
     [&b"s"[..], handle].concat()
 }
@@ -43,10 +43,19 @@ pub mod label {
     pub const PAYLOAD: &str = "cairn/vault/payload/v1";
     /// Record metadata key, derived from `dk`.
     pub const META: &str = "cairn/vault/meta/v1";
-    /// Subject index key, derived from the subject key.
+    /// Subject index key, derived from the subject key (the whole-list index written
+    /// before issue 17; read, then replaced by chunks on the subject's next store).
     pub const SUBJECT_INDEX: &str = "cairn/vault/subject-index/v1";
-    /// Subject index handle, derived from the subject key.
+    /// Subject index handle, derived from the subject key (the whole-list index).
     pub const SUBJECT_HANDLE: &str = "cairn/vault/subject-handle/v1";
+    /// Key of a subject index head (its count of record ids), derived from the subject key.
+    pub const SUBJECT_HEAD: &str = "cairn/vault/subject-head/v2";
+    /// Handle of a subject index head, derived from the subject key.
+    pub const SUBJECT_HEAD_HANDLE: &str = "cairn/vault/subject-head-handle/v2";
+    /// Key of a subject index chunk, derived from the subject key.
+    pub const SUBJECT_CHUNK: &str = "cairn/vault/subject-chunk/v2";
+    /// Handle of the `n`-th subject index chunk, derived from the subject key and `n`.
+    pub const SUBJECT_CHUNK_HANDLE: &str = "cairn/vault/subject-chunk-handle/v2";
 }
 
 /// Associated data: `label || store key`.

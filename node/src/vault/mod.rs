@@ -21,6 +21,7 @@ pub mod crypto;
 mod epoch;
 pub mod error;
 pub mod fault;
+pub(crate) mod index;
 pub mod keytree;
 pub mod kv;
 pub mod layout;

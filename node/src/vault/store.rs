@@ -13,6 +13,7 @@ use super::codec::decode_own;
 use super::crypto::{Key32, NONCE_LEN, fill_random, open, seal, seal_with_nonce, take_array};
 use super::error::VaultError;
 use super::fault::{self, FaultPoint};
+use super::index;
 use super::keytree::{Entry, SlotAddr, SlotUse, Tree, corrupt};
 use super::kv::{KvStore, SledStore, WriteBatch};
 use super::layout::{self, aad, label};
@@ -404,20 +405,16 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         }
         let mut new_subject_slots = Vec::new();
         for (id, (addr, new_key, rids)) in by_subject {
-            let (key, mut index) = match new_key {
+            // Append-only: the last chunk and the head, whatever the subject holds.
+            let is_new = new_key.is_some();
+            let key = match new_key {
                 Some(key) => {
                     new_subject_slots.push((id, addr));
-                    (key, Vec::new())
+                    key
                 }
-                None => {
-                    let key = self.subject_key(addr)?;
-                    let index = self.read_index(&key)?;
-                    (key, index)
-                }
+                None => self.subject_key(addr)?,
             };
-            index.extend(rids);
-            let (k, v) = seal_index(&key, &index)?;
-            batch.put(k, v);
+            index::append(&self.kv, &key, is_new, &rids, &mut batch)?;
         }
         for (id, entries) in new_entries {
             let mut open = self.tree.read_bucket(&self.kv, id)?;
@@ -449,11 +446,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     }
 
     pub(super) fn read_index(&self, key: &Key32) -> Result<Vec<RecordId>, VaultError> {
-        let store_key = layout::subject_index(&key.handle(label::SUBJECT_HANDLE));
-        let sealed = self.kv.get(&store_key)?.ok_or_else(|| corrupt("subject index missing"))?;
-        let plain = open(&key.derive(label::SUBJECT_INDEX), &aad(label::SUBJECT_INDEX, &store_key), &sealed)
-            .ok_or_else(|| corrupt("subject index does not open"))?;
-        decode_own(&plain, BLOB_LIMIT, "subject index")
+        index::read(&self.kv, key)
     }
 
     /// A record's data key, commitment secret and encoded blob.
@@ -530,6 +523,13 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         Ok(VerifyReport { epoch: self.tree.epoch, records_ok, subjects_ok })
     }
 
+    /// Test hook: the key of a subject's index.
+    #[cfg(test)]
+    pub(crate) fn subject_index_key(&self, subject: &SubjectRef) -> Result<Key32, VaultError> {
+        let addr = self.subjects.get(&encode(subject)?).ok_or(VaultError::SubjectNotFound)?;
+        self.subject_key(*addr)
+    }
+
     /// Test hook: the data key and commitment secret of a live record.
     #[cfg(test)]
     pub(crate) fn secrets_of(&self, rid: &RecordId) -> Result<(Key32, Key32), VaultError> {
@@ -560,10 +560,4 @@ impl Replica {
 
 pub(crate) fn payload_aad(rid: &RecordId, header: &RecordHeader) -> Result<Vec<u8>, VaultError> {
     Ok([label::PAYLOAD.as_bytes(), &rid.0, &encode(header)?].concat())
-}
-
-pub(super) fn seal_index(key: &Key32, index: &[RecordId]) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
-    let store_key = layout::subject_index(&key.handle(label::SUBJECT_HANDLE));
-    let value = seal(&key.derive(label::SUBJECT_INDEX), &aad(label::SUBJECT_INDEX, &store_key), &encode(index)?)?;
-    Ok((store_key, value))
 }

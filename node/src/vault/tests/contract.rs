@@ -3,6 +3,7 @@
 use cairn_proto::record::{Manifest, RecordId, record_leaf};
 
 use super::{canary, reading};
+use crate::vault::index;
 use crate::vault::kv::{KvStore, MemStore};
 use crate::vault::root::{MemRootStore, RootStore};
 use crate::vault::{Vault, VaultConfig, VaultError};
@@ -141,6 +142,63 @@ fn subjects_index_and_erase(b: &impl Backend) {
     assert_eq!(v.subject_records(&alice_ref).unwrap(), vec![again]);
 }
 
+/// A subject's index spans several chunks; stores append to it, erasures rewrite it under a
+/// new key and leave nothing readable under the old one.
+fn long_index_spans_chunks(b: &impl Backend) {
+    let mut v = b.open(VaultConfig::default());
+    let mut all = Vec::new();
+    for (round, n) in [1, 254, 1, 300, 100].into_iter().enumerate() {
+        let batch = (0..n).map(|i| reading(&format!("l{round}-{i}"), Some("Patient/long"))).collect();
+        all.extend(v.put_batch(batch).unwrap().into_iter().map(|r| r.rid));
+    }
+    let subject = v.get(&all[0]).unwrap().subject.unwrap();
+    assert_eq!(v.subject_records(&subject).unwrap(), all);
+    let old = v.subject_index_key(&subject).unwrap();
+    assert_eq!(index::stored_values(v.kv(), &old).unwrap(), 4, "a head and three chunks for 656 ids");
+    let gone = [all[300], all[511], all[512]];
+    v.erase(&gone).unwrap();
+    all.retain(|r| !gone.contains(r));
+    assert_eq!(v.subject_records(&subject).unwrap(), all);
+    assert_eq!(index::stored_values(v.kv(), &old).unwrap(), 0, "no index value under the replaced key");
+    drop(v);
+    let mut v = b.open(VaultConfig::default());
+    assert_eq!(v.subject_records(&subject).unwrap(), all);
+    let tail = v.put(reading("after", Some("Patient/long"))).unwrap().rid;
+    all.push(tail);
+    assert_eq!(v.subject_records(&subject).unwrap(), all);
+    assert_eq!(v.verify().unwrap().subjects_ok, 1);
+    let key = v.subject_index_key(&subject).unwrap();
+    assert_eq!(v.erase_subject(&subject).unwrap().len(), all.len());
+    assert_eq!(index::stored_values(v.kv(), &key).unwrap(), 0);
+}
+
+/// A vault written before chunks holds a subject's whole list as one value: it is read as
+/// it is and replaced by chunks on the subject's next store or erasure.
+fn legacy_index_is_read_and_migrated(b: &impl Backend) {
+    let mut v = b.open(small());
+    let batch = (0..6).map(|i| reading(&format!("g{i}"), Some("Patient/old"))).collect();
+    let mut all: Vec<_> = v.put_batch(batch).unwrap().into_iter().map(|r| r.rid).collect();
+    let subject = v.get(&all[0]).unwrap().subject.unwrap();
+    let key = v.subject_index_key(&subject).unwrap();
+    index::write_legacy(v.kv(), &key).unwrap();
+    assert_eq!(index::stored_values(v.kv(), &key).unwrap(), 1, "only the whole-list value");
+    assert_eq!(v.subject_records(&subject).unwrap(), all);
+    all.push(v.put(reading("g6", Some("Patient/old"))).unwrap().rid);
+    assert_eq!(v.subject_records(&subject).unwrap(), all);
+    assert_eq!(index::stored_values(v.kv(), &key).unwrap(), 2, "a head and one chunk, the old value removed");
+    index::write_legacy(v.kv(), &key).unwrap();
+    v.erase(&[all[2]]).unwrap();
+    all.remove(2);
+    assert_eq!(v.subject_records(&subject).unwrap(), all);
+    assert_eq!(index::stored_values(v.kv(), &key).unwrap(), 0);
+    let key = v.subject_index_key(&subject).unwrap();
+    assert_eq!(index::stored_values(v.kv(), &key).unwrap(), 2);
+    index::write_legacy(v.kv(), &key).unwrap();
+    assert_eq!(v.erase_subject(&subject).unwrap().len(), all.len());
+    assert_eq!(index::stored_values(v.kv(), &key).unwrap(), 0);
+    assert!(matches!(v.subject_records(&subject), Err(VaultError::SubjectNotFound)));
+}
+
 fn full_vault_refuses_and_reuses_erased_slots(b: &impl Backend) {
     let mut v = b.open(small());
     // 36 slots: 35 records and one subject entry.
@@ -207,6 +265,8 @@ contract!(
     erase_is_final_and_spares_the_rest,
     rejections_change_nothing,
     subjects_index_and_erase,
+    long_index_spans_chunks,
+    legacy_index_is_read_and_migrated,
     full_vault_refuses_and_reuses_erased_slots,
     replicas_store_the_same_record_elsewhere
 );
