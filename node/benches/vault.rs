@@ -58,6 +58,10 @@ fn main() {
         std::env::var("CAIRN_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
     )
     .unwrap();
+    if let Some(n) = args.iter().position(|a| a == "--one-subject").and_then(|i| args.get(i + 1)) {
+        one_subject(dir.path(), n.parse().unwrap());
+        return;
+    }
     let config = VaultConfig::default();
     println!(
         "vault benchmark: {records} records of 256 bytes, fanout {}, {} slots per bucket, data in {}",
@@ -113,21 +117,25 @@ fn main() {
     }
     println!("get, random:           {}", rate(100_000.min(order.len()), start.elapsed()));
 
-    // The retention sweep's scan (`erasure::sweep_retention`): every live record read and
-    // decrypted for its retention time, in id order, 1,000 per vault command.
+    // The retention sweep (`erasure::sweep_retention`), 1,000 records per vault command:
+    // with nothing expired, and with every record expired (each one is opened).
+    let t = Instant::now();
+    assert!(v.expired_page(1, None, 1000).unwrap().0.is_empty());
+    println!("retention sweep, none expired: {:?} for {} records", t.elapsed(), v.len());
     let start = Instant::now();
-    let all = v.record_ids();
-    let (mut expired, mut longest) = (0, Duration::ZERO);
-    for page in all.chunks(1000) {
+    let (mut expired, mut cursor, mut longest) = (0, None, Duration::ZERO);
+    loop {
         let t = Instant::now();
-        expired += page.iter().filter(|rid| v.get(rid).unwrap().header.retain_until_ms <= 2).count();
+        let (page, next) = v.expired_page(2, cursor, 1000).unwrap();
         longest = longest.max(t.elapsed());
+        expired += page.len();
+        let Some(next) = next else { break };
+        cursor = Some(next);
     }
-    assert_eq!(expired, all.len());
+    assert_eq!(expired, v.len());
     println!(
-        "retention scan:        {}  ({} records in {:?}; longest page of 1000: {longest:?})",
-        rate(all.len(), start.elapsed()),
-        all.len(),
+        "retention sweep, all expired: {}  ({expired} records in {:?}; longest page of 1000: {longest:?})",
+        rate(expired, start.elapsed()),
         start.elapsed()
     );
 
@@ -175,4 +183,57 @@ fn main() {
     drop(v);
     let v = Vault::open_dir(dir.path(), VaultConfig::default()).unwrap();
     println!("reopen with {} records: {:?}", v.len(), t.elapsed());
+}
+
+/// Flat cost (issue 17): `n` records of one subject, stored in batches of 1000, with 200
+/// single stores (each fsynced) before and after; prints the rate of the first and last
+/// tenth and the single-store latencies at both ends.
+fn one_subject(dir: &std::path::Path, n: usize) {
+    let mut v = Vault::open_dir(dir, VaultConfig::default()).unwrap();
+    let subject = Some(cairn_node::vault::SubjectRef { gateway: KeyId([7; 16]), local: "Patient/shoe".into() });
+    let of_subject = |i: u64| NewRecord { subject: subject.clone(), ..reading(i) };
+    println!("one-subject benchmark: {n} records of one subject, batches of 1000, data in {}", dir.display());
+    let singles = |v: &mut Vault<SledStore, cairn_node::vault::root::FileRootSlot>, from: u64| {
+        let mut lat: Vec<Duration> = (0..200)
+            .map(|i| {
+                let r = of_subject(from + i);
+                let t = Instant::now();
+                v.put(r).unwrap();
+                t.elapsed()
+            })
+            .collect();
+        lat.sort();
+        (lat[100], lat[198])
+    };
+    let (first_p50, first_p99) = singles(&mut v, 0);
+    let tenth = n / 10;
+    let mut windows = Vec::new();
+    let (mut spent, mut stored) = (Duration::ZERO, 0usize);
+    while stored < n {
+        let batch = (0..1000).map(|i| of_subject((stored + i) as u64)).collect();
+        let t = Instant::now();
+        stored += v.put_batch(batch).unwrap().len();
+        spent += t.elapsed();
+        if stored % tenth.max(1000) == 0 {
+            windows.push(tenth.max(1000) as f64 / spent.as_secs_f64());
+            spent = Duration::ZERO;
+            eprintln!("  {stored} / {n}: {:.0} records/s", windows.last().unwrap());
+        }
+    }
+    let (last_p50, last_p99) = singles(&mut v, n as u64);
+    let (first, last) = (windows[0], windows[windows.len() - 1]);
+    println!(
+        "store rate, first tenth: {first:.0} records/s; last tenth: {last:.0} records/s; last/first {:.2}",
+        last / first
+    );
+    println!(
+        "single store with 200 records: p50 {first_p50:?} p99 {first_p99:?}; with {} records: p50 {last_p50:?} p99 {last_p99:?}; p50 ratio {:.2}",
+        n + 200,
+        last_p50.as_secs_f64() / first_p50.as_secs_f64()
+    );
+    let subject = subject.unwrap();
+    let t = Instant::now();
+    let listed = v.subject_records(&subject).unwrap().len();
+    println!("subject index read: {listed} ids in {:?}", t.elapsed());
+    assert_eq!(listed, n + 400);
 }

@@ -95,6 +95,10 @@ enum Command {
         /// Target time between blocks, milliseconds.
         #[arg(long, default_value_t = 500)]
         block_interval_ms: u64,
+        /// Longest time without a block while idle, milliseconds (0: an empty block
+        /// every interval); `timing.idle_block_ms`, ADR 019.
+        #[arg(long, default_value_t = 60_000)]
+        idle_block_ms: u64,
         /// Only write the layout; start nothing.
         #[arg(long)]
         init_only: bool,
@@ -183,9 +187,9 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Dev { dir, validators, base_port, hosts, block_interval_ms, init_only, demo } => {
+        Command::Dev { dir, validators, base_port, hosts, block_interval_ms, idle_block_ms, init_only, demo } => {
             let hosts = if hosts.is_empty() { Hosts::Local { base_port } } else { Hosts::Each(hosts) };
-            let timing = Timing { block_interval_ms, ..Timing::default() };
+            let timing = Timing { block_interval_ms, idle_block_ms, ..Timing::default() };
             let layout = cmd::dev::prepare(&dir, validators, &hosts, timing)?;
             if init_only {
                 for c in &layout.configs {

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub duplicate_txs: AtomicU64,
     /// Proposed blocks found invalid.
     pub invalid_proposals: AtomicU64,
+    /// Rounds in which this node, as proposer with nothing to commit, held its empty
+    /// block back so that the round lapsed and no empty height was stored (ADR 019).
+    pub idle_rounds: AtomicU64,
     /// Connections refused because the peer is not a genesis validator.
     pub refused_connections: AtomicU64,
     /// Readings acknowledged (stored at every custodian) by this node as home custodian.
@@ -63,6 +66,13 @@ impl Metrics {
         let _ = writeln!(
             s,
             "# HELP cairn_block_time_seconds Time between the last two decided blocks.\n# TYPE cairn_block_time_seconds gauge\ncairn_block_time_seconds {interval}"
+        );
+        line(
+            &mut s,
+            "cairn_idle_rounds_total",
+            "counter",
+            "Rounds this node let lapse as proposer because nothing waited to be committed.",
+            g(&self.idle_rounds),
         );
         line(&mut s, "cairn_readings_total", "counter", "Readings acknowledged as home custodian.", g(&self.readings));
         line(

@@ -309,6 +309,9 @@ def main():
         for c in args.clients:
             cairn[c] = run_cairn(c, totals.get(c, 40000), args)
     table(args.clients, etcd, cairn)
+    for c in args.clients:  # the cairn bench's whole RESULT line, for the record
+        if c in cairn:
+            print(f"cairn {c} clients: " + " ".join(f"{k}={v}" for k, v in cairn[c].items()))
     version = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.split()[2] \
         if shutil.which("etcd") else "n/a"  # "etcd Version: 3.4.23 ..."
     print(f"\nMachine: nproc {len(os.sched_getaffinity(0))}, {time.strftime('%Y-%m-%d %H:%M %Z')}, "

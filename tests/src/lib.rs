@@ -148,6 +148,10 @@ pub mod cluster {
             c
         }
 
+        /// Longest time without a block while idle in test layouts (`timing.idle_block_ms`):
+        /// tests that wait for heights of an idle chain see about one a second.
+        pub const IDLE_BLOCK_MS: u64 = 1_000;
+
         /// Writes a layout of `n` validators on ports from `base_port`; starts none.
         pub fn layout(n: usize, base_port: u16, block_interval_ms: u64) -> Cluster {
             let dir = tempfile::tempdir().unwrap();
@@ -165,6 +169,8 @@ pub mod cluster {
                     &base_port.to_string(),
                     "--block-interval-ms",
                     &block_interval_ms.to_string(),
+                    "--idle-block-ms",
+                    &Self::IDLE_BLOCK_MS.to_string(),
                 ],
             );
             let configs: Vec<PathBuf> = out.lines().map(PathBuf::from).collect();

@@ -348,3 +348,34 @@ fn a_tampered_block_store_refuses_to_start_naming_the_height() {
     let err = start_fails(&c, 2);
     assert!(err.contains("block store") && err.contains("corrupt"), "a clear error: {err}");
 }
+
+/// An idle consortium stores no empty heights until `idle_block_ms` has passed (proposers
+/// hold back empty blocks and rounds lapse), and the first reading after the quiet spell
+/// is anchored at once: its proposer was waiting for it (ADR 019).
+#[test]
+fn an_idle_chain_stores_nothing_and_wakes_for_the_first_reading() {
+    use cairn_client::gateway::{BodyFormat, Gateway};
+    let mut c = Cluster::layout(4, 29600, 200);
+    c.edit_configs(&format!("idle_block_ms = {}", Cluster::IDLE_BLOCK_MS), "idle_block_ms = 600000");
+    c.start_all();
+    c.wait_ready();
+    let (_, key) = c.register_gateway("idle");
+    let lapsed = |c: &Cluster| (0..4).map(|i| c.metric(i, "cairn_idle_rounds_total").unwrap_or(0.0)).sum::<f64>();
+    c.wait_for("four lapsed rounds", MINUTE, |c| lapsed(c) >= 4.0);
+    let quiet: Vec<u64> = (0..4).map(|i| c.height(i).unwrap()).collect();
+    let before = lapsed(&c);
+    c.wait_for("four more lapsed rounds", MINUTE, |c| lapsed(c) >= before + 4.0);
+    let now: Vec<u64> = (0..4).map(|i| c.height(i).unwrap()).collect();
+    assert_eq!(now, quiet, "an idle chain stored heights");
+    let gateway = Gateway::new(&c.urls[1], key);
+    let sent = std::time::Instant::now();
+    let body = cairn_tests::fixtures::observation("Patient/idle", 1, "quiet");
+    let answer = gateway.submit(body.as_bytes(), BodyFormat::JsonLines, "TREAT", 30, None).unwrap();
+    let receipt = gateway.receipt(&answer.records[0].rid, 30_000).unwrap().expect("a receipt");
+    receipt.verify(&c.genesis()).unwrap();
+    // Far below the 10-minute heartbeat: a waiting proposer took the anchor at once.
+    let waited = sent.elapsed();
+    assert!(waited < Duration::from_secs(15), "the first reading after a quiet spell waited {waited:?}");
+    let top = quiet.iter().max().unwrap();
+    c.wait_for("the reading's block everywhere", MINUTE, |c| (0..4).all(|i| c.height(i).unwrap_or(0) > *top));
+}

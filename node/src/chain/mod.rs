@@ -35,6 +35,8 @@ pub struct Chain {
     pub metrics: Arc<Metrics>,
     gossip: mpsc::Sender<Transaction>,
     decided: watch::Sender<u64>,
+    /// Signalled on every admitted transaction; wakes a proposer waiting for one.
+    admitted: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Chain {
@@ -63,6 +65,7 @@ impl Chain {
             metrics,
             gossip,
             decided,
+            admitted: tokio::sync::Notify::new(),
             genesis,
         }))
     }
@@ -79,6 +82,11 @@ impl Chain {
     }
     pub(crate) fn notify_decided(&self, height: u64) {
         self.decided.send_replace(height);
+    }
+    /// Completes when a transaction has been admitted to the mempool since the last call
+    /// returned (a stored wake-up: one admitted before the call counts).
+    pub(crate) async fn admitted(&self) {
+        self.admitted.notified().await;
     }
     /// Receives the height of every decided block.
     pub fn subscribe_decided(&self) -> watch::Receiver<u64> {
@@ -98,6 +106,7 @@ impl Chain {
         match &result {
             Ok(_) => {
                 self.metrics.accepted_txs.fetch_add(1, Relaxed);
+                self.admitted.notify_one();
                 if from_client {
                     let _ = self.gossip.try_send(tx);
                 }

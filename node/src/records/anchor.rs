@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_proto::encoding::encode;
 use cairn_proto::ledger::{BatchCommit, BatchKind, SignedBatchCommit};
@@ -39,6 +39,8 @@ const STORED_LIMIT: usize = 8 << 20;
 pub const MAX_INFLIGHT: usize = 4;
 /// Blocks to wait for an in-flight batch before submitting it again.
 const RESUBMIT_AFTER_BLOCKS: u64 = 10;
+/// Time to wait for an in-flight batch before submitting it again, however few blocks.
+const RESUBMIT_AFTER: Duration = Duration::from_secs(10);
 /// Batch trees kept in memory for proofs.
 const TREE_CACHE: usize = 32;
 static HASHER: Blake3Merkle = Blake3Merkle;
@@ -182,8 +184,9 @@ struct State {
     index: HashMap<Hash32, (u64, u64)>,
     pending: Vec<Hash32>,
     queued: HashSet<Hash32>,
-    /// Submitted batches not yet committed: sequence number → height when (re)submitted.
-    inflight: BTreeMap<u64, u64>,
+    /// Submitted batches not yet committed: sequence number → height and instant when
+    /// (re)submitted.
+    inflight: BTreeMap<u64, (u64, Instant)>,
     scanned: u64,
     trees: HashMap<u64, Tree<'static, Blake3Merkle>>,
 }
@@ -243,7 +246,10 @@ impl Anchorer {
                     }
                     None => return Ok(()),
                 },
-                _ = tick.tick() => st.build(&records)?,
+                _ = tick.tick() => {
+                    st.build(&records)?;
+                    st.resubmit_stale(&records);
+                }
                 changed = decided.changed() => {
                     if changed.is_err() {
                         return Ok(());
@@ -294,7 +300,7 @@ impl State {
                         self.queued.insert(*l);
                     });
                 }
-                self.inflight.insert(seq, tip);
+                self.inflight.insert(seq, (tip, Instant::now()));
             }
         }
         let committed: Vec<u64> = self.batches.iter().filter(|(_, b)| b.height.is_some()).map(|(s, _)| *s).collect();
@@ -366,7 +372,7 @@ impl State {
             warn!(seq, kind = ?self.kind, "batch not admitted yet ({e}); it will be submitted again");
         }
         self.batches.insert(seq, batch);
-        self.inflight.insert(seq, tip);
+        self.inflight.insert(seq, (tip, Instant::now()));
         Ok(())
     }
 
@@ -398,21 +404,30 @@ impl State {
             }
             self.scanned = h;
         }
-        let next = records.ledger.next_batch_seq(&self.me, self.kind);
+        self.resubmit_stale(records);
+        Ok(newly)
+    }
+
+    /// Submits again every batch in flight for [`RESUBMIT_AFTER_BLOCKS`] blocks or for
+    /// [`RESUBMIT_AFTER`] (an idle chain decides few blocks, ADR 019): a node that lost
+    /// its mempool in a crash may have held the only copy.
+    fn resubmit_stale(&mut self, records: &Records) {
+        let (next, height) = (records.ledger.next_batch_seq(&self.me, self.kind), records.ledger.height());
         let stale: Vec<u64> = self
             .inflight
             .iter()
-            .filter(|(seq, since)| **seq >= next && height >= **since + RESUBMIT_AFTER_BLOCKS)
+            .filter(|(seq, (since, at))| {
+                **seq >= next && (height >= since + RESUBMIT_AFTER_BLOCKS || at.elapsed() >= RESUBMIT_AFTER)
+            })
             .map(|(seq, _)| *seq)
             .collect();
         for seq in stale {
             if let Some(b) = self.batches.get(&seq) {
                 debug!(seq, kind = ?self.kind, "batch not committed yet; submitting it again");
                 let _ = records.txs.submit(self.tx(b));
-                self.inflight.insert(seq, height);
+                self.inflight.insert(seq, (height, Instant::now()));
             }
         }
-        Ok(newly)
     }
 
     fn locate(&mut self, leaf: &Hash32) -> Option<Location> {

@@ -7,6 +7,7 @@ use cairn_proto::record::RecordId;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::vault::kv::SledStore;
+use crate::vault::retention::ExpiredCursor;
 use crate::vault::root::FileRootSlot;
 use crate::vault::{ErasureEvidence, NewRecord, PutReceipt, Replica, StoredRecord, SubjectRef, Vault, VaultError};
 
@@ -22,7 +23,7 @@ enum Command {
     Erase(Vec<RecordId>, Reply<Vec<ErasureEvidence>>),
     Epoch(Reply<u64>),
     Ids(Reply<Vec<RecordId>>),
-    Expired(u64, Vec<RecordId>, Reply<Vec<StoredRecord>>),
+    Expired(u64, Option<ExpiredCursor>, usize, Reply<(Vec<StoredRecord>, Option<ExpiredCursor>)>),
     Subject(SubjectRef, Reply<Vec<StoredRecord>>),
     Leaves(Reply<Vec<Hash32>>),
     Documents(Reply<Vec<StoredRecord>>),
@@ -90,10 +91,16 @@ impl VaultHandle {
     pub async fn ids(&self) -> Result<Vec<RecordId>, VaultError> {
         self.ask(Command::Ids).await
     }
-    /// Those of `rids` still here whose retention ended at or before `now_ms` (each one is
-    /// read and decrypted: ask a page at a time, so that other work runs in between).
-    pub async fn expired(&self, now_ms: u64, rids: Vec<RecordId>) -> Result<Vec<StoredRecord>, VaultError> {
-        self.ask(|r| Command::Expired(now_ms, rids, r)).await
+    /// Up to `limit` records whose retention ended at or before `now_ms`, after `after`,
+    /// and the cursor of the next page (`Vault::expired_page`: only those records are
+    /// opened; ask a page at a time, so that other work runs in between).
+    pub async fn expired(
+        &self,
+        now_ms: u64,
+        after: Option<ExpiredCursor>,
+        limit: usize,
+    ) -> Result<(Vec<StoredRecord>, Option<ExpiredCursor>), VaultError> {
+        self.ask(|r| Command::Expired(now_ms, after, limit, r)).await
     }
     /// The keystore's current epoch.
     pub async fn epoch(&self) -> Result<u64, VaultError> {
@@ -143,22 +150,7 @@ fn run(mut vault: Vault<SledStore, FileRootSlot>, mut rx: mpsc::Receiver<Command
             Command::Erase(rids, reply) => fatal = answer(reply, vault.erase(&rids)),
             Command::Epoch(reply) => fatal = answer(reply, Ok(vault.epoch())),
             Command::Ids(reply) => fatal = answer(reply, Ok(vault.record_ids())),
-            Command::Expired(now, rids, reply) => {
-                let mut expired = Vec::new();
-                let mut failure = None;
-                for rid in rids {
-                    match vault.get(&rid) {
-                        Ok(r) if r.header.retain_until_ms <= now => expired.push(r),
-                        // Erased since the ids were listed.
-                        Ok(_) | Err(VaultError::NotFound(_)) => {}
-                        Err(e) => {
-                            failure = Some(e);
-                            break;
-                        }
-                    }
-                }
-                fatal = answer(reply, failure.map_or(Ok(expired), Err));
-            }
+            Command::Expired(now, after, limit, reply) => fatal = answer(reply, vault.expired_page(now, after, limit)),
             Command::Subject(subject, reply) => {
                 let records = match vault.subject_records(&subject) {
                     Ok(rids) => rids.iter().map(|rid| vault.get(rid)).collect(),

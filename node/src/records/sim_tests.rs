@@ -375,9 +375,16 @@ async fn a_retention_page_skips_records_erased_since_the_ids_were_listed() {
     let ids = vault.ids().await.unwrap();
     assert_eq!(ids.len(), 3);
     vault.erase(vec![stored[0].rid]).await.unwrap();
-    let expired = vault.expired(5_000, ids.clone()).await.unwrap();
+    let (expired, more) = vault.expired(5_000, None, 10).await.unwrap();
     assert_eq!(expired.iter().map(|r| r.header.rid).collect::<Vec<_>>(), vec![stored[1].rid]);
-    assert_eq!(vault.expired(10_000, ids).await.unwrap().len(), 2, "later, the third one too");
+    assert!(more.is_none());
+    assert_eq!(vault.expired(10_000, None, 10).await.unwrap().0.len(), 2, "later, the third one too");
+    // A page at a time: the cursor of a full page leads to the rest.
+    let (first, cursor) = vault.expired(10_000, None, 1).await.unwrap();
+    let (second, last) = vault.expired(10_000, cursor, 1).await.unwrap();
+    assert_eq!((first.len(), second.len()), (1, 1));
+    assert_ne!(first[0].header.rid, second[0].header.rid);
+    assert!(vault.expired(10_000, last, 1).await.unwrap().0.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

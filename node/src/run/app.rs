@@ -36,6 +36,9 @@ type Ctx = CairnContext;
 
 /// Most decided blocks served in one sync answer.
 const MAX_SYNC_BATCH: u64 = 50;
+/// How long before its propose timeout a proposer with nothing to commit stops waiting
+/// for a transaction: the others must receive a block it sends in time to prevote for it.
+const HOLD_MARGIN: Duration = Duration::from_millis(300);
 /// Most proposal parts kept for heights this node has not reached.
 const MAX_PENDING_PARTS: usize = 64;
 
@@ -256,10 +259,10 @@ impl App {
                     let values = self.undecided.get(&(height.0, round)).cloned().unwrap_or_default();
                     let _ = reply_value.send(values);
                 }
-                AppMsg::GetValue { height, round, timeout: _, reply } => {
-                    let value = match self.built.get(&(height.0, round)) {
-                        Some(v) => v.clone(),
-                        None => match self.build(height) {
+                AppMsg::GetValue { height, round, timeout, reply } => {
+                    let (value, publish) = match self.built.get(&(height.0, round)) {
+                        Some(v) => (v.clone(), true),
+                        None => match self.proposal(height, timeout).await {
                             Ok(v) => v,
                             Err(e) => {
                                 error!(%height, %round, "cannot build a block: {e}");
@@ -270,8 +273,15 @@ impl App {
                     self.built.insert((height.0, round), value.clone());
                     self.values.insert(value.block_id(), value.clone());
                     let _ = reply.send(LocallyProposedValue::new(height, round, value.clone()));
-                    let part = ProposalPart { height, round, pol_round: Round::Nil, proposer: self.me, value };
-                    self.publish(&channels, part).await;
+                    if publish {
+                        let part = ProposalPart { height, round, pol_round: Round::Nil, proposer: self.me, value };
+                        self.publish(&channels, part).await;
+                    } else {
+                        // The others see no proposal, prevote nil and the round lapses:
+                        // no empty height is stored (ADR 019).
+                        self.chain.metrics.idle_rounds.fetch_add(1, Relaxed);
+                        debug!(%height, %round, "nothing to commit: empty proposal held back");
+                    }
                 }
                 AppMsg::ReceivedProposalPart { from, part, reply, .. } => {
                     let answer = match part.content {
@@ -358,6 +368,34 @@ impl App {
             }
         }
         Err(NodeError::Fatal("the consensus engine stopped".into()))
+    }
+
+    /// The block to propose at `height` and whether to publish it (ADR 019). A block with
+    /// transactions goes out at once. While the mempool holds nothing to commit, the
+    /// proposer waits for a transaction until shortly before its propose `timeout`, and
+    /// proposes the moment one is admitted (the first reading after a quiet spell is not
+    /// held up); if none comes, an empty block is published only when `idle_block_ms` has
+    /// passed since the last decided block, and otherwise held back so the round lapses.
+    async fn proposal(&mut self, height: Height, timeout: Duration) -> Result<(BlockValue, bool), String> {
+        let idle = Duration::from_millis(self.timing.idle_block_ms);
+        let start = Instant::now();
+        let hold_until = start + timeout.saturating_sub(HOLD_MARGIN).max(timeout / 2);
+        loop {
+            let value = self.build(height)?;
+            if !value.block().transactions.is_empty() || idle.is_zero() {
+                return Ok((value, true));
+            }
+            // A node that has decided nothing since it started proposes at once.
+            let heartbeat = self.last_decided.map_or(start, |t| t + idle);
+            let now = Instant::now();
+            if now >= heartbeat {
+                return Ok((value, true));
+            }
+            if now >= hold_until {
+                return Ok((value, false));
+            }
+            let _ = tokio::time::timeout_at(heartbeat.min(hold_until).into(), self.chain.admitted()).await;
+        }
     }
 
     fn build(&mut self, height: Height) -> Result<BlockValue, String> {

@@ -170,6 +170,16 @@ pub struct Timing {
     pub prevote_timeout_ms: u64,
     /// Precommit timeout.
     pub precommit_timeout_ms: u64,
+    /// Longest time without a block while nothing waits to be committed (ADR 019): a
+    /// proposer with only an empty block to offer holds it back, and the round lapses,
+    /// until this long after the last decided block. 0 proposes an empty block at every
+    /// interval, as before issue 17.
+    #[serde(default = "default_idle_block_ms")]
+    pub idle_block_ms: u64,
+}
+
+fn default_idle_block_ms() -> u64 {
+    60_000
 }
 
 impl Default for Timing {
@@ -179,6 +189,7 @@ impl Default for Timing {
             propose_timeout_ms: 2_000,
             prevote_timeout_ms: 1_000,
             precommit_timeout_ms: 1_000,
+            idle_block_ms: default_idle_block_ms(),
         }
     }
 }
@@ -250,6 +261,9 @@ impl NodeFile {
             if v == 0 || v > 600_000 {
                 return Err(field(name, format!("{v} is not between 1 and 600000")));
             }
+        }
+        if t.idle_block_ms > 86_400_000 {
+            return Err(field("timing.idle_block_ms", format!("{} is more than a day (86400000)", t.idle_block_ms)));
         }
         if self.mempool.max_txs == 0 {
             return Err(field("mempool.max_txs", "must be at least 1".into()));

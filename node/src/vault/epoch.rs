@@ -76,7 +76,10 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
                     e.insert(self.tree.read_bucket(&self.kv, addr.bucket)?)
                 }
             };
-            let Some(Some(Entry::Record { rid: stored, subject, .. })) = slots.slots.get(usize::from(addr.slot)) else {
+            let Some(Some(
+                Entry::Record { rid: stored, subject, .. } | Entry::LegacyRecord { rid: stored, subject, .. },
+            )) = slots.slots.get(usize::from(addr.slot))
+            else {
                 return Err(corrupt(format!("slot {addr:?} does not hold the record the subject index names")));
             };
             if stored != rid {

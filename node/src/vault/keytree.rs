@@ -21,6 +21,7 @@ use super::crypto::{Key32, open, seal};
 use super::error::VaultError;
 use super::kv::{KvStore, WriteBatch};
 use super::layout::{self, aad, label};
+use super::retention::RetentionIndex;
 use super::root::RootState;
 
 /// Largest node the vault will decode.
@@ -44,8 +45,9 @@ pub struct SlotAddr {
 /// A key-slot entry, sealed with its bucket's other slots under the bucket's key.
 #[derive(Serialize, Deserialize)]
 pub enum Entry {
-    /// A record's data key and commitment secret.
-    Record {
+    /// A record's data key and commitment secret, as vaults wrote them before issue 17
+    /// (its end of retention only in its sealed metadata).
+    LegacyRecord {
         /// Record id.
         rid: RecordId,
         /// Data key.
@@ -62,6 +64,21 @@ pub enum Entry {
         subject: Vec<u8>,
         /// Key of the subject's index.
         key: Key32,
+    },
+    /// A record's data key, commitment secret and end of retention (last, so that bcs
+    /// variant numbers of older entries stay as they were).
+    Record {
+        /// Record id.
+        rid: RecordId,
+        /// Data key.
+        dk: Key32,
+        /// Commitment secret `s`.
+        s: Key32,
+        /// Slot of the record's subject entry, if it has a subject.
+        subject: Option<SlotAddr>,
+        /// End of the retention period, Unix ms (the header's `retain_until_ms`), so the
+        /// retention sweep finds expired records without opening every one.
+        retain_until_ms: u64,
     },
 }
 
@@ -175,6 +192,8 @@ pub struct Loaded {
     pub records: HashMap<RecordId, SlotAddr>,
     /// Live subjects by encoded reference.
     pub subjects: HashMap<Vec<u8>, SlotAddr>,
+    /// Live records by end of retention; records written before issue 17 in `unknown`.
+    pub retention: RetentionIndex,
 }
 
 impl Tree {
@@ -382,7 +401,7 @@ impl Tree {
             return Err(corrupt("root node does not match the root slot"));
         }
         let mut tree = Tree::new(root, node.fanout, node.bucket_slots);
-        let (mut records, mut subjects) = (HashMap::new(), HashMap::new());
+        let (mut records, mut subjects, mut retention) = (HashMap::new(), HashMap::new(), RetentionIndex::default());
         for (d, dir_ref) in node.dirs.iter().enumerate() {
             let key = layout::dir_node(d as u32, dir_ref.generation);
             let sealed = kv.get(&key)?.ok_or_else(|| corrupt(format!("directory {d} missing")))?;
@@ -403,8 +422,14 @@ impl Tree {
                     let addr = SlotAddr { bucket: id, slot: slot as u16 };
                     slots.push(match entry {
                         None => SlotUse::Free,
-                        Some(Entry::Record { rid, .. }) => {
+                        Some(Entry::Record { rid, retain_until_ms, .. }) => {
                             records.insert(rid, addr);
+                            retention.by_end.insert((retain_until_ms, rid));
+                            SlotUse::Record(rid)
+                        }
+                        Some(Entry::LegacyRecord { rid, .. }) => {
+                            records.insert(rid, addr);
+                            retention.unknown.push(rid);
                             SlotUse::Record(rid)
                         }
                         Some(Entry::Subject { subject, .. }) => {
@@ -420,14 +445,14 @@ impl Tree {
             }
         }
         tree.dirs = node.dirs;
-        Ok(Loaded { tree, records, subjects })
+        Ok(Loaded { tree, records, subjects, retention })
     }
 }
 
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Entry::Record { rid, .. } => write!(f, "Entry::Record({rid}, ..)"),
+            Entry::Record { rid, .. } | Entry::LegacyRecord { rid, .. } => write!(f, "Entry::Record({rid}, ..)"),
             Entry::Subject { .. } => f.write_str("Entry::Subject(..)"),
         }
     }

@@ -25,6 +25,7 @@ pub(crate) mod index;
 pub mod keytree;
 pub mod kv;
 pub mod layout;
+pub mod retention;
 pub mod root;
 pub(crate) mod store;
 

@@ -17,6 +17,7 @@ use super::index;
 use super::keytree::{Entry, SlotAddr, SlotUse, Tree, corrupt};
 use super::kv::{KvStore, SledStore, WriteBatch};
 use super::layout::{self, aad, label};
+use super::retention::RetentionIndex;
 use super::root::{FileRootSlot, RootState, RootStore};
 use super::{NewRecord, PutReceipt, Replica, StoredRecord, SubjectRef, VaultConfig};
 
@@ -79,6 +80,7 @@ pub struct Vault<K: KvStore, R: RootStore> {
     pub(super) tree: Tree,
     pub(super) records: HashMap<RecordId, SlotAddr>,
     pub(super) subjects: HashMap<Vec<u8>, SlotAddr>,
+    pub(super) retention: RetentionIndex,
     pub(super) config: VaultConfig,
 }
 
@@ -115,7 +117,15 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         Self::recover(&kv, &root)?;
         let loaded = Tree::load(&kv, root)?;
         tracing::info!(epoch = loaded.tree.epoch, records = loaded.records.len(), "vault opened");
-        Ok(Self { kv, roots, tree: loaded.tree, records: loaded.records, subjects: loaded.subjects, config })
+        Ok(Self {
+            kv,
+            roots,
+            tree: loaded.tree,
+            records: loaded.records,
+            subjects: loaded.subjects,
+            retention: loaded.retention,
+            config,
+        })
     }
 
     fn initialise(kv: &K, roots: &mut R, config: &VaultConfig) -> Result<RootState, VaultError> {
@@ -372,7 +382,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         let mut manifest_hashes: Vec<(Manifest, cairn_proto::Hash32)> = Vec::new();
         for (record, subject_id) in records.into_iter().zip(subject_ids) {
             let Replica { header, manifest, subject: subject_ref, dk, s, ciphertext } = record;
-            let rid = header.rid;
+            let (rid, retain_until_ms) = (header.rid, header.retain_until_ms);
             let commitment = content_commitment(&CommitmentSecret::from_bytes(*s.expose()), &ciphertext);
             let manifest_hash = match manifest_hashes.iter().find(|(m, _)| *m == manifest) {
                 Some((_, h)) => *h,
@@ -397,10 +407,10 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             let addr = self.tree.allocate(&mut batch, SlotUse::Record(rid))?;
             new_entries.entry(addr.bucket).or_default().push((
                 addr.slot,
-                Entry::Record { rid, dk, s, subject },
+                Entry::Record { rid, dk, s, subject, retain_until_ms },
                 Some(blob),
             ));
-            placed.push((rid, addr));
+            placed.push((rid, addr, retain_until_ms));
             receipts.push(PutReceipt { rid, commitment, leaf });
         }
         let mut new_subject_slots = Vec::new();
@@ -433,7 +443,10 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         self.kv.apply(batch)?;
         fault::hit(self.config.fault, FaultPoint::PutBeforeSync);
         self.kv.sync()?;
-        self.records.extend(placed);
+        for (rid, addr, retain_until_ms) in placed {
+            self.records.insert(rid, addr);
+            self.retention.by_end.insert((retain_until_ms, rid));
+        }
         self.subjects.extend(new_subject_slots);
         Ok(receipts)
     }
@@ -441,7 +454,9 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     pub(super) fn subject_key(&self, addr: SlotAddr) -> Result<Key32, VaultError> {
         match self.tree.read_entry(&self.kv, addr)?.0 {
             Entry::Subject { key, .. } => Ok(key),
-            Entry::Record { .. } => Err(corrupt(format!("slot {addr:?} should hold a subject"))),
+            Entry::Record { .. } | Entry::LegacyRecord { .. } => {
+                Err(corrupt(format!("slot {addr:?} should hold a subject")))
+            }
         }
     }
 
@@ -453,7 +468,11 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
     fn record_keys(&self, rid: &RecordId) -> Result<(Key32, Key32, Vec<u8>), VaultError> {
         let addr = self.records.get(rid).ok_or(VaultError::NotFound(*rid))?;
         match self.tree.read_entry(&self.kv, *addr)? {
-            (Entry::Record { rid: stored, dk, s, .. }, Some(blob)) if stored == *rid => Ok((dk, s, blob)),
+            (Entry::Record { rid: stored, dk, s, .. } | Entry::LegacyRecord { rid: stored, dk, s, .. }, Some(blob))
+                if stored == *rid =>
+            {
+                Ok((dk, s, blob))
+            }
             _ => Err(corrupt(format!("slot {addr:?} does not hold the record the index names, with its blob"))),
         }
     }

@@ -43,10 +43,13 @@ pub async fn sweep_retention(records: &Records, clock_ms: u64) -> Result<Vec<Job
         er.store.open_jobs()?.iter().flat_map(|j| j.records.iter().map(|r| r.anchor.rid)).collect();
     let mut by_gateway: BTreeMap<KeyId, Vec<RecordView>> = BTreeMap::new();
     let (mut held, mut collected) = (0usize, 0usize);
-    // A page at a time: the vault serves readings and reads between pages. At most
-    // MAX_RECORDS per sweep; the rest waits for the next one.
-    for page in records.vault.ids().await?.chunks(SWEEP_PAGE) {
-        for r in records.vault.expired(clock_ms, page.to_vec()).await? {
+    // A page at a time, in order of end of retention: the vault opens only expired
+    // records and serves readings between pages. At most MAX_RECORDS per sweep; the rest
+    // waits for the next one.
+    let mut cursor = None;
+    loop {
+        let (page, next) = records.vault.expired(clock_ms, cursor, SWEEP_PAGE).await?;
+        for r in page {
             if r.manifest.custodians.first() != Some(&records.me) || busy.contains(&r.header.rid) {
                 continue;
             }
@@ -57,8 +60,9 @@ pub async fn sweep_retention(records: &Records, clock_ms: u64) -> Result<Vec<Job
             by_gateway.entry(r.header.gateway).or_default().push(RecordView::without_content(&r));
             collected += 1;
         }
-        if collected >= MAX_RECORDS {
-            break;
+        match next {
+            Some(c) if collected < MAX_RECORDS => cursor = Some(c),
+            _ => break,
         }
     }
     if held > 0 {

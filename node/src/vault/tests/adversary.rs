@@ -78,7 +78,7 @@ pub(crate) fn recover(pairs: &Pairs, root: &Key32) -> BTreeMap<RecordId, Vec<u8>
         .collect();
     let mut out = BTreeMap::new();
     for entry in entries {
-        let Entry::Record { rid, dk, .. } = entry else { continue };
+        let (Entry::Record { rid, dk, .. } | Entry::LegacyRecord { rid, dk, .. }) = entry else { continue };
         for blob in &blobs {
             let Some(meta) = open(&dk.derive(label::META), &aad(label::META, &rid.0), &blob.meta) else { continue };
             let meta: Meta = decode(&meta, 1 << 20).unwrap();

@@ -199,6 +199,36 @@ fn legacy_index_is_read_and_migrated(b: &impl Backend) {
     assert!(matches!(v.subject_records(&subject), Err(VaultError::SubjectNotFound)));
 }
 
+/// The retention index lists expired records by end of retention, a page at a time, opens
+/// only those, forgets erased ones, and learns the end of records from before issue 17.
+fn expired_records_come_in_pages(b: &impl Backend) {
+    let mut v = b.open(small());
+    let batch: Vec<_> = (0..10u64)
+        .map(|i| {
+            let mut r = reading(&format!("e{i}"), None);
+            r.retain_until_ms = 2_000 + (i % 5) * 1_000;
+            r
+        })
+        .collect();
+    let rids: Vec<_> = v.put_batch(batch).unwrap().into_iter().map(|r| r.rid).collect();
+    let ends = |page: &[crate::vault::StoredRecord]| page.iter().map(|r| r.header.retain_until_ms).collect::<Vec<_>>();
+    let (first, cursor) = v.expired_page(3_000, None, 3).unwrap();
+    assert_eq!(ends(&first), [2_000, 2_000, 3_000]);
+    let (second, cursor) = v.expired_page(3_000, cursor, 3).unwrap();
+    assert_eq!(ends(&second), [3_000]);
+    assert!(cursor.is_none());
+    assert!(v.expired_page(1_999, None, 10).unwrap().0.is_empty());
+    v.erase(&[rids[0]]).unwrap();
+    let (all, _) = v.expired_page(10_000, None, 100).unwrap();
+    assert_eq!(all.len(), 9);
+    assert!(all.iter().all(|r| r.header.rid != rids[0]));
+    drop(v);
+    let mut v = b.open(small());
+    assert_eq!(v.expired_page(10_000, None, 100).unwrap().0.len(), 9, "rebuilt from the key tree");
+    v.forget_retention();
+    assert_eq!(ends(&v.expired_page(4_000, None, 100).unwrap().0), [2_000, 3_000, 3_000, 4_000, 4_000]);
+}
+
 fn full_vault_refuses_and_reuses_erased_slots(b: &impl Backend) {
     let mut v = b.open(small());
     // 36 slots: 35 records and one subject entry.
@@ -267,6 +297,7 @@ contract!(
     subjects_index_and_erase,
     long_index_spans_chunks,
     legacy_index_is_read_and_migrated,
+    expired_records_come_in_pages,
     full_vault_refuses_and_reuses_erased_slots,
     replicas_store_the_same_record_elsewhere
 );
