@@ -190,8 +190,8 @@ fn main() {
 /// tenth and the single-store latencies at both ends.
 fn one_subject(dir: &std::path::Path, n: usize) {
     let mut v = Vault::open_dir(dir, VaultConfig::default()).unwrap();
-    let subject = Some(cairn_node::vault::SubjectRef { gateway: KeyId([7; 16]), local: "Patient/shoe".into() });
-    let of_subject = |i: u64| NewRecord { subject: subject.clone(), ..reading(i) };
+    let subject = cairn_node::vault::SubjectRef { gateway: KeyId([7; 16]), local: "Patient/shoe".into() };
+    let of_subject = |i: u64| NewRecord { subject: Some(subject.clone()), ..reading(i) };
     println!("one-subject benchmark: {n} records of one subject, batches of 1000, data in {}", dir.display());
     let singles = |v: &mut Vault<SledStore, cairn_node::vault::root::FileRootSlot>, from: u64| {
         let mut lat: Vec<Duration> = (0..200)
@@ -231,7 +231,6 @@ fn one_subject(dir: &std::path::Path, n: usize) {
         n + 200,
         last_p50.as_secs_f64() / first_p50.as_secs_f64()
     );
-    let subject = subject.unwrap();
     let t = Instant::now();
     let listed = v.subject_records(&subject).unwrap().len();
     println!("subject index read: {listed} ids in {:?}", t.elapsed());

@@ -14,9 +14,10 @@
 //! At the end every record's receipt is fetched and verified offline.
 //!
 //! Besides throughput and latency the `RESULT` line gives the four nodes' CPU time (user
-//! + system, from `/proc/<pid>/stat`) per reading and per request over the ingest phase,
-//! instructions per reading where `perf stat` can count them, and the throughput of each
-//! fifth of the run by acknowledgements (flat cost: the last fifth against the first).
+//! and system, from `/proc/<pid>/stat`) per reading and per request over the ingest
+//! phase, instructions per reading where `perf stat` can count them, and the throughput
+//! of each fifth of the run by acknowledgements (flat cost: the last fifth against the
+//! first).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 

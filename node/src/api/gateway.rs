@@ -406,9 +406,13 @@ pub struct Pending {
 }
 
 /// Waits until a block is decided or a batch of this node is committed, or `deadline`.
-async fn wait_for_progress(s: &ApiState, deadline: Instant) -> bool {
-    let mut decided = s.chain.subscribe_decided();
-    let mut anchored = s.records.anchors.subscribe();
+/// Waits for a decided block or an anchored batch seen by `decided`/`anchored` since
+/// they were subscribed, until `deadline`; false when the deadline passed.
+async fn wait_for_progress(
+    decided: &mut tokio::sync::watch::Receiver<u64>,
+    anchored: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: Instant,
+) -> bool {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return false;
@@ -453,6 +457,9 @@ async fn wait_for_receipts(
     let mut found: Vec<Option<AnchorReceipt>> = vec![None; rids.len()];
     let mut held: Vec<Option<RecordView>> = vec![None; rids.len()];
     loop {
+        // Subscribed before looking, so a block decided while we look is not missed (an
+        // idle chain may decide the next one only much later, ADR 019).
+        let (mut decided, mut anchored) = (s.chain.subscribe_decided(), s.records.anchors.subscribe());
         for ((slot, view), rid) in found.iter_mut().zip(held.iter_mut()).zip(rids) {
             if slot.is_some() || view.is_some() {
                 continue;
@@ -479,7 +486,7 @@ async fn wait_for_receipts(
                 }
             }
         }
-        if found.iter().all(Option::is_some) || !wait_for_progress(s, deadline).await {
+        if found.iter().all(Option::is_some) || !wait_for_progress(&mut decided, &mut anchored, deadline).await {
             return Ok(found);
         }
     }

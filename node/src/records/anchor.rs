@@ -154,9 +154,14 @@ impl AnchorHandle {
         }
         rx.await.unwrap_or_else(|_| vec![None; n])
     }
-    /// Changes whenever a batch is committed (its value counts committed batches).
+    /// Changes whenever a batch is committed (its value counts committed batches); the
+    /// count as it is now is marked seen, so `changed()` waits for the next commit. (A
+    /// plain clone kept the handle's version, which never moves: every clone saw a change
+    /// at once, and receipt long-polls spun instead of waiting.)
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.committed.clone()
+        let mut rx = self.committed.clone();
+        rx.borrow_and_update();
+        rx
     }
 }
 

@@ -130,12 +130,10 @@ pub fn append(
             return Ok(());
         }
     };
-    let mut n = len / CHUNK_IDS;
     tail.extend_from_slice(rids);
-    for piece in tail.chunks(CHUNK_IDS as usize) {
+    for (n, piece) in (len / CHUNK_IDS..).zip(tail.chunks(CHUNK_IDS as usize)) {
         let (k, v) = sealed(key, label::SUBJECT_CHUNK, chunk_key(key, n), piece)?;
         batch.put(k, v);
-        n += 1;
     }
     let (k, v) = sealed(key, label::SUBJECT_HEAD, head_key(key), &Head { version: 2, len: len + rids.len() as u64 })?;
     batch.put(k, v);
