@@ -2,10 +2,12 @@
 //! number of every node's batches and every admin's changes, and one global append-only
 //! Merkle log over all committed batch commitments. No I/O; time is an input.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use cairn_proto::encoding::{EncodeError, encode};
 use cairn_proto::genesis::Genesis;
+use cairn_proto::ledger::SignedBatchCommit;
 use cairn_proto::ledger::{BatchCommit, BatchKind, BlockHeader};
 use cairn_proto::membership::{MemberKey, Membership};
 use cairn_proto::merkle::{Blake3Merkle, MerkleHasher as _, ProofError, Tree};
@@ -149,6 +151,51 @@ pub struct LedgerState {
     /// Position of every log leaf, to answer "where is this batch?".
     leaf_index: HashMap<[u8; 32], u64>,
     limits: LedgerLimits,
+    /// Batch commitments whose signatures were checked already.
+    seen: Verified,
+}
+
+/// Batch commitments whose signature verified, each under the validator key it verified
+/// with: a commitment is checked when the mempool admits it, again after every block while
+/// it waits, when a proposal is built, when a proposal is validated and when its block is
+/// applied — five or more Ed25519 verifications of the same bytes on every node. Only
+/// successes are kept, keyed by BLAKE3 of the key and the whole signed transaction (body
+/// and signature), so a changed byte or another key is verified afresh. Two generations of
+/// [`Verified::GENERATION`] entries bound the memory (≈ 0.5 MiB); a commitment that waits
+/// longer than two generations is simply verified again.
+#[derive(Debug, Default)]
+struct Verified {
+    generations: Mutex<[HashSet<[u8; 32]>; 2]>,
+    #[cfg(test)]
+    verifications: std::sync::atomic::AtomicUsize,
+}
+
+impl Verified {
+    /// Entries per generation.
+    const GENERATION: usize = 8192;
+
+    /// Verifies `signed` with `key` unless it verified before.
+    fn check(&self, key: &PublicKey, signed: &SignedBatchCommit) -> Result<(), TxError> {
+        let bytes = encode(signed).map_err(|e| TxError::Encoding(e.to_string()))?;
+        let mut hasher = blake3::Hasher::new_derive_key("cairn ledger verified batch commitment v1");
+        hasher.update(key.as_bytes());
+        hasher.update(&bytes);
+        let id: [u8; 32] = hasher.finalize().into();
+        let known = |g: &[HashSet<[u8; 32]>; 2]| g.iter().any(|set| set.contains(&id));
+        if known(&self.generations.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+            return Ok(());
+        }
+        #[cfg(test)]
+        self.verifications.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        signed.verify(key).map_err(|e| TxError::BadSignature(e.to_string()))?;
+        let mut generations = self.generations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let [current, previous] = &mut *generations;
+        if current.len() >= Self::GENERATION {
+            *previous = std::mem::take(current);
+        }
+        current.insert(id);
+        Ok(())
+    }
 }
 
 fn sequence(expected: u64, got: u64) -> Result<(), TxError> {
@@ -162,19 +209,16 @@ fn sequence(expected: u64, got: u64) -> Result<(), TxError> {
 impl Book {
     /// Checks a transaction against this book and, if valid, applies it; returns the log
     /// leaf data for a batch commitment.
-    fn apply(&mut self, chain: &Hash32, tx: &Transaction) -> Result<Option<Vec<u8>>, TxError> {
+    /// An error leaves the book as it was, so a proposal can try transactions one after
+    /// another on one book.
+    fn apply(&mut self, chain: &Hash32, tx: &Transaction, seen: &Verified) -> Result<Option<Vec<u8>>, TxError> {
         match tx {
             Transaction::BatchCommit(signed) => {
+                self.check_batch(signed, seen)?;
                 let c = &signed.body;
-                let validator = self.membership.validator(&c.node).ok_or(TxError::UnknownNode(c.node))?;
-                signed.verify(&validator.public_key).map_err(|e| TxError::BadSignature(e.to_string()))?;
-                if c.size == 0 {
-                    return Err(TxError::EmptyBatch);
-                }
-                let next = self.batch_seq.entry((c.node, c.kind)).or_insert(0);
-                sequence(*next, c.seq)?;
-                *next += 1;
-                Ok(Some(encode(c).map_err(|e| TxError::Encoding(e.to_string()))?))
+                let leaf = encode(c).map_err(|e| TxError::Encoding(e.to_string()))?;
+                *self.batch_seq.entry((c.node, c.kind)).or_insert(0) += 1;
+                Ok(Some(leaf))
             }
             Transaction::Membership(signed) => {
                 self.apply_membership(chain, signed)?;
@@ -187,6 +231,17 @@ impl Book {
                 Ok(None)
             }
         }
+    }
+
+    /// Whether a batch commitment would be accepted next, without changing the book.
+    fn check_batch(&self, signed: &SignedBatchCommit, seen: &Verified) -> Result<(), TxError> {
+        let c = &signed.body;
+        let validator = self.membership.validator(&c.node).ok_or(TxError::UnknownNode(c.node))?;
+        seen.check(&validator.public_key, signed)?;
+        if c.size == 0 {
+            return Err(TxError::EmptyBatch);
+        }
+        sequence(self.batch_seq.get(&(c.node, c.kind)).copied().unwrap_or(0), c.seq)
     }
 
     fn apply_membership(&mut self, chain: &Hash32, signed: &SignedMembershipChange) -> Result<(), TxError> {
@@ -255,6 +310,7 @@ impl LedgerState {
             log: Tree::new(&LOG_HASHER),
             leaf_index: HashMap::new(),
             limits,
+            seen: Verified::default(),
         })
     }
 
@@ -326,7 +382,16 @@ impl LedgerState {
 
     /// Whether a transaction would be accepted next (mempool admission).
     pub fn check_tx(&self, tx: &Transaction) -> Result<(), TxError> {
-        self.book.clone().apply(&self.chain, tx).map(|_| ())
+        match tx {
+            Transaction::BatchCommit(signed) => self.book.check_batch(signed, &self.seen),
+            _ => self.book.clone().apply(&self.chain, tx, &self.seen).map(|_| ()),
+        }
+    }
+
+    /// How many batch-commitment signatures this state has verified (each once).
+    #[cfg(test)]
+    pub(crate) fn signature_checks(&self) -> usize {
+        self.seen.verifications.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Builds the next block from candidate transactions in order, leaving out those
@@ -345,10 +410,8 @@ impl LedgerState {
             if included.len() == self.limits.max_block_txs || bytes.saturating_add(len) > self.limits.max_block_bytes {
                 break;
             }
-            let mut trial = book.clone();
-            match trial.apply(&self.chain, &tx) {
+            match book.apply(&self.chain, &tx, &self.seen) {
                 Ok(leaf) => {
-                    book = trial;
                     leaves.extend(leaf);
                     bytes += len;
                     included.push(tx);
@@ -436,7 +499,9 @@ impl LedgerState {
         }
         let mut book = self.book.clone();
         for (index, tx) in block.transactions.iter().enumerate() {
-            if let Some(leaf) = book.apply(&self.chain, tx).map_err(|error| BlockError::Tx { index, error })? {
+            if let Some(leaf) =
+                book.apply(&self.chain, tx, &self.seen).map_err(|error| BlockError::Tx { index, error })?
+            {
                 self.log.push(LOG_HASHER.hash_leaf(&leaf));
             }
         }

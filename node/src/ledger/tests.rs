@@ -378,3 +378,64 @@ mod store {
         assert_eq!(refused, len);
     }
 }
+
+#[test]
+fn a_batch_signature_is_verified_once_and_a_forged_copy_still_fails() {
+    let net = net();
+    let mut s = state(&net);
+    let v0 = &net.validators[0];
+    let tx = batch(v0, 0, 1);
+    // Mempool admission, the re-check after a block, proposal, validation and apply.
+    s.check_tx(&tx).unwrap();
+    s.check_tx(&tx).unwrap();
+    let (block, rejected) = s.propose(vec![tx.clone()], 2_000, v0.public().key_id()).unwrap();
+    assert!(rejected.is_empty());
+    s.validate(&block).unwrap();
+    s.apply(&block).unwrap();
+    assert_eq!(s.signature_checks(), 1, "the same signed commitment is verified once");
+
+    // Same body, another signature; and the same signed bytes under another node's id.
+    let next = batch(v0, 1, 2);
+    let mut forged = next.clone();
+    if let Transaction::BatchCommit(c) = &mut forged {
+        c.signature = cairn_proto::Signature([7; 64]);
+    }
+    assert!(matches!(s.check_tx(&forged), Err(TxError::BadSignature(_))));
+    assert!(matches!(s.check_tx(&forged), Err(TxError::BadSignature(_))), "a failure is not remembered as a success");
+    let mut renamed = next.clone();
+    if let Transaction::BatchCommit(c) = &mut renamed {
+        c.body.node = net.validators[1].public().key_id();
+    }
+    assert!(matches!(s.check_tx(&renamed), Err(TxError::BadSignature(_))));
+    s.check_tx(&next).unwrap();
+    assert_eq!(s.signature_checks(), 5);
+}
+
+#[test]
+fn a_refused_transaction_in_a_proposal_leaves_the_book_for_the_next() {
+    let net = net();
+    let mut s = state(&net);
+    let v0 = &net.validators[0];
+    let mut forged = batch(v0, 1, 2);
+    if let Transaction::BatchCommit(c) = &mut forged {
+        c.body.root = Hash32([9; 32]);
+    }
+    let candidates = vec![
+        register(&net, 0, &key(20)),
+        register(&net, 1, &key(20)), // key already in use: refused, nonce 1 stays free
+        register(&net, 1, &key(21)),
+        batch(v0, 0, 1),
+        forged, // bad signature: refused, sequence 1 stays free
+        batch(v0, 1, 3),
+    ];
+    let (block, rejected) = s.propose(candidates, 2_000, v0.public().key_id()).unwrap();
+    let reasons: Vec<_> = rejected.iter().map(|(_, e)| e.clone()).collect();
+    assert!(matches!(reasons[..], [TxError::BadKey(_), TxError::BadSignature(_)]), "{reasons:?}");
+    assert_eq!(block.transactions.len(), 4);
+    s.apply(&block).unwrap();
+    assert_eq!(s.membership().members.len(), 2);
+    assert_eq!(
+        (s.next_admin_nonce(&net.admin.public().key_id()), s.next_batch_seq(&v0.public().key_id(), BatchKind::Anchors)),
+        (2, 2)
+    );
+}
