@@ -1,21 +1,31 @@
-//! A small blocking HTTP/1.1 client for talking to a node's API, over TLS (`https://`,
-//! rustls; the node's certificate must chain to a CA given with [`trust_ca_file`] — the
-//! consortium's `ca.pem`, which `cairn-node dev` writes beside the genesis file) or plain
-//! HTTP (`http://`, where an operator serves it so). Everything a node returns is
-//! verified offline before it is believed; TLS keeps readings and records private on
-//! the way (sandbox condition ⑤).
+//! Talking to a node's API over HTTP/1.1, through `ureq` (ADR 020): TLS (`https://`, rustls
+//! with the *ring* provider; the node's certificate must chain to a CA given with
+//! [`trust_ca_file`] — the consortium's `ca.pem`, which `cairn-node dev` writes beside the
+//! genesis file) or plain HTTP (`http://`, where an operator serves it so). Everything a
+//! node returns is verified offline before it is believed; TLS keeps readings and records
+//! private on the way (sandbox condition ⑤).
+//!
+//! This module only adapts `ureq` to cairn's needs: one error type that says which URL
+//! failed and whether trying again may help, the status returned whatever it is (a
+//! refusal's JSON body is data for the caller), a cap on answers, and `Expect:
+//! 100-continue` on large bodies so a node that refuses one (413) is heard before the body
+//! is sent.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-/// CAs trusted for `https://` nodes, and the TLS configuration built from them.
-static TRUST: RwLock<Option<(Vec<rustls::pki_types::CertificateDer<'static>>, Arc<rustls::ClientConfig>)>> =
-    RwLock::new(None);
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+/// CAs trusted for `https://` nodes (DER).
+static TRUST: RwLock<Vec<Vec<u8>>> = RwLock::new(Vec::new());
 
 /// Trusts the CA certificates in a PEM file for `https://` nodes (added to those trusted
-/// before).
+/// before). Call it before the first request: agents take the trusted CAs when they are
+/// first used. Returns how many certificates the file held.
+///
+/// # Errors
+/// [`HttpError::Tls`] when the file cannot be read, holds no certificate, or holds one
+/// rustls cannot use as a trust anchor.
 pub fn trust_ca_file(path: &std::path::Path) -> Result<usize, HttpError> {
     use rustls::pki_types::pem::PemObject as _;
     let bad = |e: String| HttpError::Tls(format!("{}: {e}", path.display()));
@@ -26,89 +36,14 @@ pub fn trust_ca_file(path: &std::path::Path) -> Result<usize, HttpError> {
     if certs.is_empty() {
         return Err(bad("no certificate in the file".into()));
     }
-    let mut trust = TRUST.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut all = trust.take().map(|(c, _)| c).unwrap_or_default();
-    all.extend(certs.iter().cloned());
+    // Refuse here, with the file's name, what would otherwise fail every handshake later.
     let mut roots = rustls::RootCertStore::empty();
-    for c in &all {
+    for c in &certs {
         roots.add(c.clone()).map_err(|e| bad(e.to_string()))?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    *trust = Some((all, Arc::new(config)));
+    let mut trust = TRUST.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    trust.extend(certs.iter().map(|c| c.to_vec()));
     Ok(certs.len())
-}
-
-fn tls_config(url: &str) -> Result<Arc<rustls::ClientConfig>, HttpError> {
-    let trust = TRUST.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    trust.as_ref().map(|(_, c)| c.clone()).ok_or_else(|| {
-        HttpError::Tls(format!(
-            "{url}: no CA is trusted for https nodes; give --ca FILE, CAIRN_CA, or --genesis with ca.pem beside it"
-        ))
-    })
-}
-
-/// A connection to a node: plain TCP or TLS over TCP.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf),
-            Conn::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.write(buf),
-            Conn::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.flush(),
-            Conn::Tls(s) => s.flush(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Conn::Plain(_) => "Conn::Plain",
-            Conn::Tls(_) => "Conn::Tls",
-        })
-    }
-}
-
-/// Opens a connection to `authority`, with TLS when `tls`.
-fn connect(tls: bool, authority: &str, url: &str) -> Result<Conn, HttpError> {
-    let io = |source| HttpError::Io { url: url.to_string(), source };
-    let stream = TcpStream::connect(authority).map_err(io)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
-    let _ = stream.set_nodelay(true);
-    if !tls {
-        return Ok(Conn::Plain(stream));
-    }
-    let host = match authority.rsplit_once(':') {
-        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
-        None => authority,
-    };
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| HttpError::Tls(format!("{url}: host {host:?}: {e}")))?;
-    let session =
-        rustls::ClientConnection::new(tls_config(url)?, name).map_err(|e| HttpError::Tls(format!("{url}: {e}")))?;
-    Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(session, stream))))
 }
 
 /// Why a request failed.
@@ -117,10 +52,11 @@ pub enum HttpError {
     /// The URL is not `https://HOST:PORT[/...]` or `http://HOST:PORT[/...]`.
     #[error("bad node URL {0:?}: expected https://HOST:PORT (or http:// where the node serves plain HTTP)")]
     Url(String),
-    /// TLS could not be set up (no trusted CA, a bad CA file, a bad host name).
+    /// TLS could not be set up or failed (no trusted CA, a bad CA file, a certificate the
+    /// trusted CAs do not vouch for).
     #[error("TLS: {0}")]
     Tls(String),
-    /// Connecting, sending or receiving failed.
+    /// Connecting, sending or receiving failed, or timed out (trying again may help).
     #[error("talking to {url}: {source}")]
     Io {
         /// Request URL.
@@ -128,7 +64,7 @@ pub enum HttpError {
         /// Why.
         source: std::io::Error,
     },
-    /// The answer is not HTTP.
+    /// The answer is not HTTP, or larger than 256 MiB.
     #[error("malformed answer from {0}")]
     Malformed(String),
     /// The node answered with an error status.
@@ -143,8 +79,27 @@ pub enum HttpError {
     },
 }
 
-/// Largest answer accepted.
+impl HttpError {
+    fn from_ureq(url: &str, e: ureq::Error) -> Self {
+        match e {
+            ureq::Error::Tls(_) | ureq::Error::Rustls(_) => Self::Tls(format!("{url}: {e}")),
+            ureq::Error::BadUri(_) => Self::Url(url.to_string()),
+            ureq::Error::Protocol(_) | ureq::Error::BodyExceedsLimit(_) | ureq::Error::TooManyRedirects => {
+                Self::Malformed(url.to_string())
+            }
+            other => Self::Io { url: url.to_string(), source: other.into_io() },
+        }
+    }
+}
+
+/// Largest answer accepted (bytes).
 const MAX_ANSWER: u64 = 256 << 20;
+
+/// Bodies above this many bytes are sent with `Expect: 100-continue`.
+const EXPECT_CONTINUE_ABOVE: usize = 64 << 10;
+
+/// How long to wait for a node's answer once the request is sent (long-polls wait less).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `(tls, authority, path)` of a URL.
 fn split(url: &str) -> Result<(bool, &str, &str), HttpError> {
@@ -163,12 +118,18 @@ fn split(url: &str) -> Result<(bool, &str, &str), HttpError> {
     Ok((tls, authority, path))
 }
 
-/// Sends one request and returns the status and body.
+/// Sends one request on a fresh connection and returns the status and body.
+///
+/// # Errors
+/// See [`HttpError`]; an error status is not an error here.
 pub fn request(method: &str, url: &str, content_type: &str, body: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
     request_with(method, url, content_type, &[], body)
 }
 
 /// The path and query of a URL (what a signed request covers).
+///
+/// # Errors
+/// [`HttpError::Url`] when the URL is not `http(s)://HOST:PORT[/...]`.
 pub fn path_and_query(url: &str) -> Result<(&str, &str), HttpError> {
     let (_, _, target) = split(url)?;
     Ok(match target.split_once('?') {
@@ -179,6 +140,9 @@ pub fn path_and_query(url: &str) -> Result<(&str, &str), HttpError> {
 
 /// Sends one request with extra headers on a fresh connection and returns the status and
 /// body.
+///
+/// # Errors
+/// See [`HttpError`]; an error status is not an error here.
 pub fn request_with(
     method: &str,
     url: &str,
@@ -192,45 +156,69 @@ pub fn request_with(
 /// Idle connections kept per pool.
 const MAX_IDLE: usize = 64;
 
-/// A kept connection and the `scheme://host:port` it goes to.
-type IdleConnection = (String, Conn);
-
-/// Keeps connections open between requests (HTTP/1.1 keep-alive), so a gateway that sends
-/// many requests pays for one TCP handshake per connection, not per request. Clones share
-/// the idle connections; a pool may be used from many threads at once.
-#[derive(Debug, Clone, Default)]
+/// A `ureq` agent: with [`Pool::new`] it keeps up to 64 connections open between requests
+/// (HTTP/1.1 keep-alive), so a gateway that sends many requests pays for one TCP and TLS
+/// handshake per connection, not per request. Clones share the agent and its idle
+/// connections; a pool may be used from many threads at once.
+#[derive(Debug, Clone)]
 pub struct Pool {
-    idle: Option<std::sync::Arc<std::sync::Mutex<Vec<IdleConnection>>>>,
+    keep: usize,
+    agent: Arc<OnceLock<ureq::Agent>>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Pool {
     /// A pool that keeps up to 64 idle connections.
     pub fn new() -> Self {
-        Self { idle: Some(std::sync::Arc::default()) }
+        Self { keep: MAX_IDLE, agent: Arc::default() }
     }
 
-    /// No pooling: every request opens a connection and asks the node to close it.
+    /// No pooling: every request opens a connection of its own.
     pub fn none() -> Self {
-        Self { idle: None }
+        Self { keep: 0, agent: Arc::default() }
     }
 
-    fn take(&self, authority: &str) -> Option<Conn> {
-        let mut idle = self.idle.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let i = idle.iter().rposition(|(a, _)| a == authority)?;
-        Some(idle.swap_remove(i).1)
-    }
-
-    fn give_back(&self, authority: &str, stream: Conn) {
-        if let Some(idle) = &self.idle {
-            let mut idle = idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if idle.len() < MAX_IDLE {
-                idle.push((authority.to_string(), stream));
-            }
+    /// The agent, built on first use with the CAs trusted then.
+    fn agent(&self, tls: bool, url: &str) -> Result<&ureq::Agent, HttpError> {
+        let built = self.agent.get_or_init(|| {
+            let trust = TRUST.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let roots: Vec<Certificate<'static>> = trust.iter().map(|der| Certificate::from_der(der).to_owned()).collect();
+            let tls_config = TlsConfig::builder()
+                .root_certs(RootCerts::Specific(Arc::new(roots)))
+                .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .build();
+            let config = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .max_idle_connections(self.keep)
+                .max_idle_connections_per_host(self.keep)
+                .timeout_connect(Some(Duration::from_secs(10)))
+                .timeout_recv_response(Some(ANSWER_TIMEOUT))
+                .timeout_recv_body(Some(ANSWER_TIMEOUT))
+                .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
+                .tls_config(tls_config)
+                .build();
+            config.new_agent()
+        });
+        if tls && TRUST.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty() {
+            return Err(HttpError::Tls(format!(
+                "{url}: no CA is trusted for https nodes; give --ca FILE, CAIRN_CA, or --genesis with ca.pem beside it"
+            )));
         }
+        Ok(built)
     }
 
-    /// Sends one request with extra headers and returns the status and body. A kept
-    /// connection that the node closed while idle is replaced by a new one once.
+    /// Sends one request with extra headers and returns the status and body, whatever
+    /// the status. A kept connection that the node closed while idle is replaced by a new
+    /// one (`ureq` retries a request that was not sent).
+    ///
+    /// # Errors
+    /// See [`HttpError`]; an error status is not an error here.
     pub fn request_with(
         &self,
         method: &str,
@@ -239,146 +227,32 @@ impl Pool {
         headers: &[(&str, String)],
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), HttpError> {
-        let (tls, authority, path) = split(url)?;
-        let origin = format!("{}://{authority}", if tls { "https" } else { "http" });
-        let keep = self.idle.is_some();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
-            if keep { "keep-alive" } else { "close" },
-            body.len()
-        );
+        let (tls, _, _) = split(url)?;
+        let agent = self.agent(tls, url)?;
+        let mut builder = ureq::http::Request::builder().method(method).uri(url);
+        if !content_type.is_empty() {
+            builder = builder.header("Content-Type", content_type);
+        }
+        if body.len() > EXPECT_CONTINUE_ABOVE {
+            builder = builder.header("Expect", "100-continue");
+        }
         for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
+            builder = builder.header(*name, value.as_str());
         }
-        head.push_str("\r\n");
-        if let Some(mut stream) = self.take(&origin) {
-            match exchange(&mut stream, head.as_bytes(), body, url) {
-                Ok((status, answer, reusable)) => {
-                    if reusable {
-                        self.give_back(&origin, stream);
-                    }
-                    return Ok((status, answer));
-                }
-                // The node closed the idle connection before reading the request: nothing
-                // was done, so send it again on a new connection.
-                Err(Exchange::Closed(_)) => {}
-                Err(Exchange::Failed(e)) => return Err(e),
-            }
-        }
-        let mut stream = connect(tls, authority, url)?;
-        match exchange(&mut stream, head.as_bytes(), body, url) {
-            Ok((status, answer, reusable)) => {
-                if reusable && keep {
-                    self.give_back(&origin, stream);
-                }
-                Ok((status, answer))
-            }
-            Err(Exchange::Closed(e) | Exchange::Failed(e)) => Err(e),
-        }
-    }
-}
-
-enum Exchange {
-    /// The connection ended before any byte of an answer arrived.
-    Closed(HttpError),
-    /// Anything else.
-    Failed(HttpError),
-}
-
-/// Writes a request and reads one answer: status, body, and whether the connection may
-/// carry another request.
-fn exchange(stream: &mut Conn, head: &[u8], body: &[u8], url: &str) -> Result<(u16, Vec<u8>, bool), Exchange> {
-    let io = |source| HttpError::Io { url: url.to_string(), source };
-    let malformed = || Exchange::Failed(HttpError::Malformed(url.to_string()));
-    // A node may answer before it has read the whole body (413 on a too-large body) and
-    // close the connection, which fails the write; its answer is still there to read.
-    let unwritten = stream.write_all(head).and_then(|_| stream.write_all(body)).err();
-    let mut raw = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 16 * 1024];
-    let end = loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) if raw.is_empty() => {
-                let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed");
-                return Err(Exchange::Closed(io(unwritten.unwrap_or(eof))));
-            }
-            Ok(0) => return Err(malformed()),
-            Ok(n) => raw.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-            Err(e) if raw.is_empty() && e.kind() != std::io::ErrorKind::WouldBlock => {
-                return Err(Exchange::Closed(io(unwritten.unwrap_or(e))));
-            }
-            Err(e) => return Err(Exchange::Failed(io(e))),
-        }
-        if raw.len() as u64 > MAX_ANSWER {
-            return Err(malformed());
-        }
-    };
-    let head = std::str::from_utf8(raw.get(..end).ok_or_else(malformed)?).map_err(|_| malformed())?;
-    let mut lines = head.split("\r\n");
-    let status: u16 =
-        lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).ok_or_else(malformed)?;
-    let (mut length, mut chunked, mut close) = (None, false, false);
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_ascii_lowercase());
-        match name.as_str() {
-            "content-length" => length = Some(value.parse::<u64>().map_err(|_| malformed())?),
-            "transfer-encoding" => chunked = value.contains("chunked"),
-            "connection" => close = value.contains("close"),
-            _ => {}
-        }
-    }
-    let mut body = raw.split_off(end + 4);
-    let mut more = |body: &mut Vec<u8>| -> Result<bool, Exchange> {
-        let n = stream.read(&mut chunk).map_err(|e| Exchange::Failed(io(e)))?;
-        body.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        if body.len() as u64 > MAX_ANSWER {
-            return Err(malformed());
-        }
-        Ok(n > 0)
-    };
-    if chunked {
-        loop {
-            if let Some(out) = dechunk(&body) {
-                // The trailer may still be in flight: do not reuse the connection.
-                return Ok((status, out, false));
-            }
-            if !more(&mut body)? {
-                return Err(malformed());
-            }
-        }
-    }
-    if let Some(length) = length {
-        if length > MAX_ANSWER {
-            return Err(malformed());
-        }
-        while (body.len() as u64) < length {
-            if !more(&mut body)? {
-                return Err(malformed());
-            }
-        }
-        body.truncate(length as usize);
-        return Ok((status, body, !close && unwritten.is_none()));
-    }
-    // No length: the answer ends with the connection.
-    while more(&mut body)? {}
-    Ok((status, body, false))
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(data.get(..line_end)?).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = data.get(line_end + 2..)?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
+        let bad = |_| HttpError::Url(url.to_string());
+        // No body at all (not an empty one) when there is nothing to send: ureq refuses a
+        // body on GET.
+        let sent =
+            if body.is_empty() { agent.run(builder.body(()).map_err(bad)?) } else { agent.run(builder.body(body).map_err(bad)?) };
+        let mut answer = sent.map_err(|e| HttpError::from_ureq(url, e))?;
+        let status = answer.status().as_u16();
+        let bytes = answer
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_to_vec()
+            .map_err(|e| HttpError::from_ureq(url, e))?;
+        Ok((status, bytes))
     }
 }
 
@@ -391,12 +265,19 @@ fn ok(url: &str, (status, body): (u16, Vec<u8>)) -> Result<Vec<u8>, HttpError> {
 }
 
 /// GET a JSON document.
+///
+/// # Errors
+/// [`HttpError::Status`] for a non-2xx answer, [`HttpError::Malformed`] when it is not the
+/// expected JSON, and the transport errors of [`request`].
 pub fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, HttpError> {
     let body = ok(url, request("GET", url, "application/json", &[])?)?;
     serde_json::from_slice(&body).map_err(|_| HttpError::Malformed(url.to_string()))
 }
 
 /// POST bytes; returns the status and body whatever the status.
+///
+/// # Errors
+/// The transport errors of [`request`].
 pub fn post(url: &str, content_type: &str, body: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
     request("POST", url, content_type, body)
 }
@@ -404,7 +285,7 @@ pub fn post(url: &str, content_type: &str, body: &[u8]) -> Result<(u16, Vec<u8>)
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-    use std::io::{BufRead as _, BufReader};
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
     use std::net::TcpListener;
 
     use super::*;

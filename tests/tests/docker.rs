@@ -1,6 +1,7 @@
 //! The four validators of `docker-compose.yml` in containers: `docker kill` one, then
 //! cut another off the network (a minority partition); the majority keeps finalizing,
-//! the isolated node catches up after reconnecting, and all agree.
+//! the isolated node catches up after reconnecting, and all agree. Then Debian's
+//! Prometheus scrapes the four with `docker/prometheus/` and evaluates its alert rules.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -167,4 +168,57 @@ fn docker_majority_survives_a_kill_and_a_partition() {
         verify_block(&genesis, &blocks[0]).unwrap();
     }
     println!("4 validators agree on {top} blocks after a kill and a partition");
+
+    // Debian's Prometheus, with docker/prometheus/ as an operator uses it (the CA copied
+    // beside the configuration), scrapes all four validators and loads the alert rules.
+    let prom = tempfile::tempdir().unwrap();
+    for f in ["prometheus.yml", "alerts.yml"] {
+        std::fs::copy(repo().join("docker/prometheus").join(f), prom.path().join(f)).unwrap();
+    }
+    std::fs::copy(&ca_file, prom.path().join("ca.pem")).unwrap();
+    let log = std::fs::File::create(prom.path().join("prometheus.log")).unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", prom.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", prom.path().join("data").display()))
+        .arg(format!("--web.listen-address={PROMETHEUS}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("prometheus (Debian's `prometheus` package; .ci/run installs it)");
+    let _prometheus = KillOnDrop(child);
+    let api = |path: &str| http::get_json::<serde_json::Value>(&format!("http://{PROMETHEUS}/api/v1/{path}")).ok();
+    wait_for("Prometheus to scrape all four validators", || {
+        api("targets").is_some_and(|t| {
+            let targets = t["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+            targets.len() == 4 && targets.iter().all(|t| t["health"] == "up")
+        })
+    });
+    wait_for("every alert rule to be evaluated without error", || {
+        api("rules").is_some_and(|r| {
+            let rules: Vec<serde_json::Value> = r["data"]["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .collect();
+            rules.len() == 13 && rules.iter().all(|r| r["health"] == "ok")
+        })
+    });
+    let heights = api("query?query=cairn_height").unwrap();
+    assert_eq!(heights["data"]["result"].as_array().map(Vec::len), Some(4), "{heights}");
+    let requests = api("query?query=sum(cairn_http_requests_total)").unwrap();
+    let answered: f64 = requests["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(answered > 0.0, "the scrapes themselves are counted: {requests}");
+    println!("Prometheus scraped 4 validators and evaluated 13 alert rules");
+}
+
+/// Where the test's Prometheus listens.
+const PROMETHEUS: &str = "127.0.0.1:29995";
+
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -83,14 +83,27 @@ pub struct SigningHeaders {
     signature: Signature,
 }
 
-/// Checks the signing headers: format, registered key with `role`, fresh timestamp,
-/// unseen nonce. Nothing of the body is needed.
-pub fn check_headers(
-    state: &ApiState,
-    headers: &HeaderMap,
-    accept: Accept,
-    now_ms: u64,
-) -> Result<SigningHeaders, ApiError> {
+/// The signing headers as sent: well-formed, not yet checked against the membership, the
+/// clock or the nonces seen ([`check_headers`] does that).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedHeaders {
+    /// `x-cairn-key`: the signer's key id.
+    pub key: KeyId,
+    /// `x-cairn-timestamp`: Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// `x-cairn-nonce`: 16 bytes.
+    pub nonce: [u8; 16],
+    /// `x-cairn-signature`: 64 bytes.
+    pub signature: Signature,
+}
+
+/// Parses the signing headers of format [`VERSION`] (`cairn_proto::request`, ADR 015).
+///
+/// # Errors
+/// 401 `unsigned` when one is missing, 401 `old_signature_version` or
+/// `unsupported_signature_version` for another format, 400 `bad_header` (naming the
+/// header) when one is malformed.
+pub fn parse_headers(headers: &HeaderMap) -> Result<ParsedHeaders, ApiError> {
     let key: KeyId = header(headers, HEADER_KEY)?
         .parse()
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_header", "must be 32 hex digits").field(HEADER_KEY))?;
@@ -121,6 +134,18 @@ pub fn check_headers(
     })?;
     let nonce: [u8; 16] = hex_array(header(headers, HEADER_NONCE)?, HEADER_NONCE)?;
     let signature = Signature(hex_array(header(headers, HEADER_SIGNATURE)?, HEADER_SIGNATURE)?);
+    Ok(ParsedHeaders { key, timestamp_ms, nonce, signature })
+}
+
+/// Checks the signing headers: format, registered key with `role`, fresh timestamp,
+/// unseen nonce. Nothing of the body is needed.
+pub fn check_headers(
+    state: &ApiState,
+    headers: &HeaderMap,
+    accept: Accept,
+    now_ms: u64,
+) -> Result<SigningHeaders, ApiError> {
+    let ParsedHeaders { key, timestamp_ms, nonce, signature } = parse_headers(headers)?;
     let member = state.chain.ledger().membership().members.iter().find(|m| m.public_key.key_id() == key).cloned();
     let caller = match (member, accept) {
         (Some(m), _) => Caller::Member(m),

@@ -77,6 +77,7 @@ impl IntoResponse for ApiError {
         }
         body.extend(self.extra);
         let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(crate::metrics::RefusalCode(self.code));
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
         }

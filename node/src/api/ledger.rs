@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `GET /healthz` | `{"status":"ok","height":N}`, 503 until consensus runs |
 //! | `GET /readyz` | 200 once consensus runs and enough custodians are connected |
-//! | `GET /metrics` | Prometheus text |
+//! | `GET /metrics` | OpenMetrics text |
 //! | `POST /v1/transactions` | body: one bcs-encoded `Transaction`; 202 `{"id"}` |
 //! | `GET /v1/blocks/{height}` | `CertifiedBlock` (block and commit certificate) |
 //! | `GET /v1/checkpoint` | `CertifiedHeader` of the last decided block |
@@ -90,16 +90,36 @@ pub(super) async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
     }
 }
 
-/// Counters and gauges in the Prometheus text format.
+/// Counters, gauges and histograms in the OpenMetrics text format (ADR 020); the review,
+/// queue and erasure-job gauges are read as the request is answered.
 #[utoipa::path(get, path = "/metrics", tag = "node",
-    responses((status = 200, body = String, content_type = "text/plain", description = "Prometheus text format 0.0.4")))]
+    responses((status = 200, body = String, content_type = "application/openmetrics-text", description = "OpenMetrics text format 1.0.0")))]
 pub(super) async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
-    let c = &s.records.counters;
-    if let Ok((open, overdue)) = s.records.review_counts(crate::clock::now_ms()).await {
-        c.reviews_open.store(open, std::sync::atomic::Ordering::Relaxed);
-        c.reviews_overdue.store(overdue, std::sync::atomic::Ordering::Relaxed);
+    let (r, now) = (&s.records, crate::clock::now_ms());
+    let c = &r.counters;
+    if let Ok((open, overdue)) = r.review_counts(now).await {
+        c.reviews_open.store(open, Relaxed);
+        c.reviews_overdue.store(overdue, Relaxed);
     }
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render(&s.records.counters))
+    let mut q = crate::metrics::Queues::default();
+    let batchers = [
+        ("anchors", &r.anchors),
+        ("consent_events", &r.consents),
+        ("access_events", &r.access.batches),
+        ("erasure_receipts", &r.erasures.batches),
+    ];
+    for (name, handle) in batchers {
+        let (pending, inflight) = handle.depth();
+        q.anchor_pending.push((name.to_string(), pending));
+        q.anchor_inflight.push((name.to_string(), inflight));
+    }
+    let store = r.erasures.store.clone();
+    if let Ok(Ok(jobs)) = tokio::task::spawn_blocking(move || store.open_jobs()).await {
+        let open: Vec<_> = jobs.iter().filter(|j| !j.complete()).collect();
+        q.erasure_jobs_open = open.len() as u64;
+        q.erasure_jobs_overdue = open.iter().filter(|j| j.deadline_ms < now).count() as u64;
+    }
+    ([("content-type", crate::metrics::CONTENT_TYPE)], s.metrics.render(c, &q))
 }
 
 /// A transaction admitted to the mempool.

@@ -25,6 +25,8 @@ pub mod tls;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod metrics_tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,7 +115,9 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// than gzip are refused before any route sees them, gzip bodies are decompressed, and a
 /// stalled body times out.
 pub fn router(state: Arc<ApiState>) -> Router {
+    let metrics = state.metrics.clone();
     openapi::routes()
+        .route_layer(axum::middleware::from_fn(crate::metrics::tag_route))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_LEN))
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route)
@@ -121,6 +125,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
         .layer(axum::middleware::from_fn(error::request_checks))
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::track))
 }
 
 /// Serves the API on `listener` until the process ends: HTTPS with `tls` (plain HTTP

@@ -21,16 +21,16 @@ use crate::ledger::store::BlockStore;
 use crate::records::ports::LedgerView as _;
 use crate::records::sim::{Sim, gateway};
 
-struct Fixture {
-    state: Arc<ApiState>,
+pub(super) struct Fixture {
+    pub(super) state: Arc<ApiState>,
     _sim: Sim,
-    _dir: tempfile::TempDir,
+    pub(super) _dir: tempfile::TempDir,
 }
 
 /// The largest body the fixture's node accepts, bytes.
 const LIMIT: usize = 1 << 20;
 
-async fn fixture() -> Fixture {
+pub(super) async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     fixture_in(dir).await
 }
@@ -87,7 +87,7 @@ async fn exchange(f: &Fixture, req: Request<Body>) -> (StatusCode, String, Vec<u
 }
 
 /// Sends a request, signed by the sim's gateway (with a fresh nonce) when `signed`.
-async fn send(f: &Fixture, method: Method, uri: &str, body: &[u8], signed: bool) -> (StatusCode, String, Vec<u8>) {
+pub(super) async fn send(f: &Fixture, method: Method, uri: &str, body: &[u8], signed: bool) -> (StatusCode, String, Vec<u8>) {
     let nonce = signed.then(|| {
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).unwrap();
@@ -285,7 +285,7 @@ async fn signed_gateway_requests_reach_their_handlers_and_replays_are_refused() 
     assert!(text.contains(r#""valueQuantity":{"value":1.50}"#), "{text}");
 }
 
-fn code(body: &[u8]) -> String {
+pub(super) fn code(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body).unwrap()["code"].as_str().unwrap_or_default().to_string()
 }
 

@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use cairn_proto::encoding::encode;
@@ -136,6 +137,16 @@ enum Command {
 pub struct AnchorHandle {
     tx: mpsc::Sender<Command>,
     committed: watch::Receiver<u64>,
+    depth: Arc<Depth>,
+}
+
+/// How much the batcher holds, for `/metrics`.
+#[derive(Debug, Default)]
+struct Depth {
+    /// Leaves waiting for a batch.
+    pending: AtomicU64,
+    /// Batches submitted and not yet committed.
+    inflight: AtomicU64,
 }
 
 impl AnchorHandle {
@@ -154,6 +165,11 @@ impl AnchorHandle {
         }
         rx.await.unwrap_or_else(|_| vec![None; n])
     }
+    /// Leaves waiting for a batch and batches submitted but not yet committed, as the
+    /// batcher last saw them (it updates both after every event it handles).
+    pub fn depth(&self) -> (u64, u64) {
+        (self.depth.pending.load(Relaxed), self.depth.inflight.load(Relaxed))
+    }
     /// Changes whenever a batch is committed (its value counts committed batches); the
     /// count as it is now is marked seen, so `changed()` waits for the next commit. (A
     /// plain clone kept the handle's version, which never moves: every clone saw a change
@@ -169,7 +185,8 @@ impl AnchorHandle {
 pub fn channel(bound: usize, kind: BatchKind) -> (AnchorHandle, Anchorer) {
     let (tx, rx) = mpsc::channel(bound);
     let (committed_tx, committed) = watch::channel(0);
-    (AnchorHandle { tx, committed }, Anchorer { rx, committed: committed_tx, kind })
+    let depth = Arc::new(Depth::default());
+    (AnchorHandle { tx, committed, depth: depth.clone() }, Anchorer { rx, committed: committed_tx, kind, depth })
 }
 
 /// The receiving half, to be run once the node's shared state exists.
@@ -178,6 +195,7 @@ pub struct Anchorer {
     rx: mpsc::Receiver<Command>,
     committed: watch::Sender<u64>,
     kind: BatchKind,
+    depth: Arc<Depth>,
 }
 
 struct State {
@@ -267,6 +285,8 @@ impl Anchorer {
                     }
                 }
             }
+            self.depth.pending.store(st.pending.len() as u64, Relaxed);
+            self.depth.inflight.store(st.inflight.len() as u64, Relaxed);
         }
     }
 }

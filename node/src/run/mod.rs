@@ -189,6 +189,7 @@ pub async fn run(file: NodeFile) -> Result<(), NodeError> {
 
     let metrics = Arc::new(Metrics::default());
     metrics.height.store(state.height(), Relaxed);
+    let _ = metrics.data_dir.set(file.data_dir.clone());
     let (gossip_tx, gossip_rx) = mpsc::channel(100_000);
     let chain = Chain::new(genesis, state, store, file.mempool.max_txs, gossip_tx, metrics)
         .map_err(|e| refused("genesis", e))?;

@@ -8,7 +8,6 @@ use cairn_client::access::{break_glass_json, restriction_json};
 use cairn_client::consent::{DocumentFile, revocation_json};
 use cairn_proto::consent::DocumentKind;
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::consent::{Signer, SubjectArgs, id, print_json, sign_and_give};
 use super::{Usage, read_genesis};
@@ -139,11 +138,7 @@ pub fn export(signer: Signer, subject: SubjectArgs, out: PathBuf) -> anyhow::Res
     let g = signer.connect()?;
     // One request: the node gathers everything from every validator before it answers,
     // so the spinner shows the time spent, not a fraction.
-    let spinner = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    spinner.set_message("exporting: the node gathers the readings, documents, access log and certificates…");
-    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let spinner = crate::progress::spinner("exporting: the node gathers the readings, documents, access log and certificates…");
     let bytes = g.export(&subject.subject()?);
     spinner.finish_and_clear();
     let bytes = bytes?;
@@ -161,10 +156,7 @@ pub fn export(signer: Signer, subject: SubjectArgs, out: PathBuf) -> anyhow::Res
 pub fn verify_export(genesis: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
     let genesis = read_genesis(genesis)?;
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("verifying {bar:30} {pos}/{len} items, {per_sec}, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::progress::bar(0, "items verified");
     let verified = cairn_client::export::verify_export(&genesis, &text, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);

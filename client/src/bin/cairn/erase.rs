@@ -11,9 +11,10 @@ pub fn wait_for_certificates(
     wait_s: u64,
 ) -> anyhow::Result<Vec<cairn_proto::erasure::ErasureCertificate>> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_s);
+    let bar = crate::progress::bar(0, "custodian receipts committed");
     loop {
         if let Some(certificates) = with_retries(|| gateway.certificates(id))? {
-            eprintln!();
+            bar.finish_and_clear();
             return Ok(certificates);
         }
         let status = with_retries(|| gateway.erasure(id))?;
@@ -27,9 +28,10 @@ pub fn wait_for_certificates(
             .collect();
         let text = |c: &serde_json::Value, k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let committed = custodians.iter().filter(|c| text(c, "state").as_deref() == Some("committed")).count();
-        eprint!("\r{committed}/{} custodian receipts committed", custodians.len());
+        bar.set_length(custodians.len() as u64);
+        bar.set_position(committed as u64);
         if std::time::Instant::now() >= deadline {
-            eprintln!();
+            bar.abandon();
             let errors: Vec<String> = custodians.iter().filter_map(|c| text(c, "last_error")).collect();
             anyhow::bail!(
                 "no certificate after {wait_s} s; the node keeps trying (last news: {})",

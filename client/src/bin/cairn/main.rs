@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 mod access;
 mod consent;
 mod erase;
+mod progress;
 mod submit;
 
 use erase::wait_for_certificates;
@@ -540,6 +541,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let mut sink = output(out.as_deref())?;
             let (mut done, mut pending) = (0usize, 0usize);
+            let bar = progress::bar(ids.len() as u64, "receipts");
             for chunk in ids.chunks(1000) {
                 let got = with_retries(|| gateway.receipts(chunk, wait_ms))?;
                 for r in got {
@@ -551,10 +553,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         None => pending += 1,
                     }
                 }
-                eprint!("\r{done}/{} receipts", ids.len());
+                bar.inc(chunk.len() as u64);
             }
+            bar.finish_and_clear();
             sink.flush()?;
-            eprintln!("\r{done} receipts fetched, {pending} not yet anchored");
+            eprintln!("{done} receipts fetched, {pending} not yet anchored");
             if pending > 0 {
                 anyhow::bail!("{pending} records are not anchored yet");
             }

@@ -211,6 +211,7 @@ pub fn submit(
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<cairn_client::gateway::Submitted, GatewayError>)>();
     let mut results: Vec<Option<Result<cairn_client::gateway::Submitted, GatewayError>>> =
         (0..chunks.len()).map(|_| None).collect();
+    let bar = crate::progress::bar(readings.items.len() as u64, "readings stored");
     std::thread::scope(|scope| {
         for _ in 0..o.parallel.min(chunks.len().max(1)) {
             let tx = tx.clone();
@@ -234,20 +235,14 @@ pub fn submit(
             });
         }
         drop(tx);
-        let mut last = std::time::Instant::now();
         for (i, r) in rx {
             if let Some(slot) = results.get_mut(i) {
                 *slot = Some(r);
             }
-            if last.elapsed() > std::time::Duration::from_millis(250) {
-                last = std::time::Instant::now();
-                let done = stored.load(Relaxed);
-                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                eprint!("\r{done}/{} readings stored ({rate:.0}/s)", readings.items.len());
-            }
+            bar.set_position(stored.load(Relaxed) as u64);
         }
     });
-    eprint!("\r");
+    bar.finish_and_clear();
     let mut summary = Summary { stored: 0, failed: 0, requests: chunks.len(), seconds: 0.0 };
     for (i, r) in results.into_iter().enumerate() {
         let base = i * o.batch;
