@@ -187,7 +187,8 @@ impl Pool {
     fn agent(&self, tls: bool, url: &str) -> Result<&ureq::Agent, HttpError> {
         let built = self.agent.get_or_init(|| {
             let trust = TRUST.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let roots: Vec<Certificate<'static>> = trust.iter().map(|der| Certificate::from_der(der).to_owned()).collect();
+            let roots: Vec<Certificate<'static>> =
+                trust.iter().map(|der| Certificate::from_der(der).to_owned()).collect();
             let tls_config = TlsConfig::builder()
                 .root_certs(RootCerts::Specific(Arc::new(roots)))
                 .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -242,8 +243,11 @@ impl Pool {
         let bad = |_| HttpError::Url(url.to_string());
         // No body at all (not an empty one) when there is nothing to send: ureq refuses a
         // body on GET.
-        let sent =
-            if body.is_empty() { agent.run(builder.body(()).map_err(bad)?) } else { agent.run(builder.body(body).map_err(bad)?) };
+        let sent = if body.is_empty() {
+            agent.run(builder.body(()).map_err(bad)?)
+        } else {
+            agent.run(builder.body(body).map_err(bad)?)
+        };
         let mut answer = sent.map_err(|e| HttpError::from_ureq(url, e))?;
         let status = answer.status().as_u16();
         let bytes = answer

@@ -36,11 +36,11 @@ use bytes::Bytes;
 use cairn_node::consensus::codec::CairnCodec;
 use cairn_node::consensus::context::{CairnContext, ProposalPart};
 use cairn_node::records::fhir::{self, Format};
-use cairn_proto::encoding::{MAX_MESSAGE_LEN, decode, encode};
+use cairn_proto::Keypair;
+use cairn_proto::encoding::{decode, encode};
 use cairn_proto::genesis::Genesis;
 use cairn_proto::signed::SignedBody as _;
 use cairn_proto::transaction::{Block, Transaction};
-use cairn_proto::Keypair;
 
 /// Largest input the targets take whole (the decoders' own limits are larger).
 const LIMIT: usize = 1 << 20;

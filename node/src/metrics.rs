@@ -160,7 +160,9 @@ pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, request: Requ
     let route = response.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let status = response.status().as_u16();
     let http = &metrics.http;
-    http.seconds.get_or_create(&Route { route: route.clone(), method: method.clone() }).observe(started.elapsed().as_secs_f64());
+    http.seconds
+        .get_or_create(&Route { route: route.clone(), method: method.clone() })
+        .observe(started.elapsed().as_secs_f64());
     http.requests.get_or_create(&Answered { route, method, status }).inc();
     if status >= 400 {
         let code = response.extensions().get::<RefusalCode>().map_or("unknown", |c| c.0).to_owned();
@@ -277,7 +279,12 @@ impl Metrics {
             "Reads through a consent or grant permitted by this node.",
             g(&records.access_permitted),
         );
-        counter(&mut r, "cairn_access_refused", "Reads through a consent or grant refused by this node.", g(&records.access_refused));
+        counter(
+            &mut r,
+            "cairn_access_refused",
+            "Reads through a consent or grant refused by this node.",
+            g(&records.access_refused),
+        );
         counter(
             &mut r,
             "cairn_break_glass_reads",
@@ -309,14 +316,24 @@ impl Metrics {
             "Votes, proposals and validator proofs whose signature did not verify or whose signer is not a genesis validator.",
             signing::bad_signature_count(),
         );
-        counter(&mut r, "cairn_malformed_messages", "Consensus and sync messages that did not decode.", codec::malformed_count());
+        counter(
+            &mut r,
+            "cairn_malformed_messages",
+            "Consensus and sync messages that did not decode.",
+            codec::malformed_count(),
+        );
         counter(
             &mut r,
             "cairn_refused_connections",
             "Connections refused because the peer is not a genesis validator.",
             g(&self.refused_connections),
         );
-        named_gauges(&mut r, "cairn_anchor_pending_leaves", "Leaves waiting for a batch, by batch kind.", &queues.anchor_pending);
+        named_gauges(
+            &mut r,
+            "cairn_anchor_pending_leaves",
+            "Leaves waiting for a batch, by batch kind.",
+            &queues.anchor_pending,
+        );
         named_gauges(
             &mut r,
             "cairn_anchor_inflight_batches",
@@ -331,15 +348,28 @@ impl Metrics {
             queues.erasure_jobs_overdue,
         );
         if let Some(dir) = self.data_dir.get() {
-            named_gauges(&mut r, "cairn_store_bytes", "Bytes on disk of each store (redb files, the sled vault).", &store_sizes(dir));
+            named_gauges(
+                &mut r,
+                "cairn_store_bytes",
+                "Bytes on disk of each store (redb files, the sled vault).",
+                &store_sizes(dir),
+            );
         }
-        r.register("cairn_http_requests", "HTTP requests answered, by route, method and status.", self.http.requests.clone());
+        r.register(
+            "cairn_http_requests",
+            "HTTP requests answered, by route, method and status.",
+            self.http.requests.clone(),
+        );
         r.register(
             "cairn_http_request_duration_seconds",
             "Time to answer an HTTP request (to the answer's head), by route and method.",
             self.http.seconds.clone(),
         );
-        r.register("cairn_http_refusals", "HTTP requests refused, by status and error code.", self.http.refusals.clone());
+        r.register(
+            "cairn_http_refusals",
+            "HTTP requests refused, by status and error code.",
+            self.http.refusals.clone(),
+        );
         let mut s = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut s, &r);

@@ -14,9 +14,10 @@ fn prometheus_dir() -> PathBuf {
 
 /// Runs `promtool ARGS` in `dir`; panics with its output unless it succeeds.
 fn promtool(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("promtool").args(args).current_dir(dir).output().unwrap_or_else(|e| {
-        panic!("promtool: {e} (Debian's `prometheus` package provides it; .ci/run installs it)")
-    });
+    let out =
+        Command::new("promtool").args(args).current_dir(dir).output().unwrap_or_else(|e| {
+            panic!("promtool: {e} (Debian's `prometheus` package provides it; .ci/run installs it)")
+        });
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
     text

@@ -24,9 +24,9 @@ pub mod openapi;
 pub mod tls;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod metrics_tests;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

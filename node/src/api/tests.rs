@@ -87,7 +87,13 @@ async fn exchange(f: &Fixture, req: Request<Body>) -> (StatusCode, String, Vec<u
 }
 
 /// Sends a request, signed by the sim's gateway (with a fresh nonce) when `signed`.
-pub(super) async fn send(f: &Fixture, method: Method, uri: &str, body: &[u8], signed: bool) -> (StatusCode, String, Vec<u8>) {
+pub(super) async fn send(
+    f: &Fixture,
+    method: Method,
+    uri: &str,
+    body: &[u8],
+    signed: bool,
+) -> (StatusCode, String, Vec<u8>) {
     let nonce = signed.then(|| {
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).unwrap();

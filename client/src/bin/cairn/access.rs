@@ -138,7 +138,8 @@ pub fn export(signer: Signer, subject: SubjectArgs, out: PathBuf) -> anyhow::Res
     let g = signer.connect()?;
     // One request: the node gathers everything from every validator before it answers,
     // so the spinner shows the time spent, not a fraction.
-    let spinner = crate::progress::spinner("exporting: the node gathers the readings, documents, access log and certificates…");
+    let spinner =
+        crate::progress::spinner("exporting: the node gathers the readings, documents, access log and certificates…");
     let bytes = g.export(&subject.subject()?);
     spinner.finish_and_clear();
     let bytes = bytes?;

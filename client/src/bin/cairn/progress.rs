@@ -21,7 +21,8 @@ pub fn bar(total: u64, what: &str) -> ProgressBar {
 
 /// A spinner showing `message` and the time spent, for one long request.
 pub fn spinner(message: &str) -> ProgressBar {
-    let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let style =
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner());
     let spinner = ProgressBar::new_spinner().with_style(style);
     spinner.set_message(message.to_string());
     spinner.enable_steady_tick(TICK);
