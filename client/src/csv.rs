@@ -86,6 +86,10 @@ fn component(code: &str, display: &str, value: &str, unit: &str, ucum: &str) -> 
 
 /// Whether `s` is a non-negative decimal as JSON writes it (`0`, `12`, `1.30`).
 fn plain_decimal(s: &str) -> bool {
+    // A reading's measure, not a document: at most 32 characters.
+    if s.len() > 32 {
+        return false;
+    }
     let (int, frac) = s.split_once('.').unwrap_or((s, "0"));
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
     digits(int) && digits(frac) && (int == "0" || !int.starts_with('0'))
@@ -151,6 +155,13 @@ pub fn to_observations(text: &str) -> Result<Vec<String>, CsvError> {
         };
         if subject.is_empty() {
             return Err(CsvError { line, message: "subject is empty".into() });
+        }
+        // The node files a reading under its subject or refuses it: the same rule here.
+        let key =
+            cairn_proto::subject::literal(subject).map_err(|m| CsvError { line, message: format!("subject: {m}") })?;
+        if key.len() > cairn_proto::subject::MAX_SUBJECT {
+            let max = cairn_proto::subject::MAX_SUBJECT;
+            return Err(CsvError { line, message: format!("subject: {} bytes; at most {max}", key.len()) });
         }
         for (value, column) in [(start, "start"), (end, "end")] {
             if !rfc3339_shape(value) {
@@ -303,5 +314,28 @@ mod tests {
         }
         let bom = format!("\u{feff}{first_row}");
         assert_eq!(to_observations(&bom).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn subjects_the_node_would_refuse_are_refused_by_line() {
+        for subject in ["Patient/fc-1Patient/fc-2", "Observation/1", "#p1", "urn:uuid:1", "Patient?name=x", "Patient/"]
+        {
+            let e = to_observations(&format!("{HEADER}\n{subject},2026-11-21T00:00:00Z,2026-11-22T00:00:00Z,1,,"))
+                .unwrap_err();
+            assert_eq!(e.line, 2, "{subject}");
+            assert!(e.message.starts_with("subject: "), "{subject}: {}", e.message);
+        }
+        let long = format!("Patient/{}", "x".repeat(300));
+        let e =
+            to_observations(&format!("{HEADER}\n{long},2026-11-21T00:00:00Z,2026-11-22T00:00:00Z,1,,")).unwrap_err();
+        assert!(e.message.contains("at most 256"), "{}", e.message);
+        let wide = format!("{HEADER}\nPatient/1,2026-11-21T00:00:00Z,2026-11-22T00:00:00Z,1,{},", "1".repeat(40));
+        assert!(to_observations(&wide).unwrap_err().message.starts_with("cadence_spm"));
+        assert!(
+            to_observations(&format!(
+                "{HEADER}\nhttps://h.example/fhir/Patient/7/_history/2,2026-11-21T00:00:00Z,2026-11-22T00:00:00Z,1,,"
+            ))
+            .is_ok()
+        );
     }
 }

@@ -26,6 +26,7 @@ pub mod receipt;
 pub mod record;
 pub mod request;
 pub mod signed;
+pub mod subject;
 pub mod time;
 pub mod transaction;
 pub mod version;

@@ -30,8 +30,8 @@ pub use subject::{requested_subject, subject_key};
 /// Statuses FHIR R4 allows for an Observation.
 const STATUSES: [&str; 8] =
     ["registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"];
-/// Longest subject reference, bytes.
-pub const MAX_SUBJECT: usize = 256;
+/// Longest subject reference, bytes (`cairn_proto::subject::MAX_SUBJECT`).
+pub const MAX_SUBJECT: usize = cairn_proto::subject::MAX_SUBJECT;
 /// The UTF-8 byte-order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 

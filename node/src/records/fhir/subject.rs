@@ -6,10 +6,9 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::MAX_SUBJECT;
+use cairn_proto::subject::{SUBJECT_TYPES, literal};
 
-/// Resource types an Observation's subject may name (FHIR R4 `Observation.subject`).
-const SUBJECT_TYPES: [&str; 4] = ["Patient", "Group", "Device", "Location"];
+use super::MAX_SUBJECT;
 
 /// Escapes a token part the way FHIR search does (`\`, `|`, `,` and `$` get a `\`).
 fn escape_token(s: &str) -> String {
@@ -26,45 +25,6 @@ fn escape_token(s: &str) -> String {
 /// A reference that only means something inside the message that carries it.
 fn is_message_local(reference: &str) -> bool {
     reference.starts_with('#') || reference.starts_with("urn:uuid:") || reference.starts_with("urn:oid:")
-}
-
-/// `Type/id/_history/v` → `Type/id`: a versioned reference names the same subject.
-fn without_version(reference: &str) -> &str {
-    match reference.find("/_history/") {
-        Some(i) => reference.get(..i).unwrap_or(reference),
-        None => reference,
-    }
-}
-
-/// A literal subject reference as it is filed: `Type/id` or an absolute URL ending in
-/// `Type/id` (without `/_history/N`), whose type may be an Observation's subject; or a
-/// conditional reference by identifier, `Type?identifier=system|value`.
-fn literal(reference: &str) -> Result<String, String> {
-    let reference = without_version(reference);
-    let kind = match reference.split_once('?') {
-        Some((kind, query)) => {
-            let by_identifier = query.strip_prefix("identifier=").is_some_and(|t| !t.is_empty() && !t.contains('&'));
-            if !by_identifier {
-                return Err(format!(
-                    "{reference:?}: a conditional reference names one subject only by identifier \
-                     (Type?identifier=system|value)"
-                ));
-            }
-            kind
-        }
-        None => {
-            let mut segments = reference.rsplit('/');
-            let (id, kind) = (segments.next().unwrap_or(""), segments.next().unwrap_or(""));
-            if id.is_empty() || kind.is_empty() {
-                return Err(format!("{reference:?} is not a reference (Type/id, or a URL ending in Type/id)"));
-            }
-            kind
-        }
-    };
-    if !SUBJECT_TYPES.contains(&kind) {
-        return Err(format!("{reference:?}: an Observation's subject is a Patient, Group, Device or Location"));
-    }
-    Ok(reference.to_owned())
 }
 
 /// The identity a resource states: `Type?identifier=system|value` from its first
