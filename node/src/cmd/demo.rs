@@ -18,30 +18,38 @@ use cairn_proto::request::RequestToSign;
 use cairn_proto::signed::SignedBody as _;
 use cairn_proto::transaction::{MembershipChange, MembershipChangeBody, Transaction};
 use cairn_proto::{Keypair, SecretSeed, keyfile};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::dev::Layout;
 use cairn_proto::time::now_ms;
 
-/// The dev consortium's CA (`ca.pem`), which the demo trusts for the nodes' HTTPS.
-static TLS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+/// The HTTP agent (`ureq`, ADR 020) trusting the dev consortium's CA (`ca.pem`) for the
+/// nodes' HTTPS.
+static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
 
 fn trust(ca: &Path) -> anyhow::Result<()> {
     use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
+    let mut roots = Vec::new();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).with_context(|| ca.display().to_string())? {
-        roots.add(cert.with_context(|| ca.display().to_string())?)?;
+        let cert = cert.with_context(|| ca.display().to_string())?;
+        roots.push(ureq::tls::Certificate::from_der(&cert).to_owned());
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let _ = TLS.set(std::sync::Arc::new(config));
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .build();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .tls_config(tls)
+        .build()
+        .new_agent();
+    let _ = AGENT.set(agent);
     Ok(())
 }
 
-/// One HTTP/1.1 exchange over TLS (`Connection: close`); returns status and body.
+/// One request to `base` (on a blocking thread: `ureq` is synchronous); returns status
+/// and body.
 async fn exchange(
     base: &str,
     method: &str,
@@ -49,34 +57,22 @@ async fn exchange(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> anyhow::Result<(u16, Vec<u8>)> {
-    let authority = base.trim_start_matches("https://").trim_end_matches('/');
-    let tcp = tokio::net::TcpStream::connect(authority).await.with_context(|| format!("connecting to {base}"))?;
-    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_string();
-    let name = rustls::pki_types::ServerName::try_from(host).context("the node's host name")?;
-    let config = TLS.get().cloned().context("the dev CA is not loaded")?;
-    let mut stream = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .with_context(|| format!("TLS with {base}"))?;
-    let mut head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let agent = AGENT.get().cloned().context("the dev CA is not loaded")?;
+    let url = format!("{}{target}", base.trim_end_matches('/'));
+    let mut request = ureq::http::Request::builder().method(method).uri(&url);
     for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        request = request.header(*k, v.as_str());
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").context("malformed HTTP answer")?;
-    let status = std::str::from_utf8(raw.get(..end).unwrap_or_default())?
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("malformed HTTP status")?;
-    Ok((status, raw.get(end + 4..).unwrap_or_default().to_vec()))
+    let (body, url_for_errors) = (body.to_vec(), url.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, Vec<u8>)> {
+        let mut answer = if body.is_empty() { agent.run(request.body(())?) } else { agent.run(request.body(body)?) }
+            .with_context(|| format!("talking to {url}"))?;
+        let status = answer.status().as_u16();
+        let bytes = answer.body_mut().with_config().limit(64 << 20).read_to_vec()?;
+        Ok((status, bytes))
+    })
+    .await
+    .with_context(|| format!("talking to {url_for_errors}"))?
 }
 
 /// A request signed by the demo gateway.
