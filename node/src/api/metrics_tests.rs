@@ -15,7 +15,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn requests_are_counted_by_route_and_refusals_by_their_code() {
     let f = fixture().await;
-    f.state.metrics.data_dir.set(f._dir.path().to_path_buf()).unwrap();
+    f.state.metrics.data_dir.set(f.dir.path().to_path_buf()).unwrap();
     for _ in 0..3 {
         assert_eq!(send(&f, Method::GET, "/v1/identity", b"", false).await.0, StatusCode::OK);
     }
@@ -74,7 +74,7 @@ async fn requests_are_counted_by_route_and_refusals_by_their_code() {
     assert_eq!(sample(&text, "cairn_erasure_jobs_overdue"), Some(0.0));
     for store in ["blocks", "nonces"] {
         let bytes = sample(&text, &format!(r#"cairn_store_bytes{{name="{store}"}}"#)).unwrap();
-        let on_disk = std::fs::metadata(f._dir.path().join(format!("{store}.redb"))).unwrap().len();
+        let on_disk = std::fs::metadata(f.dir.path().join(format!("{store}.redb"))).unwrap().len();
         assert_eq!(bytes, on_disk as f64, "{store}");
     }
 }
@@ -82,7 +82,7 @@ async fn requests_are_counted_by_route_and_refusals_by_their_code() {
 #[tokio::test]
 async fn every_metric_the_alerts_and_the_dashboard_use_is_served() {
     let f = fixture().await;
-    f.state.metrics.data_dir.set(f._dir.path().to_path_buf()).unwrap();
+    f.state.metrics.data_dir.set(f.dir.path().to_path_buf()).unwrap();
     let (_, _, body) = send(&f, Method::GET, "/metrics", b"", false).await;
     let text = String::from_utf8(body).unwrap();
     let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();

@@ -24,7 +24,7 @@ use crate::records::sim::{Sim, gateway};
 pub(super) struct Fixture {
     pub(super) state: Arc<ApiState>,
     _sim: Sim,
-    pub(super) _dir: tempfile::TempDir,
+    pub(super) dir: tempfile::TempDir,
 }
 
 /// The largest body the fixture's node accepts, bytes.
@@ -46,7 +46,7 @@ async fn fixture_in(dir: tempfile::TempDir) -> Fixture {
     let limits =
         Limits { max_pending_readings: 1000, max_batch_readings: 100, max_body_bytes: LIMIT, request_skew_ms: 300_000 };
     let nonces = Arc::new(super::nonces::NonceStore::open(&dir.path().join("nonces.redb"), 0).unwrap());
-    Fixture { state: ApiState::new(chain, sim.nodes[0].clone(), limits, nonces), _sim: sim, _dir: dir }
+    Fixture { state: ApiState::new(chain, sim.nodes[0].clone(), limits, nonces), _sim: sim, dir }
 }
 
 /// A request with `body` (and `content-type`, if given); signed by the sim's gateway
@@ -76,6 +76,9 @@ fn request(
     req.body(Body::from(body.to_vec())).unwrap()
 }
 
+/// Status, content type and body of an answer.
+type Answer = (StatusCode, String, Vec<u8>);
+
 /// Serves `req`; returns status, content type and body.
 async fn exchange(f: &Fixture, req: Request<Body>) -> (StatusCode, String, Vec<u8>) {
     let answer = router(f.state.clone()).oneshot(req).await.unwrap();
@@ -87,13 +90,7 @@ async fn exchange(f: &Fixture, req: Request<Body>) -> (StatusCode, String, Vec<u
 }
 
 /// Sends a request, signed by the sim's gateway (with a fresh nonce) when `signed`.
-pub(super) async fn send(
-    f: &Fixture,
-    method: Method,
-    uri: &str,
-    body: &[u8],
-    signed: bool,
-) -> (StatusCode, String, Vec<u8>) {
+pub(super) async fn send(f: &Fixture, method: Method, uri: &str, body: &[u8], signed: bool) -> Answer {
     let nonce = signed.then(|| {
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).unwrap();
@@ -478,12 +475,12 @@ async fn a_request_is_good_once_at_the_node_it_was_signed_for_even_across_a_rest
     let (status, _, answer) = exchange(&f, signed_for(chain, me, [5; 16], Some("2"))).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer));
     // The node restarts: the nonce is still known.
-    let Fixture { state, _sim, _dir } = f;
+    let Fixture { state, _sim, dir } = f;
     let (chain_state, records, limits) = (state.chain.clone(), state.records.clone(), state.limits);
     let metrics = state.metrics.clone();
     drop(state);
     let reopened = Arc::new(super::nonces::NonceStore::open(&nonces, crate::clock::now_ms()).unwrap());
-    let f = Fixture { state: ApiState::new(chain_state, records, limits, reopened), _sim, _dir };
+    let f = Fixture { state: ApiState::new(chain_state, records, limits, reopened), _sim, dir };
     let (status, _, answer) = exchange(&f, signed_for(chain, me, [5; 16], Some("2"))).await;
     assert_eq!((status, code(&answer)), (StatusCode::UNAUTHORIZED, "replayed_request".into()));
     assert_eq!(metrics.readings.load(std::sync::atomic::Ordering::Relaxed), 1);
