@@ -259,7 +259,7 @@ pub(super) async fn document(
 
 /// Not committed yet.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Pending {
+pub struct DocumentPending {
     /// Always `pending`.
     status: String,
     /// The document.
@@ -290,13 +290,13 @@ async fn committed(
 }
 
 fn pending(id: RecordId) -> Response {
-    (StatusCode::ACCEPTED, Json(Pending { status: "pending".into(), id })).into_response()
+    (StatusCode::ACCEPTED, Json(DocumentPending { status: "pending".into(), id })).into_response()
 }
 
 /// The receipt of a document's event (at the node that took it).
 #[utoipa::path(get, path = "/v1/documents/{id}/receipt", tag = "consent", security(("cairnSignature" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-f]{32}$"), WaitQuery),
-    responses((status = 200, body = DocumentReceiptDoc), (status = 202, body = Pending), (status = 404, body = ErrorBody),
+    responses((status = 200, body = DocumentReceiptDoc), (status = 202, body = DocumentPending), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn receipt(
     State(s): State<Arc<ApiState>>,
@@ -315,7 +315,7 @@ pub(super) async fn receipt(
 /// the salt of its event commitment and the receipt.
 #[utoipa::path(get, path = "/v1/documents/{id}/certificate", tag = "consent", security(("cairnSignature" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-f]{32}$"), WaitQuery),
-    responses((status = 200, body = AgreementCertificateDoc), (status = 202, body = Pending),
+    responses((status = 200, body = AgreementCertificateDoc), (status = 202, body = DocumentPending),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn certificate(
     State(s): State<Arc<ApiState>>,

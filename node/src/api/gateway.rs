@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `POST /v1/readings?purpose=P&retention_days=D` | gateway | 200 [`Stored`] once every custodian holds the batch durably |
 //! | `GET /v1/records/{rid}?purpose=P` | the gateway that wrote it | [`RecordAnswer`] |
-//! | `GET /v1/records/{rid}/receipt[?wait_ms=N]` | same | 200 `AnchorReceipt`, 202 [`Pending`] while not yet anchored |
+//! | `GET /v1/records/{rid}/receipt[?wait_ms=N]` | same | 200 `AnchorReceipt`, 202 [`RecordPending`] while not yet anchored |
 //! | `POST /v1/receipts` [`ReceiptsRequest`] | same | [`ReceiptsAnswer`] |
 
 use std::sync::Arc;
@@ -389,14 +389,15 @@ pub(super) async fn record(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
-    /// Longest wait for the receipt, milliseconds (at most 30000).
-    #[param(minimum = 0, maximum = 30000)]
+    /// Longest wait for the receipt, milliseconds; a longer wait is cut to 30000 (a
+    /// long-poll: ask again on 202).
+    #[param(minimum = 0)]
     pub(super) wait_ms: Option<u64>,
 }
 
 /// A receipt not there yet.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Pending {
+pub struct RecordPending {
     /// Always `pending`.
     #[schema(example = "pending")]
     status: String,
@@ -427,7 +428,7 @@ async fn wait_for_progress(
 /// A record's anchor receipt, waiting for it up to `wait_ms`.
 #[utoipa::path(get, path = "/v1/records/{rid}/receipt", tag = "gateway", security(("cairnSignature" = [])),
     params(("rid" = String, Path, pattern = "^[0-9a-f]{32}$", description = "record id"), WaitQuery),
-    responses((status = 200, body = AnchorReceiptDoc), (status = 202, body = Pending, description = "not yet anchored"),
+    responses((status = 200, body = AnchorReceiptDoc), (status = 202, body = RecordPending, description = "not yet anchored"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
         (status = 500, body = ErrorBody)))]
@@ -441,7 +442,7 @@ pub(super) async fn receipt(
     let deadline = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
     match wait_for_receipts(&s, &[rid], signed.gateway, deadline).await?.pop().flatten() {
         Some(r) => Ok(Json(r).into_response()),
-        None => Ok((StatusCode::ACCEPTED, Json(Pending { status: "pending".into(), rid })).into_response()),
+        None => Ok((StatusCode::ACCEPTED, Json(RecordPending { status: "pending".into(), rid })).into_response()),
     }
 }
 
@@ -498,9 +499,9 @@ pub struct ReceiptsRequest {
     /// Record ids, at most 10000.
     #[schema(value_type = Vec<String>, max_items = 10000)]
     rids: Vec<RecordId>,
-    /// Longest wait for all of them, milliseconds (at most 30000).
+    /// Longest wait for all of them, milliseconds; a longer wait is cut to 30000.
     #[serde(default)]
-    #[schema(minimum = 0, maximum = 30000)]
+    #[schema(minimum = 0)]
     wait_ms: u64,
 }
 

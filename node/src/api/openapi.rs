@@ -132,8 +132,10 @@ impl Modify for Signature {
             "cairnSignature",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "x-cairn-signature",
-                "ed25519 signature over \"cairn/sig/request/v1\" || bcs(RequestToSign{version 1, method, path, query, \
-                 blake3(body), key id, timestamp ms, nonce}); also send x-cairn-key, x-cairn-timestamp and x-cairn-nonce",
+                "ed25519 signature (128 hex digits) over \"cairn/sig/request/v2\" || bcs(RequestToSign{version 2, \
+                 chain (genesis hash), audience (the node's key id, GET /v1/identity), method, path, raw query, \
+                 blake3(body as sent), key id, timestamp ms, nonce}); also send x-cairn-signature-version, x-cairn-key, \
+                 x-cairn-timestamp and x-cairn-nonce (ADR 015; tests/schemathesis/hooks.py signs in Python)",
             ))),
         );
     }
