@@ -511,3 +511,42 @@ async fn a_rectified_reading_is_erased_with_a_certificate_naming_the_corrected_r
     }
     assert!(sim.nodes[0].read_anywhere(new, g).await.is_ok(), "the corrected reading stays");
 }
+
+/// Two requests for the same record accepted at two coordinators (a gateway retried at
+/// another node after an answer it did not get), each reaching a different custodian
+/// first: each custodian erases once and answers the other request from its receipt,
+/// so both requests are certified (the kill-loop soak found both stuck before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_requests_for_one_record_at_two_coordinators_are_both_certified() {
+    let sim = Sim::start(4, 2).await;
+    let (rid, g) = anchored_record(&sim, "Patient/twice").await;
+    let custodians = sim.nodes[0].read_here(rid, g).await.unwrap().receipt.unwrap().manifest.custodians;
+    let (a, b) = (custodians[0], custodians[1]);
+    let node_of = |id| (0..4).find(|i| sim.id(*i) == id).unwrap();
+    let scope = || ErasureScope::Records(vec![rid]);
+    let now = crate::clock::now_ms;
+
+    // The first request, at a's node, erases at a only (b is down).
+    sim.net.set_down(b, true);
+    let first = accept::accept(&sim.nodes[node_of(a)], g, scope(), ErasureTrigger::SubjectRequest, now()).await.unwrap();
+    let mut pacing_a = Pacing::default();
+    rounds_until(&sim, node_of(a), &mut pacing_a, first.id, "a erased", |j| state(j, a).0).await;
+    // The second, at b's node, erases at b only (a is down now).
+    sim.net.set_down(b, false);
+    sim.net.set_down(a, true);
+    let second = accept::accept(&sim.nodes[node_of(b)], g, scope(), ErasureTrigger::SubjectRequest, now()).await.unwrap();
+    let mut pacing_b = Pacing::default();
+    rounds_until(&sim, node_of(b), &mut pacing_b, second.id, "b erased", |j| state(j, b).0).await;
+    sim.net.set_down(a, false);
+
+    for (job, node, pacing) in [(first, node_of(a), &mut pacing_a), (second, node_of(b), &mut pacing_b)] {
+        let done = rounds_until(&sim, node, pacing, job.id, "certified", Job::complete).await;
+        let certificates = done.certificates().unwrap();
+        certificates[0].verify(sim.ledger.genesis_for_tests()).unwrap();
+        assert_eq!(certificates[0].request_hash, job.request_hash);
+    }
+    // One erasure per custodian: the second receipt at each names the first one's epochs.
+    for id in [a, b] {
+        assert!(matches!(sim.nodes[node_of(id)].vault.get(rid).await, Err(VaultError::NotFound(_))));
+    }
+}

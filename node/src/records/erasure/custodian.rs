@@ -100,7 +100,21 @@ async fn try_erase_here(records: &Records, orders: &[EraseOrder]) -> Result<Vec<
                     signed.push((o.key(), r.clone()));
                     done.push((i, r));
                 }
-                None => refuse(&mut answers, i, "this custodian holds no such record"),
+                None => match er.store.erased(&o.leaf)? {
+                    // Erased here already, under another request for the same record
+                    // (two requests accepted at two coordinators): the key has been gone
+                    // since that erasure. This request gets its own receipt, naming that
+                    // erasure's epochs and the time of this answer (ADR 013).
+                    Some(earlier) => {
+                        let (before, after) = (earlier.body.epoch_before, earlier.body.epoch_after);
+                        let r = receipt(o, now_ms().max(o.requested_at_ms), before, after)
+                            .sign(&er.key)
+                            .map_err(fatal)?;
+                        signed.push((o.key(), r.clone()));
+                        done.push((i, r));
+                    }
+                    None => refuse(&mut answers, i, "this custodian holds no such record"),
+                },
             },
             Err(e) if e.is_fatal() => return Err(e.into()),
             Err(_) => refuse(&mut answers, i, "the vault refused to read the record"),

@@ -10,7 +10,7 @@ use cairn_proto::erasure::{ErasureCertificate, SignedErasureReceipt};
 use cairn_proto::record::RecordId;
 use cairn_proto::version::decode_versioned;
 use cairn_proto::{Hash32, KeyId};
-use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use redb::{ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition};
 
 use super::ErasureError;
 use super::job::Job;
@@ -23,6 +23,10 @@ const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("erasure_jobs")
 /// The ids of the jobs not yet complete (kept with each job write; rebuilt at open).
 const OPEN_JOBS: TableDefinition<&[u8], ()> = TableDefinition::new("erasure_open_jobs");
 const HOLDS: TableDefinition<&[u8], u64> = TableDefinition::new("legal_holds");
+/// Record leaf → the key of the first receipt this custodian signed for it: which
+/// erasure destroyed the record here (kept with each receipt write; rebuilt at open
+/// when missing, for stores written before it existed).
+const ERASED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("erasure_erased_leaves");
 
 /// The handle under which a hold on `rid` is kept: a hash, so the store holds no record
 /// id of a live record.
@@ -32,6 +36,16 @@ fn hold_key(rid: &RecordId) -> Hash32 {
 
 fn store_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new("erasure store", e)
+}
+
+/// Notes in `erased` the record leaf of receipt key `key` (request hash ‖ record leaf),
+/// unless an earlier receipt for that leaf is noted.
+fn index_erased(erased: &mut redb::Table<&[u8], &[u8]>, key: &[u8]) -> Result<(), StoreError> {
+    let Some(leaf) = key.get(32..64) else { return Err(store_err("an erasure receipt key of the wrong length")) };
+    if erased.get(leaf).map_err(store_err)?.is_none() {
+        erased.insert(leaf, key).map_err(store_err)?;
+    }
+    Ok(())
 }
 
 /// A stored signed receipt (its body carries the version byte).
@@ -64,6 +78,16 @@ impl ErasureStore {
         txn.open_table(RECEIPTS).map_err(store_err)?;
         txn.open_table(INTENTS).map_err(store_err)?;
         txn.open_table(HOLDS).map_err(store_err)?;
+        {
+            let receipts = txn.open_table(RECEIPTS).map_err(store_err)?;
+            let mut erased = txn.open_table(ERASED).map_err(store_err)?;
+            if erased.is_empty().map_err(store_err)? {
+                for row in receipts.iter().map_err(store_err)? {
+                    let (k, _) = row.map_err(store_err)?;
+                    index_erased(&mut erased, k.value())?;
+                }
+            }
+        }
         {
             // The open-job index, rebuilt from the jobs (one pass per start).
             let jobs = txn.open_table(JOBS).map_err(store_err)?;
@@ -112,13 +136,27 @@ impl ErasureStore {
         {
             let mut table = txn.open_table(RECEIPTS).map_err(store_err)?;
             let mut intents = txn.open_table(INTENTS).map_err(store_err)?;
+            let mut erased = txn.open_table(ERASED).map_err(store_err)?;
             for (k, r) in receipts {
                 table.insert(k.as_slice(), encode(r).map_err(store_err)?.as_slice()).map_err(store_err)?;
                 intents.remove(k.as_slice()).map_err(store_err)?;
+                index_erased(&mut erased, k)?;
             }
         }
         txn.commit().map_err(store_err)?;
         Ok(())
+    }
+
+    /// The receipt under which this custodian first erased the record with `leaf`, if it
+    /// did: a later request for the same record (two requests raced at two
+    /// coordinators) is answered from it.
+    pub(super) fn erased(&self, leaf: &Hash32) -> Result<Option<SignedErasureReceipt>, StoreError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let erased = txn.open_table(ERASED).map_err(store_err)?;
+        let Some(key) = erased.get(leaf.0.as_slice()).map_err(store_err)? else { return Ok(None) };
+        let table = txn.open_table(RECEIPTS).map_err(store_err)?;
+        let Some(v) = table.get(key.value()).map_err(store_err)? else { return Ok(None) };
+        Ok(Some(decode_receipt(v.value())?))
     }
 
     /// The leaves of every receipt this node signed.
