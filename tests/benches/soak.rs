@@ -304,7 +304,10 @@ fn main() {
     // Every accepted erasure ends with certificates that verify, and no custodian holds
     // its records (a certificate exists only once every custodian erased).
     let mut certificates = 0;
-    for e in &erasures {
+    for (k, e) in erasures.iter().enumerate() {
+        if k % 50 == 0 {
+            eprintln!("checking erasures: {k} of {}", erasures.len());
+        }
         let gws = clients(&keys[e.gateway]);
         let gw = &gws[e.node];
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -348,7 +351,10 @@ fn main() {
     for (g, key) in keys.iter().enumerate() {
         let gws = clients(key);
         let mine: Vec<&&Acked> = kept.iter().filter(|a| a.gateway == g).collect();
-        for chunk in mine.chunks(100) {
+        for (k, chunk) in mine.chunks(100).enumerate() {
+            if k % 20 == 0 {
+                eprintln!("checking gateway {g}'s readings: {} of {}", k * 100, mine.len());
+            }
             let rids: Vec<RecordId> = chunk.iter().map(|a| a.rid).collect();
             let receipts = retry(|| gws[below(4) as usize].receipts(&rids, 30_000));
             for (a, r) in chunk.iter().zip(receipts) {
@@ -388,6 +394,7 @@ fn main() {
         h.iter().all(|x| x.is_some() && *x == h[0])
     });
     let top = c.height(0).unwrap();
+    eprintln!("comparing blocks at {top} heights on 4 nodes");
     for h in 1..=top {
         let blocks: Vec<Option<Hash32>> = (0..4)
             .map(|i| {

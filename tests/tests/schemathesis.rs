@@ -109,7 +109,7 @@ fn generated_requests_get_documented_answers_and_never_a_server_error() {
             // a Bundle's entries, a bcs transaction).
             .args(["--checks", "all", "--exclude-checks", "ignored_auth,positive_data_acceptance"])
             // Receipts are long-polled for up to 30 s (`wait_ms`).
-            .args(["--max-response-time", "35", "--request-timeout", "40"])
+            .args(["--max-response-time", "45", "--request-timeout", "60"])
             .args(["--max-examples", &examples, "--workers", "1"])
             .args(["--report", "junit,json", "--report-dir"])
             .arg(&report)
