@@ -528,13 +528,15 @@ async fn two_requests_for_one_record_at_two_coordinators_are_both_certified() {
 
     // The first request, at a's node, erases at a only (b is down).
     sim.net.set_down(b, true);
-    let first = accept::accept(&sim.nodes[node_of(a)], g, scope(), ErasureTrigger::SubjectRequest, now()).await.unwrap();
+    let first =
+        accept::accept(&sim.nodes[node_of(a)], g, scope(), ErasureTrigger::SubjectRequest, now()).await.unwrap();
     let mut pacing_a = Pacing::default();
     rounds_until(&sim, node_of(a), &mut pacing_a, first.id, "a erased", |j| state(j, a).0).await;
     // The second, at b's node, erases at b only (a is down now).
     sim.net.set_down(b, false);
     sim.net.set_down(a, true);
-    let second = accept::accept(&sim.nodes[node_of(b)], g, scope(), ErasureTrigger::SubjectRequest, now()).await.unwrap();
+    let second =
+        accept::accept(&sim.nodes[node_of(b)], g, scope(), ErasureTrigger::SubjectRequest, now()).await.unwrap();
     let mut pacing_b = Pacing::default();
     rounds_until(&sim, node_of(b), &mut pacing_b, second.id, "b erased", |j| state(j, b).0).await;
     sim.net.set_down(a, false);

@@ -107,9 +107,8 @@ async fn try_erase_here(records: &Records, orders: &[EraseOrder]) -> Result<Vec<
                     // erasure's epochs and the time of this answer (ADR 013).
                     Some(earlier) => {
                         let (before, after) = (earlier.body.epoch_before, earlier.body.epoch_after);
-                        let r = receipt(o, now_ms().max(o.requested_at_ms), before, after)
-                            .sign(&er.key)
-                            .map_err(fatal)?;
+                        let r =
+                            receipt(o, now_ms().max(o.requested_at_ms), before, after).sign(&er.key).map_err(fatal)?;
                         signed.push((o.key(), r.clone()));
                         done.push((i, r));
                     }
