@@ -380,7 +380,7 @@ fn main() {
                 for id in &a.custodians {
                     match holds(&genesis, &url_of(id), &a.rid, &a.leaf) {
                         Some(true) => held += 1,
-                        other => losses.push(format!("{}: custodian {id} holds it: {other:?}", a.rid)),
+                        other => losses.push(format!("{}: custodian {id} does not say it holds it: {other:?}", a.rid)),
                     }
                 }
             }

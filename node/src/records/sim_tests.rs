@@ -541,13 +541,23 @@ async fn two_requests_for_one_record_at_two_coordinators_are_both_certified() {
     rounds_until(&sim, node_of(b), &mut pacing_b, second.id, "b erased", |j| state(j, b).0).await;
     sim.net.set_down(a, false);
 
+    let mut certified = Vec::new();
     for (job, node, pacing) in [(first, node_of(a), &mut pacing_a), (second, node_of(b), &mut pacing_b)] {
         let done = rounds_until(&sim, node, pacing, job.id, "certified", Job::complete).await;
         let certificates = done.certificates().unwrap();
         certificates[0].verify(sim.ledger.genesis_for_tests()).unwrap();
         assert_eq!(certificates[0].request_hash, job.request_hash);
+        certified.push(certificates[0].clone());
     }
-    // One erasure per custodian: the second receipt at each names the first one's epochs.
+    // One erasure per custodian: both requests' receipts from a custodian name the same
+    // epochs, those of the one erasure that destroyed the record there.
+    let epochs = |k: usize, c: usize| {
+        let r = &certified[k].erasures[c].receipt.body;
+        (r.custodian, r.epoch_before, r.epoch_after)
+    };
+    for c in 0..2 {
+        assert_eq!(epochs(0, c), epochs(1, c), "custodian {c}");
+    }
     for id in [a, b] {
         assert!(matches!(sim.nodes[node_of(id)].vault.get(rid).await, Err(VaultError::NotFound(_))));
     }

@@ -75,7 +75,6 @@ impl ErasureStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = redb::Database::create(path).map_err(|e| store_err(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(store_err)?;
-        txn.open_table(RECEIPTS).map_err(store_err)?;
         txn.open_table(INTENTS).map_err(store_err)?;
         txn.open_table(HOLDS).map_err(store_err)?;
         {
