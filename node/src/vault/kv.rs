@@ -2,7 +2,7 @@
 //! against sled and against memory. Whatever implements it sees only ciphertext and
 //! opaque keys (the vault's invariant), so it need not erase anything itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -58,21 +58,31 @@ pub trait KvStore: Send {
 ///
 /// Durability: sled's `flush()` writes its buffers with `pwrite` and then calls
 /// `sync_file_range`, which neither flushes the drive's cache nor persists metadata.
-/// [`KvStore::sync`] therefore follows `flush()` with `fdatasync` on every file under the
+/// [`KvStore::sync`] therefore follows `flush()` with `fdatasync` on the files under the
 /// database directory and `fsync` on the directories. `fsync` acts on the inode, so a
 /// descriptor opened just for it flushes the pages sled wrote through its own
 /// descriptors. A test traces the system calls to check this order.
+///
+/// sled writes a value too large for its log (a page over a quarter of a segment) to a
+/// file of its own under `blobs/`, named by log sequence number, created with
+/// `create_new` and written once; such files accumulate with the database (≈ 270 at
+/// 400,000 records). Syncing each of them at every acknowledgement made a store's cost
+/// grow with the vault (issue 17: 107 µs × 265 files ≈ 28 ms per single store), so a
+/// blob file is synced when it first appears or its length changes, and not again; every
+/// other file (the log itself, whose segments are rewritten in place) at every sync.
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
     dir: PathBuf,
+    /// Blob files already synced, with the length they had then.
+    synced_blobs: Mutex<HashMap<PathBuf, u64>>,
 }
 
 impl SledStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, VaultError> {
         let db = sled::Config::new().path(dir).use_compression(false).flush_every_ms(None).open()?;
-        Ok(Self { db, dir: dir.to_path_buf() })
+        Ok(Self { db, dir: dir.to_path_buf(), synced_blobs: Mutex::new(HashMap::new()) })
     }
 
     /// The underlying database (tests write to it directly for negative controls).
@@ -81,25 +91,76 @@ impl SledStore {
     }
 }
 
-/// `fdatasync` of every file under `dir`, then `fsync` of `dir`. sled's background
-/// threads may remove a file (an old snapshot) between listing and opening it; a file
-/// that is gone needs no sync.
-fn sync_tree(dir: &Path) -> std::io::Result<()> {
+/// A file found under the database directory, with what [`to_sync`] needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub path: PathBuf,
+    pub len: u64,
+    /// The file is one of sled's write-once blob files.
+    pub write_once: bool,
+}
+
+/// Files under `dir` and the directories themselves (directories last, deepest first).
+/// sled's background threads may remove a file (an old snapshot, a collected blob)
+/// between listing and reading it; a file that is gone is left out.
+fn list_tree(dir: &Path, in_blobs: bool, files: &mut Vec<Found>, dirs: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
-        let result = match entry.file_type()? {
-            kind if kind.is_dir() => sync_tree(&path),
-            kind if kind.is_file() => std::fs::File::open(&path).and_then(|f| f.sync_data()),
-            _ => Ok(()),
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
         };
-        match result {
-            Err(e) if !gone(&e) => return Err(e),
-            _ => {}
+        if meta.is_dir() {
+            let blobs = entry.file_name() == "blobs";
+            match list_tree(&path, blobs, files, dirs) {
+                Err(e) if !gone(&e) => return Err(e),
+                _ => {}
+            }
+        } else if meta.is_file() {
+            files.push(Found { path, len: meta.len(), write_once: in_blobs });
         }
     }
-    std::fs::File::open(dir)?.sync_all()
+    dirs.push(dir.to_path_buf());
+    Ok(())
+}
+
+/// The files a sync must `fdatasync`: every file that is not write-once, and each
+/// write-once file not synced before at its current length. Forgets, in `synced`, the
+/// files no longer listed, so it stays as large as the blob directory.
+pub(crate) fn to_sync(found: &[Found], synced: &mut HashMap<PathBuf, u64>) -> Vec<PathBuf> {
+    let listed: std::collections::HashSet<&PathBuf> = found.iter().filter(|f| f.write_once).map(|f| &f.path).collect();
+    synced.retain(|path, _| listed.contains(path));
+    found.iter().filter(|f| !f.write_once || synced.get(&f.path) != Some(&f.len)).map(|f| f.path.clone()).collect()
+}
+
+/// Records the write-once files of a successful sync, at the length they were synced.
+pub(crate) fn mark_synced(found: Vec<Found>, synced: &mut HashMap<PathBuf, u64>) {
+    synced.extend(found.into_iter().filter(|f| f.write_once).map(|f| (f.path, f.len)));
+}
+
+impl SledStore {
+    /// `fdatasync` of the files [`to_sync`] picks, then `fsync` of every directory.
+    fn sync_files(&self) -> Result<(), VaultError> {
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        let (mut files, mut dirs) = (Vec::new(), Vec::new());
+        list_tree(&self.dir, false, &mut files, &mut dirs)?;
+        let mut synced = self.synced_blobs.lock().map_err(|_| VaultError::Fatal("sync lock poisoned".into()))?;
+        for path in to_sync(&files, &mut synced) {
+            match std::fs::File::open(&path).and_then(|f| f.sync_data()) {
+                Err(e) if !gone(&e) => return Err(e.into()),
+                _ => {}
+            }
+        }
+        for dir in dirs {
+            std::fs::File::open(&dir)?.sync_all()?;
+        }
+        // Recorded only once everything above succeeded: a failed sync leaves them due.
+        mark_synced(files, &mut synced);
+        Ok(())
+    }
 }
 
 impl KvStore for SledStore {
@@ -124,8 +185,7 @@ impl KvStore for SledStore {
 
     fn sync(&self) -> Result<(), VaultError> {
         self.db.flush()?;
-        sync_tree(&self.dir)?;
-        Ok(())
+        self.sync_files()
     }
 }
 
