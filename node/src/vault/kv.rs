@@ -2,7 +2,8 @@
 //! against sled and against memory. Whatever implements it sees only ciphertext and
 //! opaque keys (the vault's invariant), so it need not erase anything itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -68,21 +69,27 @@ pub trait KvStore: Send {
 /// `create_new` and written once; such files accumulate with the database (≈ 270 at
 /// 400,000 records). Syncing each of them at every acknowledgement made a store's cost
 /// grow with the vault (issue 17: 107 µs × 265 files ≈ 28 ms per single store), so a
-/// blob file is synced when it first appears or its length changes, and not again; every
-/// other file (the log itself, whose segments are rewritten in place) at every sync.
+/// blob file is synced once, the first time a sync lists it, and every other file (the
+/// log itself, whose segments are rewritten in place) at every sync. Once is enough
+/// because a blob file is complete before the sled call that made it returns: sled
+/// 0.34's `blob_io::write_blob` creates it and writes all of it (`write_all` of its
+/// checksum, kind and body) while reserving log space, in the thread that writes the
+/// page, and with no flusher (`flush_every_ms(None)`) that is the vault's own thread,
+/// which calls [`KvStore::sync`] only after `flush()` returned. Listing the directory
+/// reads names and types only (no `stat` per file).
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
     dir: PathBuf,
-    /// Blob files already synced, with the length they had then.
-    synced_blobs: Mutex<HashMap<PathBuf, u64>>,
+    /// Blob files already synced (full paths).
+    synced_blobs: Mutex<HashSet<OsString>>,
 }
 
 impl SledStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, VaultError> {
         let db = sled::Config::new().path(dir).use_compression(false).flush_every_ms(None).open()?;
-        Ok(Self { db, dir: dir.to_path_buf(), synced_blobs: Mutex::new(HashMap::new()) })
+        Ok(Self { db, dir: dir.to_path_buf(), synced_blobs: Mutex::new(HashSet::new()) })
     }
 
     /// The underlying database (tests write to it directly for negative controls).
@@ -95,7 +102,6 @@ impl SledStore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Found {
     pub path: PathBuf,
-    pub len: u64,
     /// The file is one of sled's write-once blob files.
     pub write_once: bool,
 }
@@ -108,19 +114,20 @@ fn list_tree(dir: &Path, in_blobs: bool, files: &mut Vec<Found>, dirs: &mut Vec<
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
-        let meta = match entry.metadata() {
-            Ok(meta) => meta,
+        // The type comes with the directory entry (no `stat` on ext4 and most others).
+        let kind = match entry.file_type() {
+            Ok(kind) => kind,
             Err(e) if gone(&e) => continue,
             Err(e) => return Err(e),
         };
-        if meta.is_dir() {
+        if kind.is_dir() {
             let blobs = entry.file_name() == "blobs";
             match list_tree(&path, blobs, files, dirs) {
                 Err(e) if !gone(&e) => return Err(e),
                 _ => {}
             }
-        } else if meta.is_file() {
-            files.push(Found { path, len: meta.len(), write_once: in_blobs });
+        } else if kind.is_file() {
+            files.push(Found { path, write_once: in_blobs });
         }
     }
     dirs.push(dir.to_path_buf());
@@ -128,17 +135,26 @@ fn list_tree(dir: &Path, in_blobs: bool, files: &mut Vec<Found>, dirs: &mut Vec<
 }
 
 /// The files a sync must `fdatasync`: every file that is not write-once, and each
-/// write-once file not synced before at its current length. Forgets, in `synced`, the
-/// files no longer listed, so it stays as large as the blob directory.
-pub(crate) fn to_sync(found: &[Found], synced: &mut HashMap<PathBuf, u64>) -> Vec<PathBuf> {
-    let listed: std::collections::HashSet<&PathBuf> = found.iter().filter(|f| f.write_once).map(|f| &f.path).collect();
-    synced.retain(|path, _| listed.contains(path));
-    found.iter().filter(|f| !f.write_once || synced.get(&f.path) != Some(&f.len)).map(|f| f.path.clone()).collect()
+/// write-once file not synced before. Forgets, in `synced`, the write-once files no longer
+/// listed, so it stays as large as the blob directory.
+pub(crate) fn to_sync(found: &[Found], synced: &mut HashSet<OsString>) -> Vec<PathBuf> {
+    let mut still = HashSet::with_capacity(synced.len());
+    let mut due = Vec::new();
+    for f in found {
+        match synced.take(f.path.as_os_str()).filter(|_| f.write_once) {
+            Some(known) => {
+                still.insert(known);
+            }
+            None => due.push(f.path.clone()),
+        }
+    }
+    *synced = still;
+    due
 }
 
-/// Records the write-once files of a successful sync, at the length they were synced.
-pub(crate) fn mark_synced(found: Vec<Found>, synced: &mut HashMap<PathBuf, u64>) {
-    synced.extend(found.into_iter().filter(|f| f.write_once).map(|f| (f.path, f.len)));
+/// Records the write-once files of a successful sync.
+pub(crate) fn mark_synced(found: Vec<Found>, synced: &mut HashSet<OsString>) {
+    synced.extend(found.into_iter().filter(|f| f.write_once).map(|f| f.path.into_os_string()));
 }
 
 impl SledStore {
