@@ -41,6 +41,9 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
         rids: &[RecordId],
         drop_subject: Option<Vec<u8>>,
     ) -> Result<Vec<ErasureEvidence>, VaultError> {
+        // An epoch re-keys subjects and rewrites their indexes: what a store remembers
+        // of them no longer holds, whether or not the epoch commits.
+        self.tails.clear();
         if rids.is_empty() && drop_subject.is_none() {
             return Err(VaultError::Invalid("nothing to erase".into()));
         }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::codec::decode_own;
 use super::crypto::{Key32, open, seal};
 use super::error::VaultError;
-use super::keytree::corrupt;
+use super::keytree::{SlotAddr, corrupt};
 use super::kv::{KvStore, WriteBatch};
 use super::layout::{self, aad, label};
 
@@ -107,37 +107,117 @@ pub fn read(kv: &dyn KvStore, key: &Key32) -> Result<Vec<RecordId>, VaultError> 
     Ok(ids)
 }
 
+/// Where an append starts: a subject with no index yet, an index to read from the store
+/// (its head and last chunk), or one whose [`Tail`] the vault remembers from its last
+/// store.
+#[derive(Debug)]
+pub enum Start {
+    New,
+    Stored,
+    Known(Tail),
+}
+
+/// What an append needs to know of an index without reading it: its length and the ids
+/// of its last chunk when that chunk is not full (`last.len() == len % CHUNK_IDS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    pub len: u64,
+    pub last: Vec<RecordId>,
+}
+
+impl Tail {
+    /// The tail of an index holding `ids`.
+    fn of(ids: &[RecordId]) -> Self {
+        let len = ids.len() as u64;
+        let keep = (len % CHUNK_IDS) as usize;
+        Self { len, last: ids.get(ids.len().saturating_sub(keep)..).unwrap_or_default().to_vec() }
+    }
+}
+
 /// Adds the writes that append `rids` to a subject's index to `batch`: the last chunk
-/// (re-sealed with the new ids), any new chunks, and the head. `new` says the subject has
-/// no index yet. Reads at most one chunk and the head, whatever the index's length.
+/// (re-sealed with the new ids), any new chunks, and the head. Reads at most one chunk
+/// and the head, whatever the index's length, and nothing when `start` is
+/// [`Start::Known`] with a consistent tail. Returns the index's tail after the append
+/// (what the vault may remember once the batch is durable).
 pub fn append(
     kv: &dyn KvStore,
     key: &Key32,
-    new: bool,
+    start: Start,
     rids: &[RecordId],
     batch: &mut WriteBatch,
-) -> Result<(), VaultError> {
-    let (len, mut tail) = match (new, read_len(kv, key)?) {
-        (true, _) => (0, Vec::new()),
-        (false, Some(len)) if len % CHUNK_IDS == 0 => (len, Vec::new()),
-        (false, Some(len)) => (len, read_chunk(kv, key, len / CHUNK_IDS)?),
-        (false, None) => {
-            // A whole-list index from before chunks: rewrite it as chunks.
-            let mut all = read_legacy(kv, key)?.ok_or_else(|| corrupt("subject index missing"))?;
-            batch.remove(legacy_key(key));
-            all.extend_from_slice(rids);
-            write(key, &all, batch)?;
-            return Ok(());
-        }
+) -> Result<Tail, VaultError> {
+    let (len, mut tail) = match start {
+        Start::New => (0, Vec::new()),
+        Start::Known(t) if t.last.len() as u64 == t.len % CHUNK_IDS => (t.len, t.last),
+        Start::Known(_) | Start::Stored => match read_len(kv, key)? {
+            Some(len) if len % CHUNK_IDS == 0 => (len, Vec::new()),
+            Some(len) => (len, read_chunk(kv, key, len / CHUNK_IDS)?),
+            None => {
+                // A whole-list index from before chunks: rewrite it as chunks.
+                let mut all = read_legacy(kv, key)?.ok_or_else(|| corrupt("subject index missing"))?;
+                batch.remove(legacy_key(key));
+                all.extend_from_slice(rids);
+                write(key, &all, batch)?;
+                return Ok(Tail::of(&all));
+            }
+        },
     };
     tail.extend_from_slice(rids);
     for (n, piece) in (len / CHUNK_IDS..).zip(tail.chunks(CHUNK_IDS as usize)) {
         let (k, v) = sealed(key, label::SUBJECT_CHUNK, chunk_key(key, n), piece)?;
         batch.put(k, v);
     }
-    let (k, v) = sealed(key, label::SUBJECT_HEAD, head_key(key), &Head { version: 2, len: len + rids.len() as u64 })?;
+    let len = len + rids.len() as u64;
+    let (k, v) = sealed(key, label::SUBJECT_HEAD, head_key(key), &Head { version: 2, len })?;
     batch.put(k, v);
-    Ok(())
+    // `tail` starts at a chunk boundary, so it holds at least the ids of the last chunk.
+    let keep = (len % CHUNK_IDS) as usize;
+    Ok(Tail { len, last: tail.split_off(tail.len().saturating_sub(keep)) })
+}
+
+/// Most subjects whose [`Tail`] the vault keeps in memory: at most 4 KiB of ids and a key
+/// each (≈ 17 MiB in all).
+pub const TAILS: usize = 4096;
+
+/// The subject key and index tail of recently stored subjects, by subject slot, so a
+/// store appends without reading and opening the subject's slot, head and last chunk
+/// (issue 17: those reads and openings took ≈ 30 % of the vault thread when a batch holds
+/// readings of many subjects). Memory only, never written. A store takes a subject's
+/// entry out and puts the new one back only after its batch is durable; an erasure epoch
+/// forgets them all, since it re-keys subjects and rewrites their indexes.
+#[derive(Debug, Default)]
+pub struct Tails {
+    map: std::collections::HashMap<SlotAddr, (Key32, Tail)>,
+}
+
+impl Tails {
+    /// Takes the entry of the subject at `addr`, if remembered.
+    pub fn take(&mut self, addr: SlotAddr) -> Option<(Key32, Tail)> {
+        self.map.remove(&addr)
+    }
+
+    /// Remembers a subject's key and tail, forgetting another subject's when [`TAILS`]
+    /// are held.
+    pub fn put(&mut self, addr: SlotAddr, key: Key32, tail: Tail) {
+        if self.map.len() >= TAILS
+            && !self.map.contains_key(&addr)
+            && let Some(other) = self.map.keys().next().copied()
+        {
+            self.map.remove(&other);
+        }
+        self.map.insert(addr, (key, tail));
+    }
+
+    /// Forgets every entry.
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Entries held (tests).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
 }
 
 /// Adds the writes of a whole index holding `rids` under `key` (a re-keyed subject) to

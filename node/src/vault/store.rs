@@ -81,6 +81,8 @@ pub struct Vault<K: KvStore, R: RootStore> {
     pub(super) records: HashMap<RecordId, SlotAddr>,
     pub(super) subjects: HashMap<Vec<u8>, SlotAddr>,
     pub(super) retention: RetentionIndex,
+    /// Subject keys and index tails of recent stores (memory only; `index::Tails`).
+    pub(super) tails: index::Tails,
     pub(super) config: VaultConfig,
 }
 
@@ -124,6 +126,7 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             records: loaded.records,
             subjects: loaded.subjects,
             retention: loaded.retention,
+            tails: index::Tails::default(),
             config,
         })
     }
@@ -414,17 +417,20 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             receipts.push(PutReceipt { rid, commitment, leaf });
         }
         let mut new_subject_slots = Vec::new();
+        let mut tails = Vec::with_capacity(by_subject.len());
         for (id, (addr, new_key, rids)) in by_subject {
-            // Append-only: the last chunk and the head, whatever the subject holds.
-            let is_new = new_key.is_some();
-            let key = match new_key {
-                Some(key) => {
+            // Append-only: the last chunk and the head, whatever the subject holds; from
+            // memory when this subject was stored recently (index::Tails).
+            let (key, start) = match (new_key, self.tails.take(addr)) {
+                (Some(key), _) => {
                     new_subject_slots.push((id, addr));
-                    key
+                    (key, index::Start::New)
                 }
-                None => self.subject_key(addr)?,
+                (None, Some((key, tail))) => (key, index::Start::Known(tail)),
+                (None, None) => (self.subject_key(addr)?, index::Start::Stored),
             };
-            index::append(&self.kv, &key, is_new, &rids, &mut batch)?;
+            let tail = index::append(&self.kv, &key, start, &rids, &mut batch)?;
+            tails.push((addr, key, tail));
         }
         for (id, entries) in new_entries {
             let mut open = self.tree.read_bucket(&self.kv, id)?;
@@ -448,6 +454,9 @@ impl<K: KvStore, R: RootStore> Vault<K, R> {
             self.retention.by_end.insert((retain_until_ms, rid));
         }
         self.subjects.extend(new_subject_slots);
+        for (addr, key, tail) in tails {
+            self.tails.put(addr, key, tail);
+        }
         Ok(receipts)
     }
 

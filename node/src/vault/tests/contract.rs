@@ -172,6 +172,47 @@ fn long_index_spans_chunks(b: &impl Backend) {
     assert_eq!(index::stored_values(v.kv(), &key).unwrap(), 0);
 }
 
+/// Stores append to subjects' indexes from what the vault remembers of them
+/// (`index::Tails`): after stores of two interleaved subjects across chunk boundaries, an
+/// erasure and more stores, a reopened vault reads each subject's ids in order.
+fn remembered_tails_write_the_same_index(b: &impl Backend) {
+    let mut v = b.open(VaultConfig::default());
+    let (mut a, mut c) = (Vec::new(), Vec::new());
+    for (round, n) in [3, 380, 1, 2, 300].into_iter().enumerate() {
+        store_two(&mut v, round, n, &mut a, &mut c);
+    }
+    assert_eq!(v.tails.len(), 2, "both subjects remembered");
+    let (sa, sc) = (v.get(&a[0]).unwrap().subject.unwrap(), v.get(&c[0]).unwrap().subject.unwrap());
+    let gone = [a[5], c[100]];
+    v.erase(&gone).unwrap();
+    assert_eq!(v.tails.len(), 0, "an erasure forgets what stores remembered");
+    for round in 5..8 {
+        store_two(&mut v, round, 200, &mut a, &mut c);
+    }
+    a.retain(|r| !gone.contains(r));
+    c.retain(|r| !gone.contains(r));
+    drop(v);
+    let v = b.open(VaultConfig::default());
+    assert_eq!(v.subject_records(&sa).unwrap(), a);
+    assert_eq!(v.subject_records(&sc).unwrap(), c);
+    assert_eq!(v.verify().unwrap().subjects_ok, 2);
+}
+
+/// Stores `n` readings in one batch, every third of subject c, the others of subject a.
+fn store_two<K: KvStore, R: RootStore>(
+    v: &mut Vault<K, R>,
+    round: usize,
+    n: usize,
+    a: &mut Vec<RecordId>,
+    c: &mut Vec<RecordId>,
+) {
+    let who = |i: usize| if i % 3 == 0 { "Patient/c" } else { "Patient/a" };
+    let batch = (0..n).map(|i| reading(&format!("t{round}-{i}"), Some(who(i)))).collect();
+    for (i, r) in v.put_batch(batch).unwrap().into_iter().enumerate() {
+        if i % 3 == 0 { c.push(r.rid) } else { a.push(r.rid) }
+    }
+}
+
 /// A vault written before chunks holds a subject's whole list as one value: it is read as
 /// it is and replaced by chunks on the subject's next store or erasure.
 fn legacy_index_is_read_and_migrated(b: &impl Backend) {
@@ -181,6 +222,9 @@ fn legacy_index_is_read_and_migrated(b: &impl Backend) {
     let subject = v.get(&all[0]).unwrap().subject.unwrap();
     let key = v.subject_index_key(&subject).unwrap();
     index::write_legacy(v.kv(), &key).unwrap();
+    // Opened again, as a vault written before chunks is (nothing remembered of the index).
+    drop(v);
+    let mut v = b.open(small());
     assert_eq!(index::stored_values(v.kv(), &key).unwrap(), 1, "only the whole-list value");
     assert_eq!(v.subject_records(&subject).unwrap(), all);
     all.push(v.put(reading("g6", Some("Patient/old"))).unwrap().rid);
@@ -296,6 +340,7 @@ contract!(
     rejections_change_nothing,
     subjects_index_and_erase,
     long_index_spans_chunks,
+    remembered_tails_write_the_same_index,
     legacy_index_is_read_and_migrated,
     expired_records_come_in_pages,
     full_vault_refuses_and_reuses_erased_slots,
