@@ -206,10 +206,10 @@ fn store_two<K: KvStore, R: RootStore>(
     a: &mut Vec<RecordId>,
     c: &mut Vec<RecordId>,
 ) {
-    let who = |i: usize| if i % 3 == 0 { "Patient/c" } else { "Patient/a" };
+    let who = |i: usize| if i.is_multiple_of(3) { "Patient/c" } else { "Patient/a" };
     let batch = (0..n).map(|i| reading(&format!("t{round}-{i}"), Some(who(i)))).collect();
     for (i, r) in v.put_batch(batch).unwrap().into_iter().enumerate() {
-        if i % 3 == 0 { c.push(r.rid) } else { a.push(r.rid) }
+        if i.is_multiple_of(3) { c.push(r.rid) } else { a.push(r.rid) }
     }
 }
 
