@@ -311,9 +311,11 @@ mod tests {
                     let store = store.clone();
                     std::thread::spawn(move || {
                         // Every thread tries the same 20 nonces of key 1 and 20 of its own.
-                        let shared = (0..20u8).filter(|i| store.insert(1_000, 9_000, KeyId([1; 16]), [*i; 16], false).unwrap());
+                        let shared =
+                            (0..20u8).filter(|i| store.insert(1_000, 9_000, KeyId([1; 16]), [*i; 16], false).unwrap());
                         let shared = shared.count();
-                        let own = (0..20u8).filter(|i| store.insert(1_000, 9_000, KeyId([t + 2; 16]), [*i; 16], false).unwrap());
+                        let own = (0..20u8)
+                            .filter(|i| store.insert(1_000, 9_000, KeyId([t + 2; 16]), [*i; 16], false).unwrap());
                         (shared, own.count())
                     })
                 })

@@ -213,7 +213,8 @@ mod tests {
             fill_random(&mut nonce).unwrap();
             let mut plaintext = vec![0u8; len];
             fill_random(&mut plaintext).unwrap();
-            let aad: Vec<u8> = if len % 3 == 0 { Vec::new() } else { plaintext.iter().rev().take(40).copied().collect() };
+            let aad: Vec<u8> =
+                if len % 3 == 0 { Vec::new() } else { plaintext.iter().rev().take(40).copied().collect() };
             let theirs = XChaCha20Poly1305::new(key.expose().into());
             let want = theirs.encrypt(&XNonce::from(nonce), Payload { msg: &plaintext, aad: &aad }).unwrap();
             let ours = seal_with_nonce(&key, nonce, &aad, &plaintext).unwrap();
