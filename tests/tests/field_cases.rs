@@ -155,15 +155,9 @@ fn real_files_read_back_as_sent_and_wearers_are_filed_apart() {
     let rid = stored[1]["rid"].as_str().unwrap();
     let genesis = c.genesis_path();
     // The CLI asks node 2, which anchors its copy in its own batch: the receipt waited for
-    // above was node 0's, so wait until node 2's batch is committed too.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let (code, out, err) = loop {
-        let (code, out, err) = get(&c, &key_file, rid, &["--genesis", genesis.to_str().unwrap()]);
-        if code == 0 || !err.contains("not anchored yet") || std::time::Instant::now() > deadline {
-            break (code, out, err);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
+    // above was node 0's, so wait (long-poll) for node 2's too.
+    Gateway::new(&c.urls[2], key.clone()).receipts(&[second], 30_000).unwrap();
+    let (code, out, err) = get(&c, &key_file, rid, &["--genesis", genesis.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let answer: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(answer["record"]["rid"], rid);
