@@ -3,7 +3,8 @@
 //! closed within the documented times (`api::HEADER_READ_TIMEOUT` 10 s,
 //! `api::BODY_READ_TIMEOUT` 10 s), a body trickled a byte at a time within the request
 //! timeout (`api::error::REQUEST_TIMEOUT` 60 s), and fifty unsigned 8 MiB bodies at once
-//! are refused from their headers without the node's memory following them.
+//! are refused from their headers without the node's memory following them; a signed body
+//! over the limit is answered 413 rather than with a reset connection.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -175,4 +176,29 @@ fn stalled_connections_close_in_time_and_unsigned_floods_are_refused_before_thei
     let after = peak_rss(pid);
     println!("peak RSS {} MiB before the flood, {} MiB after", before >> 20, after >> 20);
     assert!(after < before + (64 << 20), "the flood raised the node's peak memory from {before} to {after} bytes");
+}
+
+#[test]
+fn a_signed_body_over_the_limit_is_answered_413_not_reset() {
+    // The node reads up to `custody.max_body_bytes` (8 MiB), answers 413 and reads and
+    // drops the rest (up to as much again) before closing: had it closed with the rest
+    // unread, the kernel would reset the connection and the client — still writing —
+    // would get a broken pipe instead of the answer. Several times over, because the
+    // reset depends on how much of the body is still in flight when the node answers.
+    let c = Cluster::start_with(1, 30000, 200, 1);
+    c.wait_ready();
+    let (_, key) = c.register_gateway("gw");
+    let gateway = cairn_client::gateway::Gateway::new(&c.urls[0], key);
+    let over = vec![b' '; (8 << 20) + (4 << 20)];
+    let target = "/v1/readings?purpose=TREAT&retention_days=7";
+    for attempt in 0..8 {
+        match gateway.call("POST", target, "application/x-ndjson", &[], &over) {
+            Err(cairn_client::gateway::GatewayError::Refused { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (413, "too_large"), "attempt {attempt}");
+            }
+            other => panic!("attempt {attempt}: expected a 413, got {other:?}"),
+        }
+    }
+    // The node still serves, and stored nothing.
+    assert_eq!(c.metric(0, "cairn_readings_total"), Some(0.0));
 }

@@ -253,10 +253,7 @@ pub struct LimitedBody(pub axum::body::Bytes);
 impl<S: Send + Sync> FromRequest<S> for LimitedBody {
     type Rejection = ApiError;
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
-        axum::body::to_bytes(req.into_body(), SMALL_BODY)
-            .await
-            .map(LimitedBody)
-            .map_err(|e| super::error::body_error(&e, SMALL_BODY))
+        read_body(req.into_body(), SMALL_BODY).await.map(LimitedBody)
     }
 }
 
@@ -265,21 +262,57 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBody {
 /// instead of a reset connection. Nothing is kept: memory stays bounded however many
 /// strangers send bodies at once.
 async fn drain(state: &ApiState, body: axum::body::Body) {
+    drain_stream(body.into_data_stream(), state.limits.max_body_bytes).await;
+}
+
+/// Reads and drops up to `up_to` more bytes of `stream` (stopping at its end, an error or
+/// the body timeout). A node that closed a connection with unread bytes in its receive
+/// buffer would make the kernel reset it, and the client would lose the answer.
+async fn drain_stream(mut stream: axum::body::BodyDataStream, up_to: usize) {
     use futures::StreamExt as _;
-    let mut stream = body.into_data_stream();
     let mut seen = 0usize;
     while let Some(Ok(chunk)) = stream.next().await {
         seen = seen.saturating_add(chunk.len());
-        if seen > state.limits.max_body_bytes {
+        if seen > up_to {
             break;
         }
     }
 }
 
-/// Reads a body of at most `custody.max_body_bytes` (after decompression).
+/// Reads a body of at most `limit` bytes (after decompression). Past the limit it answers
+/// 413 `too_large` — after reading and dropping up to `limit` more bytes ([`drain_stream`]),
+/// so a client that sent a little too much reads the 413 rather than a reset connection.
+/// A stalled body answers 408 `body_timeout`, a broken one 400 `bad_body`
+/// ([`super::error::body_error`]).
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut chunks: Vec<axum::body::Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| super::error::body_error(&e, limit))?;
+        if chunk.len() > limit.saturating_sub(len) {
+            drop(chunks);
+            drain_stream(stream, limit).await;
+            return Err(super::error::too_large(limit));
+        }
+        len = len.saturating_add(chunk.len());
+        chunks.push(chunk);
+    }
+    // One chunk (the usual case) is handed on without a copy.
+    if chunks.len() == 1 {
+        return Ok(chunks.pop().unwrap_or_default());
+    }
+    let mut whole = bytes::BytesMut::with_capacity(len);
+    for chunk in chunks {
+        whole.extend_from_slice(&chunk);
+    }
+    Ok(whole.freeze())
+}
+
+/// Reads a body of at most `custody.max_body_bytes` (after decompression): [`read_body`].
 async fn read_limited(state: &ApiState, body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
-    let limit = state.limits.max_body_bytes;
-    axum::body::to_bytes(body, limit).await.map_err(|e| super::error::body_error(&e, limit))
+    read_body(body, state.limits.max_body_bytes).await
 }
 
 /// A request signed by a registered gateway key (DESIGN.md §9): the extractor every

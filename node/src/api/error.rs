@@ -283,6 +283,11 @@ pub async fn request_checks(mut req: axum::extract::Request, next: axum::middlew
     }
 }
 
+/// 413 `too_large`: the body (counted after decompression) exceeds `limit` bytes.
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {limit} bytes"))
+}
+
 /// The answer to a request body that could not be read: 413 `too_large` past `limit`
 /// (counted after decompression), 408 `body_timeout` when it stalled, 400 `bad_body`
 /// when it is not valid gzip or the connection broke.
@@ -295,7 +300,7 @@ pub fn body_error(e: &axum::Error, limit: usize) -> ApiError {
         source = s.source();
     }
     if text.contains("length limit exceeded") {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {limit} bytes"))
+        too_large(limit)
     } else if text.contains("timeout") || text.contains("timed out") {
         ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the body stalled; send it without pauses")
     } else {
