@@ -46,7 +46,7 @@ pub enum PersonRole {
     Representative,
 }
 
-/// The JSON of a [`DocumentKind::SubjectBinding`], signed by the gateway
+/// The JSON of a [`DocumentKind::SubjectBinding`](super::DocumentKind::SubjectBinding), signed by the gateway
 /// (`subject.gateway`): `key` acts for the subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +83,7 @@ pub struct RelationshipVerification {
     pub verifier: PublicKey,
 }
 
-/// The JSON of a [`DocumentKind::FamilyGrant`] (⑦): one patient, one family member.
+/// The JSON of a [`DocumentKind::FamilyGrant`](super::DocumentKind::FamilyGrant) (⑦): one patient, one family member.
 /// Signed by the patient or a bound representative (as `signed_as` says) and by the
 /// verifier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +131,7 @@ pub struct BreachNotice {
     pub duties: String,
 }
 
-/// The JSON of a [`DocumentKind::Agreement`] (⑧; FHIR `Contract` terms in brackets):
+/// The JSON of a [`DocumentKind::Agreement`](super::DocumentKind::Agreement) (⑧; FHIR `Contract` terms in brackets):
 /// executed only when the institution, the patient and every family member have signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,7 +161,7 @@ pub struct Agreement {
     pub replaces: Option<RecordId>,
 }
 
-/// The JSON of a [`DocumentKind::Revocation`]: ends document `revokes` (a consent or a
+/// The JSON of a [`DocumentKind::Revocation`](super::DocumentKind::Revocation): ends document `revokes` (a consent or a
 /// grant, signed by the patient or their representative; an agreement, by any party).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -349,8 +349,8 @@ impl SubjectBinding {
     }
 }
 
-/// The JSON of a [`DocumentKind::Restriction`], signed by one key bound to the subject
-/// (patient or representative): from `issued_ms` every read of the subject's records is
+/// The JSON of a [`DocumentKind::Restriction`](super::DocumentKind::Restriction), signed by
+/// one key bound to the subject (patient or representative): from `issued_ms` every read of the subject's records is
 /// refused (`restricted`) except the patient's own and break-glass, until a
 /// [`Revocation`] by a key bound to the subject lifts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,7 +374,7 @@ pub const BREAK_GLASS_PURPOSES: &[&str] = &["ETREAT", "BTG"];
 /// Longest written justification of a break-glass declaration, bytes.
 pub const MAX_JUSTIFICATION: usize = 4096;
 
-/// The JSON of a [`DocumentKind::BreakGlass`], signed by one accessor key of
+/// The JSON of a [`DocumentKind::BreakGlass`](super::DocumentKind::BreakGlass), signed by one accessor key of
 /// `organisation`: an emergency read of the subject's records without consent, for
 /// `purpose`, inside `period` (at most the node's time box, four hours by default).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
