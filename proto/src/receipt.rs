@@ -4,7 +4,7 @@
 //! Chain of evidence, each link checked by `cairn verify-receipt`:
 //! 1. `leaf = blake3("cairn/leaf/v1" || rid || manifest_hash || C)`;
 //! 2. `leaf` is entry `leaf_index` of the custodian's padded batch (root and size in the
-//!    signed [`BatchCommit`]);
+//!    signed [`BatchCommit`](crate::ledger::BatchCommit));
 //! 3. that batch commitment is entry `log_index` of the global log whose size and root
 //!    the certified block header states;
 //! 4. the header's commit certificate carries more than two thirds of the genesis
