@@ -28,6 +28,15 @@ impl Records {
                 _ => Err(invalid("signatures", format!("{what} carries exactly one signature"))),
             }
         };
+        // Every purpose a document grants must be one the consortium permits.
+        let permitted = |purposes: &[String]| -> Result<(), ConsentError> {
+            match purposes.iter().find(|p| !policy.permits(p)) {
+                Some(p) => {
+                    Err(refused("purpose_not_in_policy", format!("{p} is not a purpose the consortium permits")))
+                }
+                None => Ok(()),
+            }
+        };
         let future = |field: &str, end: u64| {
             if end <= now_ms {
                 Err(refused("expired", format!("`{field}` ends before now: nothing would be granted")))
@@ -73,13 +82,8 @@ impl Records {
                         format!("{} has no key registered with the accessor role", c.grantee),
                     ));
                 }
-                for p in &c.scope.purposes {
-                    if !policy.permits(p) && c.kind == fhir::ProvisionType::Permit {
-                        return Err(refused(
-                            "purpose_not_in_policy",
-                            format!("{p} is not a purpose the consortium permits"),
-                        ));
-                    }
+                if c.kind == fhir::ProvisionType::Permit {
+                    permitted(&c.scope.purposes)?;
                 }
                 future("provision.period.end", c.period.end_ms)?;
             }
@@ -125,12 +129,7 @@ impl Records {
                 if let Some(p) = g.purposes.iter().find(|p| !a.purposes.contains(p)) {
                     return Err(refused("agreement_not_covering", format!("the agreement does not cover {p}")));
                 }
-                if let Some(p) = g.purposes.iter().find(|p| !policy.permits(p)) {
-                    return Err(refused(
-                        "purpose_not_in_policy",
-                        format!("{p} is not a purpose the consortium permits"),
-                    ));
-                }
+                permitted(&g.purposes)?;
                 future("period.end_ms", g.period.end_ms)?;
             }
             Terms::Agreement(a) => {
@@ -157,12 +156,7 @@ impl Records {
                         }
                     }
                 }
-                if let Some(p) = a.purposes.iter().find(|p| !policy.permits(p)) {
-                    return Err(refused(
-                        "purpose_not_in_policy",
-                        format!("{p} is not a purpose the consortium permits"),
-                    ));
-                }
+                permitted(&a.purposes)?;
                 future("period.end_ms", a.period.end_ms)?;
             }
             Terms::Restriction(r) => {
@@ -192,12 +186,7 @@ impl Records {
                         format!("the signer is not an accessor key of {}", b.organisation),
                     ));
                 }
-                if !policy.permits(&b.purpose) {
-                    return Err(refused(
-                        "purpose_not_in_policy",
-                        format!("{} is not a purpose the consortium permits", b.purpose),
-                    ));
-                }
+                permitted(std::slice::from_ref(&b.purpose))?;
                 if b.period.start_ms > now_ms.saturating_add(REVOCATION_SKEW_MS) {
                     return Err(invalid("period.start_ms", "in the future"));
                 }
