@@ -181,7 +181,7 @@ fn stalled_connections_close_in_time_and_unsigned_floods_are_refused_before_thei
 #[test]
 fn a_signed_body_over_the_limit_is_answered_413_not_reset() {
     // The node reads up to `custody.max_body_bytes` (8 MiB), answers 413 and reads and
-    // drops the rest (up to as much again) before closing: had it closed with the rest
+    // drops the rest (up to `custody.max_body_bytes` more) before closing: had it closed with the rest
     // unread, the kernel would reset the connection and the client — still writing —
     // would get a broken pipe instead of the answer. Several times over, because the
     // reset depends on how much of the body is still in flight when the node answers.
@@ -197,6 +197,21 @@ fn a_signed_body_over_the_limit_is_answered_413_not_reset() {
                 assert_eq!((status, code.as_str()), (413, "too_large"), "attempt {attempt}");
             }
             other => panic!("attempt {attempt}: expected a 413, got {other:?}"),
+        }
+    }
+    // A person's key (registered nowhere) may send at most a document's worth (256 KiB):
+    // past it, the same 413 rather than a reset.
+    let person = cairn_client::gateway::Gateway::new(
+        &c.urls[0],
+        cairn_proto::Keypair::from_seed(&cairn_proto::SecretSeed::from_bytes([77; 32])),
+    );
+    let over = vec![b' '; (256 << 10) + (4 << 20)];
+    for attempt in 0..4 {
+        match person.call("POST", "/v1/documents", "application/json", &[], &over) {
+            Err(cairn_client::gateway::GatewayError::Refused { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (413, "too_large"), "person, attempt {attempt}");
+            }
+            other => panic!("person, attempt {attempt}: expected a 413, got {other:?}"),
         }
     }
     // The node still serves, and stored nothing.

@@ -253,7 +253,7 @@ pub struct LimitedBody(pub axum::body::Bytes);
 impl<S: Send + Sync> FromRequest<S> for LimitedBody {
     type Rejection = ApiError;
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
-        read_body(req.into_body(), SMALL_BODY).await.map(LimitedBody)
+        read_body(req.into_body(), SMALL_BODY, SMALL_BODY).await.map(LimitedBody)
     }
 }
 
@@ -280,20 +280,20 @@ async fn drain_stream(mut stream: axum::body::BodyDataStream, up_to: usize) {
 }
 
 /// Reads a body of at most `limit` bytes (after decompression). Past the limit it answers
-/// 413 `too_large` — after reading and dropping up to `limit` more bytes ([`drain_stream`]),
-/// so a client that sent a little too much reads the 413 rather than a reset connection.
+/// 413 `too_large` — after reading and dropping up to `drain` more bytes ([`drain_stream`]),
+/// so a client that sent too much reads the 413 rather than a reset connection.
 /// A stalled body answers 408 `body_timeout`, a broken one 400 `bad_body`
 /// ([`super::error::body_error`]).
-async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+async fn read_body(body: axum::body::Body, limit: usize, drain: usize) -> Result<axum::body::Bytes, ApiError> {
     use futures::StreamExt as _;
     let mut stream = body.into_data_stream();
     let mut chunks: Vec<axum::body::Bytes> = Vec::new();
     let mut len = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| super::error::body_error(&e, limit))?;
+        let chunk = chunk.map_err(|e| super::error::body_error(&e))?;
         if chunk.len() > limit.saturating_sub(len) {
             drop(chunks);
-            drain_stream(stream, limit).await;
+            drain_stream(stream, drain).await;
             return Err(super::error::too_large(limit));
         }
         len = len.saturating_add(chunk.len());
@@ -310,9 +310,10 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::B
     Ok(whole.freeze())
 }
 
-/// Reads a body of at most `custody.max_body_bytes` (after decompression): [`read_body`].
-async fn read_limited(state: &ApiState, body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
-    read_body(body, state.limits.max_body_bytes).await
+/// Reads a signed body of at most `limit` bytes (after decompression) with [`read_body`];
+/// past it, drains up to `custody.max_body_bytes` as a refusal from the headers does.
+async fn read_limited(state: &ApiState, body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    read_body(body, limit, state.limits.max_body_bytes).await
 }
 
 /// A request signed by a registered gateway key (DESIGN.md §9): the extractor every
@@ -343,8 +344,11 @@ impl FromRequest<Arc<ApiState>> for SignedGateway {
             }
         };
         // A GET is signed over an empty body; whatever it carries is not read.
-        let body =
-            if parts.method == Method::GET { axum::body::Bytes::new() } else { read_limited(state, body).await? };
+        let body = if parts.method == Method::GET {
+            axum::body::Bytes::new()
+        } else {
+            read_limited(state, body, state.limits.max_body_bytes).await?
+        };
         verify(state, &signing, &parts.method, &parts.uri, &body)?;
         remember(state, &signing, now_ms).await?;
         Ok(SignedGateway { gateway: signing.key, body, now_ms })
@@ -378,10 +382,8 @@ impl FromRequest<Arc<ApiState>> for SignedCaller {
         let body = match (&signing.caller, parts.method == Method::GET) {
             (_, true) => axum::body::Bytes::new(),
             // A key registered nowhere sends at most a document's worth.
-            (Caller::Person(_), false) => {
-                axum::body::to_bytes(body, PERSON_BODY).await.map_err(|e| super::error::body_error(&e, PERSON_BODY))?
-            }
-            (Caller::Member(_), false) => read_limited(state, body).await?,
+            (Caller::Person(_), false) => read_limited(state, body, PERSON_BODY).await?,
+            (Caller::Member(_), false) => read_limited(state, body, state.limits.max_body_bytes).await?,
         };
         verify(state, &signing, &parts.method, &parts.uri, &body)?;
         remember(state, &signing, now_ms).await?;

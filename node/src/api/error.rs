@@ -288,10 +288,10 @@ pub fn too_large(limit: usize) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body exceeds {limit} bytes"))
 }
 
-/// The answer to a request body that could not be read: 413 `too_large` past `limit`
-/// (counted after decompression), 408 `body_timeout` when it stalled, 400 `bad_body`
-/// when it is not valid gzip or the connection broke.
-pub fn body_error(e: &axum::Error, limit: usize) -> ApiError {
+/// The answer to a request body that could not be read: 408 `body_timeout` when it
+/// stalled, 400 `bad_body` when it is not valid gzip or the connection broke. (A body
+/// over its limit is answered by the reader, `api::auth`, with [`too_large`].)
+pub fn body_error(e: &axum::Error) -> ApiError {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -299,9 +299,7 @@ pub fn body_error(e: &axum::Error, limit: usize) -> ApiError {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    if text.contains("length limit exceeded") {
-        too_large(limit)
-    } else if text.contains("timeout") || text.contains("timed out") {
+    if text.contains("timeout") || text.contains("timed out") {
         ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the body stalled; send it without pauses")
     } else {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("the body could not be read: {text}"))

@@ -350,9 +350,9 @@ impl SubjectBinding {
 }
 
 /// The JSON of a [`DocumentKind::Restriction`](super::DocumentKind::Restriction), signed by
-/// one key bound to the subject (patient or representative): from `issued_ms` every read of the subject's records is
-/// refused (`restricted`) except the patient's own and break-glass, until a
-/// [`Revocation`] by a key bound to the subject lifts it.
+/// one key bound to the subject (patient or representative): from `issued_ms` every read
+/// of the subject's records is refused (`restricted`) except the patient's own and
+/// break-glass, until a [`Revocation`] by a key bound to the subject lifts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Restriction {
