@@ -6,6 +6,7 @@ pub mod mempool;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
 use cairn_proto::Hash32;
 use cairn_proto::KeyId;
@@ -35,6 +36,8 @@ pub struct Chain {
     pub metrics: Arc<Metrics>,
     gossip: mpsc::Sender<Transaction>,
     decided: watch::Sender<u64>,
+    /// When the next height is expected to start (its proposal built), set as each starts.
+    next_proposal: watch::Sender<Option<Instant>>,
     /// Signalled on every admitted transaction; wakes a proposer waiting for one.
     admitted: tokio::sync::Notify,
 }
@@ -65,6 +68,7 @@ impl Chain {
             metrics,
             gossip,
             decided,
+            next_proposal: watch::channel(None).0,
             admitted: tokio::sync::Notify::new(),
             genesis,
         }))
@@ -82,6 +86,11 @@ impl Chain {
     }
     pub(crate) fn notify_decided(&self, height: u64) {
         self.decided.send_replace(height);
+    }
+    /// Records that the next height is expected to start, and its block to be proposed, at
+    /// `at` (called as each height starts: its start plus the block interval).
+    pub(crate) fn expect_proposal_at(&self, at: Instant) {
+        self.next_proposal.send_replace(Some(at));
     }
     /// Completes when a transaction has been admitted to the mempool since the last call
     /// returned (a stored wake-up: one admitted before the call counts).
@@ -162,6 +171,9 @@ impl LedgerView for Chain {
     }
     fn decided(&self) -> watch::Receiver<u64> {
         self.subscribe_decided()
+    }
+    fn next_proposal(&self) -> watch::Receiver<Option<Instant>> {
+        self.next_proposal.subscribe()
     }
     fn membership(&self) -> cairn_proto::membership::Membership {
         self.ledger().membership().clone()

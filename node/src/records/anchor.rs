@@ -1,5 +1,6 @@
 //! Anchoring (DESIGN.md §4): every custodian collects the leaves of the records it holds,
-//! and at each interval commits one padded Merkle root over them through the ledger. The
+//! and once per height (just before the next proposal) or, while the chain is idle, at
+//! each interval, commits a padded Merkle root over them through the ledger ([`Aim`]). The
 //! padded batches are kept in `anchors.redb` (permanent side: leaves are hashes that name
 //! no one once a record's secret is destroyed) so that receipts can be served later.
 //!
@@ -7,9 +8,10 @@
 //! leaves of this node's erasure receipts (`erasure-batches.redb`).
 //!
 //! Up to [`MAX_INFLIGHT`] batches are in flight at once (consecutive sequence numbers; a
-//! block may commit several in order), so a leaf waits at most one interval before its
-//! batch is submitted. A batch is written to the store before its commitment is submitted, so after a crash
-//! the node finds it again: committed (its sequence number was used) or resubmitted.
+//! block may commit several in order), so a leaf waits at most one height (or, while the
+//! chain is idle, one interval) before its batch is submitted. A batch is written to the
+//! store before its commitment is submitted, so after a crash the node finds it again:
+//! committed (its sequence number was used) or resubmitted.
 //! Leaves of records acknowledged but not yet in a stored batch are found again at start
 //! by reading the vault.
 
@@ -42,6 +44,11 @@ pub const MAX_INFLIGHT: usize = 4;
 const RESUBMIT_AFTER_BLOCKS: u64 = 10;
 /// Time to wait for an in-flight batch before submitting it again, however few blocks.
 const RESUBMIT_AFTER: Duration = Duration::from_secs(10);
+/// How long before the next expected proposal the batchers build: enough to sign and
+/// store a batch and for gossip to bring its commitment to the proposer's mempool on a
+/// loaded node (at 40 ms about one batch in twelve missed its height; at 80 ms none did:
+/// BENCHMARKS.md, issue 17, sixth session).
+pub const BUILD_LEAD: Duration = Duration::from_millis(80);
 /// Batch trees kept in memory for proofs.
 const TREE_CACHE: usize = 32;
 static HASHER: Blake3Merkle = Blake3Merkle;
@@ -259,6 +266,10 @@ impl Anchorer {
         let mut decided = records.ledger.decided();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut proposals = records.ledger.next_proposal();
+        let mut aim = Aim::default();
+        aim.expect(*proposals.borrow_and_update());
+        let mut proposals_open = true;
         loop {
             tokio::select! {
                 command = self.rx.recv() => match command {
@@ -269,10 +280,20 @@ impl Anchorer {
                     }
                     None => return Ok(()),
                 },
+                () = tokio::time::sleep_until(aim.due.unwrap_or_else(far_future)), if aim.due.is_some() => {
+                    aim.due = None;
+                    st.build_all(&records)?;
+                }
                 _ = tick.tick() => {
-                    st.build(&records)?;
+                    if aim.tick_builds(Instant::now()) {
+                        st.build(&records)?;
+                    }
                     st.resubmit_stale(&records);
                 }
+                changed = proposals.changed(), if proposals_open => match changed {
+                    Ok(()) => aim.expect(*proposals.borrow_and_update()),
+                    Err(_) => proposals_open = false,
+                },
                 changed = decided.changed() => {
                     if changed.is_err() {
                         return Ok(());
@@ -289,6 +310,39 @@ impl Anchorer {
             self.depth.inflight.store(st.inflight.len() as u64, Relaxed);
         }
     }
+}
+
+/// When to build batches (ADR 011, "When a batch is built"). A block takes the
+/// commitments in its proposer's mempool when its height starts, and a height starts
+/// [`LedgerView::next_proposal`] after the last one did. While heights follow one another,
+/// the leaves that arrived since the last build are batched once, [`BUILD_LEAD`] before
+/// the next proposal: a leaf then waits for the next block only, and the chain gets one
+/// commitment per kind and node per height. While no start is expected (before the first,
+/// or once the expected one is [`BUILD_LEAD`] past: an idle chain's proposer waits for a
+/// transaction, ADR 019) the interval tick builds, as soon as leaves wait.
+#[derive(Debug, Default)]
+struct Aim {
+    /// The next proposal, as last announced.
+    next: Option<Instant>,
+    /// When to build for it; `None` once built.
+    due: Option<tokio::time::Instant>,
+}
+
+impl Aim {
+    fn expect(&mut self, next: Option<Instant>) {
+        self.next = next;
+        self.due = next.map(|at| tokio::time::Instant::from_std(at.checked_sub(BUILD_LEAD).unwrap_or(at)));
+    }
+
+    /// Whether the interval tick builds at `now`: only when no proposal is expected.
+    fn tick_builds(&self, now: Instant) -> bool {
+        self.next.is_none_or(|at| now >= at + BUILD_LEAD)
+    }
+}
+
+/// An instant that never comes (the branch it feeds is disabled anyway).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
 }
 
 impl State {
@@ -359,7 +413,16 @@ impl State {
         }
     }
 
-    /// Builds, stores and submits the next batch if none is in flight.
+    /// Builds batches of every waiting leaf, as many as [`MAX_INFLIGHT`] allows.
+    fn build_all(&mut self, records: &Records) -> Result<(), RecordsError> {
+        while !self.pending.is_empty() && self.inflight.len() < MAX_INFLIGHT {
+            self.build(records)?;
+        }
+        Ok(())
+    }
+
+    /// Builds, stores and submits the next batch if fewer than [`MAX_INFLIGHT`] are in
+    /// flight.
     fn build(&mut self, records: &Records) -> Result<(), RecordsError> {
         if self.inflight.len() >= MAX_INFLIGHT || self.pending.is_empty() {
             return Ok(());
@@ -476,3 +539,6 @@ impl State {
         Some(Location { commit: batch.commit.clone(), index, proof: proof.into_iter().map(Hash32).collect(), height })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,7 @@
 //! (`records::sim`) implements them without processes or sockets.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use cairn_proto::consensus::CertifiedBlock;
 use cairn_proto::genesis::Genesis;
@@ -42,6 +43,12 @@ pub trait LedgerView: Send + Sync + 'static {
     fn next_batch_seq(&self, node: &KeyId, kind: BatchKind) -> u64;
     /// Changes to the height of every decided block, once stored.
     fn decided(&self) -> watch::Receiver<u64>;
+    /// When the next block is expected to be proposed: the start of the next height, which
+    /// is this height's start plus the block interval (Malachite's `target_time`), set as
+    /// each height starts; `None` until one has started. The batchers build a batch a
+    /// little before it, so that its commitment is in the proposer's mempool in time
+    /// (ADR 011, "When a batch is built").
+    fn next_proposal(&self) -> watch::Receiver<Option<Instant>>;
     /// The membership after the last decided block.
     fn membership(&self) -> cairn_proto::membership::Membership;
     /// The purpose policy after the last decided block, with its version (0 = genesis).

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_proto::consensus::CertifiedBlock;
 use cairn_proto::encoding::encode;
@@ -72,6 +72,8 @@ pub struct SimLedger {
     blocks: Mutex<Vec<CertifiedBlock>>,
     pending: Mutex<Vec<Transaction>>,
     decided: watch::Sender<u64>,
+    /// What [`SimLedger::announce_proposal`] set.
+    next_proposal: watch::Sender<Option<Instant>>,
     /// Notified when a transaction waits.
     submitted: Notify,
 }
@@ -87,8 +89,15 @@ impl SimLedger {
             blocks: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             decided: watch::channel(0).0,
+            next_proposal: watch::channel(None).0,
             submitted: Notify::new(),
         })
+    }
+
+    /// Announces, as a starting height does, that the next block will be proposed at `at`
+    /// (the simulated ledger itself still decides whenever a transaction waits).
+    pub fn announce_proposal(&self, at: Instant) {
+        self.next_proposal.send_replace(Some(at));
     }
 
     /// Decides one block of every waiting transaction (none if none wait); returns the
@@ -140,6 +149,9 @@ impl LedgerView for SimLedger {
     }
     fn decided(&self) -> watch::Receiver<u64> {
         self.decided.subscribe()
+    }
+    fn next_proposal(&self) -> watch::Receiver<Option<Instant>> {
+        self.next_proposal.subscribe()
     }
     fn membership(&self) -> cairn_proto::membership::Membership {
         self.state.lock().unwrap().membership().clone()

@@ -247,6 +247,13 @@ impl App {
                 }
                 AppMsg::StartedRound { height, round, proposer, role, reply_value } => {
                     debug!(%height, %round, %proposer, ?role, "round started");
+                    if round == Round::new(0) {
+                        // Malachite starts the next height `target_time` after this one
+                        // started (if this one is decided by then): its proposal is built
+                        // then, and the batchers aim their batches at it.
+                        let interval = Duration::from_millis(self.timing.block_interval_ms);
+                        self.chain.expect_proposal_at(Instant::now() + interval);
+                    }
                     self.chain.metrics.round.store(round.as_u32().map_or(0, u64::from), Relaxed);
                     let parts: Vec<_> = std::mem::take(&mut self.pending);
                     for part in parts {

@@ -96,7 +96,9 @@ impl Default for AccessSection {
 pub struct CustodySection {
     /// Custodians per record, the receiving node included (1 to the number of validators).
     pub replication: usize,
-    /// How often each node commits a batch of its new leaves, milliseconds.
+    /// How often each node commits a batch of its new leaves while the chain is idle,
+    /// milliseconds; while heights follow one another it commits once per height, just
+    /// before the next proposal (ADR 011, "When a batch is built").
     pub anchor_interval_ms: u64,
     /// Readings being stored at once; beyond this the API answers 429.
     pub max_pending_readings: usize,
