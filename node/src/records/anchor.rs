@@ -46,7 +46,7 @@ const RESUBMIT_AFTER_BLOCKS: u64 = 10;
 const RESUBMIT_AFTER: Duration = Duration::from_secs(10);
 /// How long before the next expected proposal the batchers build: enough to sign and
 /// store a batch and for gossip to bring its commitment to the proposer's mempool on a
-/// loaded node (at 40 ms about one batch in twelve missed its height; at 80 ms none did:
+/// loaded node (at 40 ms about one batch in twelve missed its height; at 80 ms one in 160 did:
 /// BENCHMARKS.md, issue 17, sixth session).
 pub const BUILD_LEAD: Duration = Duration::from_millis(80);
 /// Batch trees kept in memory for proofs.
